@@ -1,0 +1,34 @@
+# brevetti_pipe: `make demo` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+DEMO_ROOT ?= brevetti_platform
+
+.PHONY: demo test install bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/brevetti-pipe recipe=vials_classification platform.root=$(DEMO_ROOT)
+	@echo
+	@echo "Outputs: $(DEMO_ROOT)/jobs/<job id>/artifacts/ (output.json, progress.jsonl, sample_identification.csv, model.tar.gz)"
+	@ls -1dt $(DEMO_ROOT)/jobs/*/artifacts | head -n 1
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) brevetti_platform outputs multirun .pytest_cache

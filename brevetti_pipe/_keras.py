@@ -1,0 +1,40 @@
+"""Keras glue: the remote-monitor callback (imported only when Keras is in use)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras
+
+if TYPE_CHECKING:
+    from brevetti_pipe.job import Job
+
+__all__ = ["make_remote_monitor", "RemoteMonitor"]
+
+
+def progress_name(key: str) -> str:
+    """Keras log key -> report name: ``val_loss`` -> ``devel_loss``, ``loss`` -> ``train_loss``."""
+    if key.startswith("val_"):
+        return "devel_" + key[4:]
+    if key.startswith(("train_", "devel_", "test_")) or key in ("learning_rate", "lr"):
+        return key
+    return "train_" + key
+
+
+class RemoteMonitor(keras.callbacks.Callback):
+    """Reports every finished epoch to the job (progress.jsonl and any progress endpoint).
+
+    ``epoch`` in the report counts finished epochs (Keras' 0-based index + 1).
+    """
+
+    def __init__(self, job: Job) -> None:
+        super().__init__()
+        self.job = job
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = {progress_name(k): v for k, v in (logs or {}).items()}
+        self.job.report_progress(epoch + 1, metrics)
+
+
+def make_remote_monitor(job: Job) -> RemoteMonitor:
+    return RemoteMonitor(job)

@@ -1,0 +1,99 @@
+"""Keeps secrets (API keys, cloud credentials) out of every output, log line and message."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from typing import Any
+
+__all__ = ["add_secret", "api_key", "redact", "redact_obj", "install_log_redaction", "SECRET_KEYS"]
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_api_key: str | None = None
+MASK = "***"
+
+#: Config/JSON keys whose values are secrets wherever they appear.
+SECRET_KEYS = re.compile(
+    r"(api[_-]?key|secret|token|password|passwd|credential|access[_-]?key|session[_-]?key)", re.I
+)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s:]+(:[^/@\s]*)?)@")
+_QUERY_SECRETS = re.compile(r"(?P<key>[?&](?:api[_-]?key|token|key|signature|x-amz-signature)=)[^&\s]+", re.I)
+
+
+def add_secret(value: str | None) -> None:
+    """Remember ``value`` so that :func:`redact` masks it everywhere from now on."""
+    if value and len(value) >= 4:
+        with _lock:
+            _secrets.add(str(value))
+
+
+def set_api_key(value: str | None) -> None:
+    """Set the platform API key for this process (from ``--api_key`` or the environment)."""
+    global _api_key
+    _api_key = value or None
+    add_secret(value)
+
+
+def api_key() -> str | None:
+    """The platform API key: ``--api_key`` if given, else ``$BREVETTI_PIPE_API_KEY``."""
+    if _api_key:
+        return _api_key
+    env = os.environ.get("BREVETTI_PIPE_API_KEY") or os.environ.get("BREVETTI_API_KEY")
+    add_secret(env)
+    return env or None
+
+
+def _env_secrets() -> list[str]:
+    names = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "BREVETTI_PIPE_API_KEY", "BREVETTI_API_KEY")
+    return [os.environ[n] for n in names if os.environ.get(n) and len(os.environ[n]) >= 4]
+
+
+def redact(text: str) -> str:
+    """Mask known secrets, credentials in URLs, and secret-looking query parameters."""
+    if not text:
+        return text
+    with _lock:
+        values = sorted(_secrets.union(_env_secrets()), key=len, reverse=True)
+    for value in values:
+        text = text.replace(value, MASK)
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
+    return _QUERY_SECRETS.sub(lambda m: f"{m.group('key')}{MASK}", text)
+
+
+def redact_obj(obj: Any) -> Any:
+    """Deep copy of a JSON-like object with secret keys masked and strings redacted."""
+    if isinstance(obj, dict):
+        return {
+            k: (MASK if v not in (None, "", {}) and SECRET_KEYS.search(str(k)) else redact_obj(v))
+            for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v) for v in obj]
+    if isinstance(obj, str):
+        return redact(obj)
+    return obj
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is logging's problem, not ours
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_filter = _RedactingFilter()
+
+
+def install_log_redaction() -> None:
+    """Attach the redacting filter to every handler of the root logger (idempotent)."""
+    for handler in logging.getLogger().handlers:
+        if _filter not in handler.filters:
+            handler.addFilter(_filter)

@@ -1,0 +1,6 @@
+"""Reporting callbacks registered by name and configured under ``callbacks.<name>``."""
+
+from brevetti_pipe.callbacks._base import CALLBACKS, CallbackList, JobCallback
+from brevetti_pipe.callbacks.progress import Progress
+
+__all__ = ["CALLBACKS", "CallbackList", "JobCallback", "Progress"]

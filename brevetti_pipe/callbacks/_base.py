@@ -1,0 +1,107 @@
+"""Reporting callback base class, registry and dispatcher (the job's hooks into reporting)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+from brevetti_pipe._registry import Registry
+from brevetti_pipe.config._errors import validate_model
+from brevetti_pipe.config._schema import StrictModel
+
+if TYPE_CHECKING:
+    from brevetti_pipe.job import Job
+
+__all__ = ["JobCallback", "CallbackList", "CALLBACKS"]
+
+log = logging.getLogger(__name__)
+
+CALLBACKS: Registry[type["JobCallback"]] = Registry("callback", config_group="callbacks")
+
+
+class JobCallback:
+    """Base class of reporting callbacks. Every hook does nothing by default.
+
+    Hooks take keyword arguments plus ``**kwargs`` so new arguments never break old callbacks.
+    Set ``required = True`` for a callback whose failure must fail the job; otherwise a failing
+    hook is logged once as a warning and the job goes on.
+
+    Subclass with a registry name and a parameter model::
+
+        class Ping(JobCallback, name="ping"):
+            class Params(StrictModel):
+                url: str
+    """
+
+    name: ClassVar[str] = ""
+    required: ClassVar[bool] = False
+
+    class Params(StrictModel):
+        pass
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name:
+            cls.name = name
+            CALLBACKS.register(name, cls)
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if isinstance(params, BaseModel):
+            self.params = params
+        else:
+            merged = {**(params or {}), **kwargs}
+            self.params = validate_model(self.Params, merged, prefix=f"callbacks.{self.name}")
+
+    def on_job_start(self, *, job: Job, **kwargs: Any) -> None: ...
+
+    def on_epoch_end(self, *, job: Job, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None: ...
+
+    def on_metric(self, *, job: Job, name: str, value: float, **kwargs: Any) -> None: ...
+
+    def on_artifact(self, *, job: Job, path: str, **kwargs: Any) -> None: ...
+
+    def on_job_end(self, *, job: Job, status: str, error: str | None = None, **kwargs: Any) -> None: ...
+
+
+class CallbackList:
+    """Dispatches hooks: start and progress hooks in order, end hooks in reverse order."""
+
+    _END_HOOKS = ("on_job_end",)
+
+    def __init__(self, callbacks: Iterable[JobCallback] = ()) -> None:
+        self.callbacks = list(callbacks)
+        self._warned: set[tuple[int, str]] = set()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.callbacks)
+
+    def _call(self, hook: str, **kwargs: Any) -> None:
+        order = reversed(self.callbacks) if hook in self._END_HOOKS else self.callbacks
+        for cb in list(order):
+            try:
+                getattr(cb, hook)(**kwargs)
+            except Exception as exc:
+                if cb.required:
+                    raise
+                key = (id(cb), hook)
+                if key not in self._warned:
+                    self._warned.add(key)
+                    log.warning("Callback '%s' failed in %s and is ignored from now on: %s", cb.name, hook, exc)
+
+    def on_job_start(self, **kwargs: Any) -> None:
+        self._call("on_job_start", **kwargs)
+
+    def on_epoch_end(self, **kwargs: Any) -> None:
+        self._call("on_epoch_end", **kwargs)
+
+    def on_metric(self, **kwargs: Any) -> None:
+        self._call("on_metric", **kwargs)
+
+    def on_artifact(self, **kwargs: Any) -> None:
+        self._call("on_artifact", **kwargs)
+
+    def on_job_end(self, **kwargs: Any) -> None:
+        self._call("on_job_end", **kwargs)

@@ -1,0 +1,36 @@
+"""Configuration: Hydra-composed YAML + platform JSON + CLI -> one validated JobConfig."""
+
+from brevetti_pipe.config._compose import compose, translate_hydra_error
+from brevetti_pipe.config._errors import validate_model
+from brevetti_pipe.config._load import JSON_KEYS, load_settings_json, resolve_config
+from brevetti_pipe.config._schema import (
+    ComponentSpec,
+    DataConfig,
+    DatasetConfig,
+    JobConfig,
+    JobSection,
+    JobSettings,
+    PlatformConfig,
+    SamplerConfig,
+    SplitConfig,
+    StrictModel,
+)
+
+__all__ = [
+    "ComponentSpec",
+    "DataConfig",
+    "DatasetConfig",
+    "JSON_KEYS",
+    "JobConfig",
+    "JobSection",
+    "JobSettings",
+    "PlatformConfig",
+    "SamplerConfig",
+    "SplitConfig",
+    "StrictModel",
+    "compose",
+    "load_settings_json",
+    "resolve_config",
+    "translate_hydra_error",
+    "validate_model",
+]

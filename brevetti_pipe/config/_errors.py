@@ -1,0 +1,100 @@
+"""Turns pydantic validation errors into one readable ConfigError naming the dotted key."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from brevetti_pipe.errors import ConfigError, did_you_mean
+
+__all__ = ["config_error_from_validation", "validate_model"]
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return [a for arg in typing.get_args(annotation) for a in _unwrap(arg)]
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    return [annotation]
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at ``loc`` inside ``model`` (best effort; [] when unknown)."""
+    current: list[Any] = [model]
+    for part in loc:
+        nxt: list[Any] = []
+        for ann in current:
+            for cand in _unwrap(ann):
+                origin = typing.get_origin(cand)
+                if isinstance(cand, type) and issubclass(cand, BaseModel):
+                    field = cand.model_fields.get(str(part))
+                    if field is not None:
+                        nxt.append(field.annotation)
+                elif origin in (dict, typing.Mapping, list, tuple):
+                    args = typing.get_args(cand)
+                    if args:
+                        nxt.append(args[-1] if origin is not tuple else args[0])
+        current = nxt
+    names: list[str] = []
+    for ann in current:
+        for cand in _unwrap(ann):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                names.extend(cand.model_fields)
+    return names
+
+
+def _dotted(prefix: str, loc: tuple[Any, ...]) -> str:
+    parts = [prefix] if prefix else []
+    for part in loc:
+        if isinstance(part, int):
+            parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
+
+
+def config_error_from_validation(
+    exc: ValidationError, model: type[BaseModel], prefix: str = "", source: str | None = None
+) -> ConfigError:
+    """Build a ConfigError listing every problem as ``key: message. Received: key=value``.
+
+    Args:
+        exc: the pydantic error.
+        model: the model that was validated (used to suggest field names).
+        prefix: dotted path of the model in the whole config, e.g. ``pipeline.image``.
+        source: where the values came from (a file name), appended when given.
+    """
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err.get("loc", ()))
+        key = _dotted(prefix, loc)
+        kind = err.get("type", "")
+        received = err.get("input")
+        if kind == "extra_forbidden":
+            allowed = _fields_at(model, loc[:-1])
+            hint = did_you_mean(str(loc[-1]), allowed)
+            allowed_txt = f" Allowed keys here: {', '.join(allowed)}." if allowed else ""
+            lines.append(f"Unknown key '{key}'.{hint}{allowed_txt}")
+        elif kind == "missing":
+            lines.append(f"Missing required key '{key}'.")
+        else:
+            msg = err.get("msg", "invalid value")
+            lines.append(f"Invalid value for '{key}': {msg}. Received: {key}={received!r}")
+    where = f" (in {source})" if source else ""
+    if len(lines) == 1:
+        return ConfigError(lines[0] + where)
+    return ConfigError(f"{len(lines)} config errors{where}: " + " | ".join(lines))
+
+
+def validate_model(model: type[M], data: Any, prefix: str = "", source: str | None = None) -> M:
+    """``model.model_validate(data)`` that raises a ConfigError with dotted keys instead."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, model, prefix, source) from None

@@ -1,0 +1,151 @@
+"""Composed Hydra config + platform settings JSON + CLI overrides -> one validated JobConfig.
+
+Precedence, lowest to highest: framework defaults < config files / recipe < platform
+settings JSON < command line. Hydra composes the first two; this module layers the JSON
+on top and then re-applies the command-line overrides so they keep the last word.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from brevetti_pipe import _secrets
+from brevetti_pipe.config._errors import validate_model
+from brevetti_pipe.config._schema import JobConfig
+from brevetti_pipe.errors import ConfigError, did_you_mean
+
+__all__ = ["JSON_KEYS", "load_settings_json", "resolve_config"]
+
+#: Top-level keys a platform settings JSON may set.
+JSON_KEYS = ("settings", "datasets", "split", "sampler", "pipeline", "data")
+
+
+
+def load_settings_json(url: str, *, required: bool, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Read a platform settings JSON document.
+
+    Returns None when the file is missing and not ``required``. Secret values in it
+    (``api_key`` and friends) are taken out and remembered for redaction.
+
+    Raises:
+        ConfigError: naming the file (and line/column for a parse error) on bad content.
+    """
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if not fs.exists(path):
+            if required:
+                raise ConfigError(f"Settings JSON not found. Received: job.settings_json={url!r}")
+            return None
+        raw = fs.cat_file(path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # any storage failure is a config problem at this point
+        raise ConfigError(f"Cannot read settings JSON {url!r}: {_secrets.redact(str(exc))}") from None
+    try:
+        doc = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Settings JSON {url!r} is not UTF-8 text: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"Malformed settings JSON {url!r} at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"Settings JSON {url!r} must hold a JSON object, got {type(doc).__name__}")
+    for key in list(doc):
+        if _secrets.SECRET_KEYS.search(key) and isinstance(doc[key], str):
+            if key.lower().replace("-", "_") == "api_key":
+                _secrets.set_api_key(doc[key])
+            _secrets.add_secret(doc.pop(key))
+    unknown = [k for k in doc if k not in JSON_KEYS]
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(
+            f"Unknown key '{key}' in settings JSON {url!r}.{did_you_mean(key, JSON_KEYS)} "
+            f"Allowed top-level keys: {', '.join(JSON_KEYS)}."
+        )
+    return doc
+
+
+def _group_package(group: str, package: str | None) -> str | None:
+    if package:
+        return None if package == "_global_" else package.replace("_group_", group.replace("/", "."))
+    return group.replace("/", ".")
+
+
+def _reapply_overrides(cfg: DictConfig, composed: DictConfig, overrides: Sequence[str], groups: set[str]) -> None:
+    """Re-apply command-line overrides onto ``cfg`` (after the JSON merge) so they win."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    for ov in parsed:
+        key = ov.key_or_group
+        if key.startswith("hydra") or ov.is_sweep_override():
+            continue
+        if key in groups or (ov.package is not None and key.split("@")[0] in groups):
+            path = _group_package(key, ov.package)
+            if path and OmegaConf.select(composed, path, throw_on_missing=False) is not None:
+                OmegaConf.update(cfg, path, OmegaConf.select(composed, path), merge=False, force_add=True)
+            continue
+        if ov.is_delete():
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(cfg, parent) if parent else cfg
+            if isinstance(node, DictConfig) and leaf in node:
+                del node[leaf]
+            continue
+        OmegaConf.update(cfg, key, ov.value(), merge=False, force_add=True)
+
+
+def resolve_config(
+    cfg: DictConfig,
+    overrides: Sequence[str] = (),
+    groups: Sequence[str] = (),
+) -> JobConfig:
+    """Layer the platform settings JSON and the CLI overrides onto a composed config and validate it.
+
+    Args:
+        cfg: the config Hydra composed (files + recipe + CLI).
+        overrides: the command-line overrides (Hydra's ``task`` overrides).
+        groups: the config group names (``HydraConfig.runtime.choices`` keys).
+
+    Returns:
+        The validated JobConfig; ``job.id`` is filled in with a fresh UUID when it was null.
+
+    Raises:
+        ConfigError: for any invalid value, unknown key, or unreadable settings JSON.
+    """
+    try:
+        work = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+        work.pop("hydra", None)
+        composed = work.copy()
+        OmegaConf.set_struct(work, False)
+        if OmegaConf.select(work, "job.id") in (None, ""):
+            OmegaConf.update(work, "job.id", str(uuid.uuid4()), force_add=True)
+        job_id = str(OmegaConf.select(work, "job.id"))
+        explicit = OmegaConf.select(work, "job.settings_json")
+        root = str(OmegaConf.select(work, "platform.root", default="."))
+        options = OmegaConf.select(work, "platform.storage_options", default=None)
+        options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+        url = str(explicit) if explicit else f"{root.rstrip('/')}/jobs/{job_id}/job.json"
+        doc = load_settings_json(url, required=bool(explicit), storage_options=options)
+        if doc:
+            for key, value in doc.items():
+                replace = key == "datasets"  # a platform's dataset list is the whole selection
+                if replace or not isinstance(value, dict) or not isinstance(work.get(key), DictConfig):
+                    work[key] = value
+                else:
+                    work[key] = OmegaConf.merge(work[key], value)
+            _reapply_overrides(work, composed, overrides, set(groups))
+        data = OmegaConf.to_container(work, resolve=True)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Invalid config: {exc}".replace("\n", " ")) from None
+    return validate_model(JobConfig, data, source=url if doc else None)

@@ -1,0 +1,177 @@
+"""Pydantic models of the composed config: the one validated settings tree a job runs from."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "StrictModel",
+    "JobSettings",
+    "PlatformConfig",
+    "JobSection",
+    "DatasetConfig",
+    "SplitConfig",
+    "SamplerConfig",
+    "DataConfig",
+    "ComponentSpec",
+    "JobConfig",
+    "PURPOSES",
+]
+
+PURPOSES = ("train", "devel", "test")
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class JobSettings(StrictModel):
+    """Base class of a recipe's own typed settings tree (``settings.*`` in the config).
+
+    Subclass it and annotate your job with it::
+
+        class MySettings(JobSettings):
+            epochs: int = Field(5, description="Training epochs")
+
+        class MyJob(Job):
+            settings: MySettings
+    """
+
+
+class PlatformConfig(StrictModel):
+    """Where the platform lives and how to talk to it."""
+
+    type: str = Field("local", description="Registered platform backend")
+    root: str = Field(..., description="fsspec URL of the platform root (local path, s3://, gs://, memory://)")
+    cache_dir: str | None = Field(
+        None, description="Local directory caching remote dataset files; default: under the job temp dir"
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fsspec options for platform.root (e.g. endpoint_url)"
+    )
+
+
+class JobSection(StrictModel):
+    """Identity and reproducibility of one run."""
+
+    id: str | None = Field(None, description="Job id; a fresh UUID when null")
+    name: str = Field("brevetti_pipe job", description="Human-readable job name")
+    seed: int = Field(0, ge=0, lt=2**31, description="The one seed everything random derives from")
+    settings_json: str | None = Field(
+        None, description="Platform settings JSON (path or URL); default <root>/jobs/<id>/job.json"
+    )
+    deterministic: bool = Field(True, description="Enable TensorFlow op determinism for bit-exact runs")
+    temp_dir: str | None = Field(None, description="Local scratch directory; default: a fresh temp dir")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class DatasetConfig(StrictModel):
+    """One dataset: a folder of category folders of images, on any fsspec URL."""
+
+    url: str = Field(..., description="fsspec URL of the dataset root")
+    id: str | None = Field(None, description="Dataset id; default: the last part of the URL")
+    classes: list[str] | None = Field(
+        None, description="Class names in label order; default: the category folders found, sorted"
+    )
+    category_map: dict[str, str] | None = Field(
+        None, description="Folder name -> category; folders not listed keep their name"
+    )
+    folders: list[str] | None = Field(None, description="Only list these top-level folders")
+    generator: str | None = Field(
+        None, description="Registered generator that creates the dataset when the URL is missing"
+    )
+    generator_params: dict[str, Any] = Field(default_factory=dict, description="Arguments for the generator")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="Extra fsspec options")
+
+
+class SplitConfig(StrictModel):
+    """How samples are assigned to train / devel / test."""
+
+    type: str = Field("sample_split", description="Registered split strategy")
+    fractions: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.8, "devel": 0.2, "test": 0.0},
+        description="Fraction of samples per purpose; must sum to 1",
+    )
+    stratify: list[str] = Field(default_factory=lambda: ["category"], description="Columns to stratify by")
+    unique_key: str = Field("etag", description="Samples sharing this value always share a purpose")
+    seed: int | None = Field(None, description="Split seed; default: job.seed")
+    file: str = Field("sample_identification.csv", description="Artifact file persisting the split")
+    manual_column: str | None = Field(
+        None, description="Column of a user CSV/table whose non-empty values force a purpose"
+    )
+
+    @field_validator("fractions")
+    @classmethod
+    def _check_fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(PURPOSES))
+        if unknown:
+            raise ValueError(f"unknown purpose(s) {unknown}; allowed: {list(PURPOSES)}")
+        if any(v < 0 for v in value.values()):
+            raise ValueError(f"fractions must be >= 0, got {value}")
+        total = sum(value.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"fractions must sum to 1, got {total:g} from {value}")
+        return value
+
+
+class SamplerConfig(StrictModel):
+    """How training samples are drawn each epoch."""
+
+    type: str = Field("stratified", description="Registered sampler")
+    groupby: list[str] | None = Field(None, description="Columns to group by; null = plain shuffle")
+    weighting: Literal["uniform", "count"] | dict[str, float] = Field(
+        "count", description="uniform (equal per group), count (proportional) or weights per group"
+    )
+
+
+class DataConfig(StrictModel):
+    """Data-handling policies shared by all stages."""
+
+    on_bad_sample: Literal["fail", "skip"] = Field("fail", description="What to do with unreadable samples")
+    num_parallel_calls: int | Literal["autotune"] = Field("autotune", description="Parallel map calls")
+    prefetch: int | Literal["autotune"] = Field("autotune", description="Batches to prefetch")
+    cache: bool | str = Field(
+        False, description="Cache the deterministic prefix of the stage chain: true (memory) or a path"
+    )
+
+
+class ComponentSpec(StrictModel):
+    """A registered component chosen by ``type`` plus its own parameters (validated by it)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(..., description="Registered name")
+
+    def params(self) -> dict[str, Any]:
+        """The parameters besides ``type``."""
+        return dict(self.model_extra or {})
+
+
+class JobConfig(StrictModel):
+    """The complete validated job config (everything but Hydra's own ``hydra`` node)."""
+
+    platform: PlatformConfig
+    job: JobSection = Field(default_factory=JobSection)
+    datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    pipeline: dict[str, ComponentSpec] = Field(default_factory=dict)
+    callbacks: dict[str, ComponentSpec] = Field(default_factory=dict)
+    run: str | None = Field(None, description="Registered recipe run step")
+    settings: dict[str, Any] = Field(default_factory=dict, description="The recipe's typed settings")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        # `~pipeline.x` is the CLI way to remove; a null entry (e.g. from JSON) means the same.
+        if isinstance(data, dict):
+            for key in ("pipeline", "callbacks", "datasets"):
+                if isinstance(data.get(key), dict):
+                    data[key] = {k: v for k, v in data[key].items() if v is not None}
+                elif data.get(key) is None and key in data:
+                    data[key] = {}
+        return data

@@ -1,0 +1,234 @@
+"""DataGenerator: samples table -> seeded tf.data graph with map stages chained in one fused map."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+import pandas as pd
+
+from brevetti_pipe.errors import StageError
+from brevetti_pipe.io import IoTools
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from brevetti_pipe.data._sampler import StratifiedSampler
+    from brevetti_pipe.stages._base import Stage
+
+__all__ = ["DataGenerator", "OutputStructure"]
+
+OutputStructure = Union[None, str, Sequence[str]]
+
+#: Mixed into the job seed so that generator seeds differ from other seed users.
+_SEED_SALT = 0x5EED
+
+
+def _column_values(series: pd.Series) -> np.ndarray:
+    """A column as a numpy array TensorFlow accepts (tuples joined with '/', None -> '')."""
+    if series.dtype.kind in "biuf":
+        return series.to_numpy()
+    if series.dtype.kind == "b":
+        return series.to_numpy()
+
+    def text(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        if isinstance(v, tuple):
+            return "/".join(map(str, v))
+        return str(v)
+
+    return np.array([text(v) for v in series], dtype=object).astype(bytes)
+
+
+def _decode(value: Any) -> Any:
+    """Numpy bytes -> str, recursively, for the *_numpy iterators."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OS":
+        return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b, otypes=[object])(value)
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_decode(v) for v in value)
+    return value
+
+
+class DataGenerator:
+    """Builds the tf.data graph for a samples table: draw -> map stages -> batch -> prefetch.
+
+    Every element starts as a dict of the sample's columns (strings, numbers; ``category`` as
+    ``"a/b"``); stages add keys (``img``, ``onehot``, ...). Randomness is stateless: each sample
+    gets a seed from (seed, epoch, sample index), each stage one from (sample seed, stage index),
+    so the output is bit-identical across processes and ``num_parallel_calls`` settings, and each
+    epoch draws anew.
+
+    Args:
+        samples: the samples table (see :func:`get_image_samples`).
+        batch_size: elements per batch; 0 or None for unbatched elements.
+        shuffle: draw each epoch in a seeded random order.
+        repeat: iterate epochs forever (then use ``steps_per_epoch=len(gen)`` with Keras).
+        seed: the seed (usually ``job.seed``).
+        output_structure: None for the whole dict, a key for one tensor, or a tuple of keys.
+        sampler: a StratifiedSampler whose weights drive the draw (with replacement).
+        epoch_size: samples per epoch; default: the number of samples.
+        drop_remainder: drop the last incomplete batch.
+        num_parallel_calls: parallel calls of the fused map; ``"autotune"`` by default.
+        prefetch: batches to prefetch; ``"autotune"`` by default.
+        io: IoTools used to fetch remote files into the local cache before reading.
+
+    Example:
+        >>> gen = DataGenerator(samples, batch_size=8, shuffle=True, output_structure=("img", "onehot"))
+        >>> gen = gen.map(ImagePipeline(target_size=(64, 64))).map(OneHotEncoder(classes))
+        >>> model.fit(gen.get_dataset(), epochs=3)
+    """
+
+    def __init__(
+        self,
+        samples: pd.DataFrame,
+        batch_size: int | None = 32,
+        shuffle: bool = False,
+        repeat: bool = False,
+        seed: int = 0,
+        output_structure: OutputStructure = None,
+        sampler: StratifiedSampler | None = None,
+        epoch_size: int | None = None,
+        drop_remainder: bool = False,
+        num_parallel_calls: int | str = "autotune",
+        prefetch: int | str = "autotune",
+        io: IoTools | None = None,
+        stages: Sequence[Stage] = (),
+    ) -> None:
+        if not isinstance(samples, pd.DataFrame):
+            raise TypeError(f"samples must be a pandas DataFrame, got {type(samples).__name__}")
+        self.samples = samples.reset_index(drop=True)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.repeat = repeat
+        self.seed = int(seed)
+        self.output_structure = output_structure
+        self.sampler = sampler
+        self.epoch_size = int(epoch_size) if epoch_size else len(self.samples)
+        self.drop_remainder = drop_remainder
+        self.num_parallel_calls = num_parallel_calls
+        self.prefetch = prefetch
+        self.io = io or IoTools()
+        self.stages: list[Stage] = list(stages)
+        self._columns: dict[str, np.ndarray] | None = None
+
+    # -- composition ---------------------------------------------------------------------
+    def map(self, stage: Stage | Sequence[Stage]) -> DataGenerator:
+        """A new generator with ``stage`` (or several) appended to the chain."""
+        new = copy.copy(self)
+        new.stages = self.stages + (list(stage) if isinstance(stage, (list, tuple)) else [stage])
+        return new
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        if not self.batch_size:
+            return self.epoch_size
+        if self.drop_remainder:
+            return self.epoch_size // self.batch_size
+        return math.ceil(self.epoch_size / self.batch_size)
+
+    # -- graph ---------------------------------------------------------------------------
+    def _column_arrays(self) -> dict[str, np.ndarray]:
+        if self._columns is None:
+            samples = self.samples
+            if "path" in samples.columns and len(samples):
+                local = self.io.localize(samples["path"].astype(str).tolist())
+                if local != samples["path"].tolist():
+                    samples = samples.assign(path=local)
+                    if "url" not in samples.columns:
+                        samples = samples.assign(url=self.samples["path"])
+            self._columns = {str(c): _column_values(samples[c]) for c in samples.columns}
+        return self._columns
+
+    def _parallel(self) -> int:
+        import tensorflow as tf
+
+        if self.num_parallel_calls in ("autotune", None):
+            return tf.data.AUTOTUNE
+        return int(self.num_parallel_calls)
+
+    def _structure(self, x: dict[str, tf.Tensor], structure: OutputStructure) -> Any:
+        if structure is None:
+            return x
+        keys = [structure] if isinstance(structure, str) else list(structure)
+        missing = [k for k in keys if k not in x]
+        if missing:
+            raise StageError(
+                f"output_structure asks for {missing}, but the elements have keys {sorted(x)}; "
+                "add the stage that produces them or fix output_structure."
+            )
+        return x[structure] if isinstance(structure, str) else tuple(x[k] for k in keys)
+
+    def _build(self, stages: Sequence[Stage], structure: OutputStructure) -> tf.data.Dataset:
+        import tensorflow as tf
+
+        if self.samples.empty:
+            raise StageError("DataGenerator has no samples to draw from")
+        columns = {k: tf.constant(v) for k, v in self._column_arrays().items()}
+        n = len(self.samples)
+        m = self.epoch_size
+        weights = self.sampler.weights(self.samples) if self.sampler is not None else None
+        base_seed = tf.constant([self.seed, _SEED_SALT], dtype=tf.int64)
+        fold_in = tf.random.experimental.stateless_fold_in
+
+        def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
+            epoch_seed = fold_in(base_seed, epoch)
+            if weights is not None:
+                logits = tf.math.log(tf.constant(weights, dtype=tf.float64))[tf.newaxis]
+                index = tf.random.stateless_categorical(logits, m, seed=epoch_seed, dtype=tf.int64)[0]
+            elif self.shuffle:
+                order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=epoch_seed)
+                index = tf.tile(order, [-(-m // n)])[:m]
+            else:
+                index = tf.tile(tf.range(n, dtype=tf.int64), [-(-m // n)])[:m]
+            return tf.data.Dataset.from_tensor_slices((tf.fill([m], epoch), index))
+
+        def element(epoch: tf.Tensor, index: tf.Tensor) -> Any:
+            x = {k: tf.gather(col, index) for k, col in columns.items()}
+            sample_seed = fold_in(fold_in(base_seed, epoch), index)
+            for k, stage in enumerate(stages):
+                x = stage(x, seed=fold_in(sample_seed, k + 1))
+            return self._structure(x, structure)
+
+        epochs = tf.data.Dataset.counter(dtype=tf.int64) if self.repeat else tf.data.Dataset.range(1, output_type=tf.int64)
+        ds = epochs.flat_map(epoch_indices)
+        ds = ds.map(element, num_parallel_calls=self._parallel(), deterministic=True)
+        if self.batch_size:
+            ds = ds.batch(self.batch_size, drop_remainder=self.drop_remainder)
+        cardinality = tf.data.INFINITE_CARDINALITY if self.repeat else len(self)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
+        prefetch = tf.data.AUTOTUNE if self.prefetch in ("autotune", None) else int(self.prefetch)
+        if prefetch:
+            ds = ds.prefetch(prefetch)
+        options = tf.data.Options()
+        options.deterministic = True
+        return ds.with_options(options)
+
+    # -- public API ----------------------------------------------------------------------
+    _DEFAULT = object()
+
+    def get_samples(self, structure: Any = _DEFAULT) -> tf.data.Dataset:
+        """The drawn samples, batched, without map stages."""
+        return self._build([], self.output_structure if structure is self._DEFAULT else structure)
+
+    def get_dataset(self, structure: Any = _DEFAULT) -> tf.data.Dataset:
+        """The drawn samples through every map stage, batched and prefetched."""
+        return self._build(self.stages, self.output_structure if structure is self._DEFAULT else structure)
+
+    def get_samples_numpy(self, structure: Any = _DEFAULT) -> Iterator[Any]:
+        """:meth:`get_samples` as numpy values (strings decoded to str)."""
+        return map(_decode, self.get_samples(structure).as_numpy_iterator())
+
+    def get_dataset_numpy(self, structure: Any = _DEFAULT) -> Iterator[Any]:
+        """:meth:`get_dataset` as numpy values (strings decoded to str)."""
+        return map(_decode, self.get_dataset(structure).as_numpy_iterator())
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.get_dataset_numpy()

@@ -1,0 +1,186 @@
+"""Datasets -> samples table: one row per image with its category, etag and dataset."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import posixpath
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from brevetti_pipe._registry import Registry
+from brevetti_pipe._secrets import redact
+from brevetti_pipe.config._schema import DatasetConfig
+from brevetti_pipe.errors import DatasetError, StorageError
+from brevetti_pipe.io import IoTools, is_local
+
+__all__ = ["Dataset", "get_image_samples", "IMAGE_EXTENSIONS", "GENERATORS", "SAMPLE_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+SAMPLE_COLUMNS = ("path", "category", "folder", "etag", "dataset", "dataset_id", "url", "annotation_path")
+
+#: Dataset generators (name -> callable(url, io, seed, **params)) used when a dataset is missing.
+GENERATORS: Registry[Any] = Registry("dataset generator")
+
+
+@dataclass
+class Dataset:
+    """A named dataset: a root URL of category folders, plus how to read it.
+
+    Attributes:
+        name: the key under ``datasets`` in the config.
+        url: fsspec URL of the dataset root.
+        config: the validated dataset config.
+    """
+
+    name: str
+    url: str
+    config: DatasetConfig = field(default_factory=lambda: DatasetConfig(url="."))
+
+    @property
+    def id(self) -> str:
+        return self.config.id or posixpath.basename(self.url.rstrip("/")) or self.name
+
+    def get_image_samples(self, io: IoTools | None = None, **kwargs: Any) -> pd.DataFrame:
+        """List this dataset's images; see :func:`get_image_samples`."""
+        return get_image_samples(self, io=io, **kwargs)
+
+
+def _etag(info: dict[str, Any]) -> str | None:
+    for key in ("ETag", "etag", "md5Hash", "md5"):
+        value = info.get(key)
+        if value:
+            value = str(value).strip('"')
+            if key == "md5Hash":  # GCS gives base64 of the raw digest
+                try:
+                    return base64.b64decode(value).hex()
+                except ValueError:
+                    return value
+            return value
+    return None
+
+
+def _full_url(protocol: str, path: str) -> str:
+    return path if protocol in ("file", "local") else f"{protocol}://{path}"
+
+
+def get_image_samples(
+    url_or_dataset: str | Dataset,
+    *,
+    io: IoTools | None = None,
+    name: str | None = None,
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+) -> pd.DataFrame:
+    """List every image below a dataset URL into a samples table.
+
+    One listing call walks the whole tree (paged by the store), not one call per file.
+
+    Args:
+        url_or_dataset: a dataset root URL (any fsspec URL) or a :class:`Dataset`.
+        io: the IoTools carrying storage options; a default one when None.
+        name: dataset name for the ``dataset`` column when a URL is given.
+        extensions: file endings (lower case) that count as images.
+
+    Returns:
+        A DataFrame sorted by path with columns ``path`` (full URL), ``category`` (tuple of
+        folder names after the category map), ``folder`` (relative folder), ``etag`` (the
+        store's ETag/MD5, else a content hash), ``dataset``, ``dataset_id``, ``url`` and
+        ``annotation_path`` (the ``<image>.json`` beside the image, or None).
+
+    Raises:
+        DatasetError: naming the dataset when it is missing, empty or unreadable, or when
+            the category map matches no folder.
+    """
+    ds = url_or_dataset if isinstance(url_or_dataset, Dataset) else Dataset(
+        name or posixpath.basename(str(url_or_dataset).rstrip("/")), str(url_or_dataset),
+        DatasetConfig(url=str(url_or_dataset)),
+    )
+    io = io or IoTools()
+    cfg = ds.config
+    log.info("Getting image samples from dataset '%s' [%s]", ds.name, redact(ds.url))
+    try:
+        fs, root = io.fs(ds.url)
+        if not fs.exists(root):
+            raise DatasetError(f"Dataset '{ds.name}' not found: nothing at {redact(ds.url)}")
+        listing = fs.find(root, detail=True, withdirs=False)
+    except DatasetError:
+        raise
+    except (StorageError, Exception) as exc:  # credentials, network, permissions
+        raise DatasetError(f"Cannot list dataset '{ds.name}' at {redact(ds.url)}: {redact(str(exc))}") from None
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    root = root.rstrip("/")
+    names = set(listing)
+    rows = []
+    unknown_maps = set((cfg.category_map or {}).keys())
+    for path in sorted(listing):
+        info = listing[path]
+        if not path.lower().endswith(extensions):
+            continue
+        rel = path[len(root):].lstrip("/") if path.startswith(root) else path
+        parts = rel.split("/")[:-1]
+        if cfg.folders is not None and (not parts or parts[0] not in cfg.folders):
+            continue
+        folder = "/".join(parts)
+        mapped = list(parts)
+        if cfg.category_map and parts:
+            key = folder if folder in cfg.category_map else parts[0]
+            if key in cfg.category_map:
+                unknown_maps.discard(key)
+                mapped = [p for p in str(cfg.category_map[key]).split("/") if p]
+        annotation = path + ".json" if path + ".json" in names else None
+        if annotation is None:
+            stem = path.rsplit(".", 1)[0] + ".json"
+            annotation = stem if stem in names else None
+        url = _full_url(protocol, path)
+        rows.append({
+            "path": url,
+            "category": tuple(mapped),
+            "folder": folder,
+            "etag": _etag(info),
+            "dataset": ds.name,
+            "dataset_id": ds.id,
+            "url": url,
+            "annotation_path": _full_url(protocol, annotation) if annotation else None,
+        })
+    if cfg.category_map and unknown_maps == set(cfg.category_map):
+        raise DatasetError(
+            f"Dataset '{ds.name}': category_map keys {sorted(unknown_maps)} match no folder in "
+            f"{redact(ds.url)}. Folders found: {sorted({r['folder'] for r in rows}) or 'none'}"
+        )
+    if not rows:
+        raise DatasetError(
+            f"Dataset '{ds.name}' at {redact(ds.url)} contains no images "
+            f"({', '.join(e.lstrip('.') for e in extensions)})"
+            + (f" in folders {cfg.folders}" if cfg.folders is not None else "")
+        )
+    samples = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+    missing = samples["etag"].isna()
+    if missing.any():
+        samples.loc[missing, "etag"] = [
+            hashlib.md5(io.read_file(u)).hexdigest() for u in samples.loc[missing, "url"]
+        ]
+    if cfg.classes is not None:
+        known = {"/".join(c) for c in samples["category"]}
+        missing_cls = [c for c in cfg.classes if c not in known]
+        if missing_cls:
+            log.warning("Dataset '%s': classes %s have no samples", ds.name, missing_cls)
+    counts = Counter(samples["category"])
+    log.info("Contents: %s", dict(sorted(counts.items())))
+    return samples
+
+
+def concat_samples(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate samples tables of several datasets, keeping column order."""
+    if not frames:
+        return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def is_remote(samples: pd.DataFrame) -> bool:
+    return any(not is_local(u) for u in samples["path"])

@@ -1,0 +1,545 @@
+"""Job: one run's execution context (settings, storage, datasets, reporting, completion)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import math
+import os
+import platform as _platform
+import shutil
+import signal
+import sys
+import tarfile
+import tempfile
+import threading
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from brevetti_pipe import _secrets
+from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback
+from brevetti_pipe.config._errors import validate_model
+from brevetti_pipe.config._schema import JobConfig, JobSettings
+from brevetti_pipe.errors import BrevettiPipeError, ConfigError, StorageError
+from brevetti_pipe.io import IoTools, is_local, join_url
+from brevetti_pipe.platform import PLATFORMS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from brevetti_pipe.data import DataGenerator, Dataset
+    from brevetti_pipe.stages import Stage
+
+__all__ = ["Job", "JobInterrupted", "environment"]
+
+log = logging.getLogger(__name__)
+
+_PACKAGES = (
+    "brevetti_pipe", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "hydra-core",
+    "omegaconf", "pydantic", "fsspec", "s3fs", "gcsfs", "pillow",
+)
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Raised inside a running job on SIGTERM/SIGINT so it can be marked failed before exit."""
+
+
+def environment() -> dict[str, Any]:
+    """Versions of Python and of the packages a run depends on (for output.json)."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {"python": _platform.python_version(), "platform": _platform.platform(), "packages": versions}
+
+
+def _check_relative(parts: Sequence[str], where: str) -> str:
+    rel = PurePosixPath(*[str(p).replace("\\", "/") for p in parts]) if parts else PurePosixPath(".")
+    if rel.is_absolute() or any(p == ".." for p in rel.parts) or (parts and str(parts[0]).startswith("~")):
+        raise ValueError(f"{where} takes a path relative to its folder; got {'/'.join(map(str, parts))!r}")
+    return rel.as_posix()
+
+
+class Job:
+    """The execution context of one training job.
+
+    Subclass it with a typed settings tree and a ``run`` method, or run a registered recipe::
+
+        class MySettings(JobSettings):
+            epochs: int = 5
+
+        class MyJob(Job):
+            settings: MySettings
+
+            def run(self):
+                ...
+                return model
+
+        job = MyJob.init(overrides=["settings.epochs=3"])
+        job.start()
+
+    Attributes:
+        id: the job id (``job.id`` in the config; a fresh UUID by default).
+        config: the validated :class:`JobConfig`.
+        settings: the typed settings tree (``settings.*``).
+        io: fsspec-backed reads and writes (:class:`~brevetti_pipe.io.IoTools`).
+        backend: the platform backend mapping ids to URLs.
+        callbacks: the reporting callbacks (``callbacks.<name>`` in the config).
+    """
+
+    settings: JobSettings
+
+    def __init__(self, config: JobConfig, *, callbacks: Iterable[JobCallback] | None = None) -> None:
+        if config.job.id is None:
+            raise ConfigError("job.id is missing; build jobs with Job.init() or resolve_config()")
+        self.config = config
+        self.id: str = config.job.id
+        self.name = config.job.name
+        self.seed = config.job.seed
+        model = self._settings_model()
+        if model is JobSettings and config.run:
+            from brevetti_pipe.recipe import RECIPES
+
+            model = RECIPES.get(config.run, where="run").settings
+        self.settings = validate_model(model, config.settings, prefix="settings")
+        self.backend = PLATFORMS.get(config.platform.type, where="platform.type")(config.platform)
+        self.io = IoTools(self.backend.storage_options)
+        for ds in config.datasets.values():
+            if ds.storage_options and "://" in ds.url:
+                self.io.storage_options.setdefault(ds.url.split("://", 1)[0], dict(ds.storage_options))
+        if callbacks is None:
+            callbacks = [
+                CALLBACKS.get(spec.type, where=f"callbacks.{name}.type")(spec.params())
+                for name, spec in config.callbacks.items()
+            ]
+        self.callbacks = CallbackList(callbacks)
+        self.metrics: dict[str, float] = {}
+        self.metadata: dict[str, Any] = {}
+        self.status = "created"
+        self.error: str | None = None
+        self.model_path: str | None = None
+        self.started_at: str | None = None
+        self.ended_at: str | None = None
+        self._temp_dir: str | None = config.job.temp_dir
+        self._samples: pd.DataFrame | None = None
+        self._classes: list[str] | None = None
+        self._lock = threading.Lock()
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def _settings_model(cls) -> type[JobSettings]:
+        try:
+            hinted = typing.get_type_hints(cls).get("settings", JobSettings)
+        except Exception:
+            hinted = cls.__annotations__.get("settings", JobSettings)
+        return hinted if isinstance(hinted, type) and issubclass(hinted, JobSettings) else JobSettings
+
+    @classmethod
+    def init(
+        cls,
+        job_id: str | None = None,
+        api_key: str | None = None,
+        *,
+        overrides: Sequence[str] = (),
+        config_dir: str | os.PathLike[str] | None = None,
+        config_name: str = "config",
+    ) -> Job:
+        """Compose the config with Hydra (as the CLI does) and build the job.
+
+        Args:
+            job_id: the job id (same as the override ``job.id=...``).
+            api_key: the platform API key; kept out of every output.
+            overrides: Hydra overrides, e.g. ``["recipe=vials_classification", "settings.epochs=1"]``.
+            config_dir: a user's config directory added to the search path (like ``--config-dir``).
+            config_name: the primary config.
+
+        Raises:
+            ConfigError: for any invalid key, value or group option.
+        """
+        from brevetti_pipe.config import compose
+
+        if api_key:
+            _secrets.set_api_key(api_key)
+        overrides = list(overrides)
+        if job_id:
+            overrides.append(f"job.id={job_id}")
+        cfg, task_overrides, groups = compose(overrides, config_dir=config_dir, config_name=config_name)
+        from brevetti_pipe.config import resolve_config
+
+        config = resolve_config(cfg, task_overrides, groups)
+        return cls.from_config(config)
+
+    @classmethod
+    def from_config(cls, config: JobConfig) -> Job:
+        """Build the job for a validated config; a recipe's own Job class is honoured."""
+        return cls(config)
+
+    # -- settings of the recipe ----------------------------------------------------------
+    @property
+    def recipe(self) -> Any:
+        """The registered recipe named by ``run`` (None when the job runs its own ``run``)."""
+        if not self.config.run:
+            return None
+        from brevetti_pipe.recipe import RECIPES
+
+        return RECIPES.get(self.config.run, where="run")
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def temp_dir(self) -> str:
+        """This job's local scratch directory (created on first use)."""
+        with self._lock:
+            if self._temp_dir is None:
+                self._temp_dir = tempfile.mkdtemp(prefix=f"brevetti-pipe-job-{self.id}-")
+                self.io.set_cache_root(self.config.platform.cache_dir or os.path.join(self._temp_dir, "cache"))
+            elif self.io.cache_root is None:
+                os.makedirs(self._temp_dir, exist_ok=True)
+                self.io.set_cache_root(self.config.platform.cache_dir or os.path.join(self._temp_dir, "cache"))
+        return self._temp_dir
+
+    def temp_path(self, *parts: str, dir: bool = False) -> str:
+        """A local path inside the job's temp dir; ``dir=True`` creates it as a directory."""
+        rel = _check_relative(parts, "temp_path")
+        path = os.path.join(self.temp_dir, *rel.split("/"))
+        os.makedirs(path if dir else os.path.dirname(path), exist_ok=True)
+        return path
+
+    @property
+    def job_url(self) -> str:
+        return self.backend.job_url(self.id)
+
+    @property
+    def artifacts_url(self) -> str:
+        return self.backend.artifact_url(self.id)
+
+    def artifact_path(self, *parts: str, dir: bool = False) -> str:
+        """The URL (or local path) of an artifact of this job.
+
+        Args:
+            parts: path parts relative to ``<root>/jobs/<id>/artifacts`` (no ``..``, not absolute).
+            dir: create the folder (local artifacts only; object stores have no folders).
+        """
+        rel = _check_relative(parts, "artifact_path")
+        url = join_url(self.artifacts_url, rel) if rel != "." else self.artifacts_url
+        if dir and is_local(url):
+            os.makedirs(url, exist_ok=True)
+        return url
+
+    # -- data ----------------------------------------------------------------------------
+    @property
+    def datasets(self) -> list[Dataset]:
+        """The datasets selected in the config, in config order."""
+        from brevetti_pipe.data import Dataset
+
+        out = []
+        for name, cfg in self.config.datasets.items():
+            url = cfg.url
+            if is_local(url):
+                url = os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+            out.append(Dataset(name, url, cfg))
+        return out
+
+    def _ensure_dataset(self, ds: Dataset) -> None:
+        if not ds.config.generator:
+            return
+        fs, path = self.io.fs(ds.url)
+        if fs.exists(path) and fs.find(path, maxdepth=2):
+            return
+        from brevetti_pipe.data import GENERATORS
+        from brevetti_pipe.data import _demo  # noqa: F401  (registers the built-in generators)
+
+        generator = GENERATORS.get(ds.config.generator, where=f"datasets.{ds.name}.generator")
+        try:
+            generator(ds.url, io=self.io, **ds.config.generator_params)
+        except TypeError as exc:
+            raise ConfigError(f"Invalid datasets.{ds.name}.generator_params: {exc}") from None
+
+    def get_samples(self) -> pd.DataFrame:
+        """All images of all datasets with their ``purpose`` (train / devel / test).
+
+        The split is read from / persisted to ``artifacts/<split.file>`` so a rerun of the same
+        job keeps it; it is computed once per job and cached.
+        """
+        if self._samples is not None:
+            return self._samples
+        from brevetti_pipe.data import SampleSplit
+        from brevetti_pipe.data._samples import concat_samples
+
+        if not self.config.datasets:
+            raise ConfigError("No datasets configured. Select some with datasets=NAME or datasets.<name>.url=URL")
+        frames = []
+        for ds in self.datasets:
+            self._ensure_dataset(ds)
+            frames.append(ds.get_image_samples(io=self.io))
+        samples = concat_samples(frames)
+        split_cfg = self.config.split
+        split = SampleSplit(
+            split_cfg.fractions, split_cfg.stratify, split_cfg.unique_key,
+            seed=self.seed if split_cfg.seed is None else split_cfg.seed, manual_column=split_cfg.manual_column,
+        )
+        self._samples = split.update_unassigned(samples, id_path=self.artifact_path(split_cfg.file), io=self.io)
+        self.on_artifact(self.artifact_path(split_cfg.file))
+        counts = self._samples.groupby("purpose").size().to_dict()
+        log.info("Split: %s", counts)
+        return self._samples
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order: from the dataset configs when listed, else the category folders, sorted."""
+        if self._classes is None:
+            listed = [c for ds in self.config.datasets.values() for c in (ds.classes or [])]
+            if listed:
+                self._classes = list(dict.fromkeys(listed))
+            else:
+                samples = self.get_samples()
+                self._classes = sorted({"/".join(c) for c in samples["category"]})
+        return self._classes
+
+    def build_pipeline(self) -> list[Stage]:
+        """The map stages of ``pipeline.*`` in chain order, with class lists filled in from the data."""
+        from brevetti_pipe.stages import Stage
+
+        stages = []
+        for name, spec in self.config.pipeline.items():
+            params = spec.params()
+            if spec.type == "onehot_encoder" and params.get("classes") is None:
+                params["classes"] = self.classes
+            stages.append(Stage.from_config({"type": spec.type, **params}, where=f"pipeline.{name}"))
+        return stages
+
+    def data_generator(
+        self, samples: pd.DataFrame, *, train: bool = False, output_structure: Any = None, **kwargs: Any
+    ) -> DataGenerator:
+        """A DataGenerator over ``samples`` with the configured pipeline, seed and data options.
+
+        With ``train=True`` it shuffles, repeats and draws with the configured sampler; otherwise
+        it reads each sample once, in order, and leaves out the random stages (augmentation).
+        """
+        from brevetti_pipe.data import DataGenerator, StratifiedSampler
+
+        sampler = None
+        if train and self.config.sampler.groupby:
+            sampler = StratifiedSampler(self.config.sampler.groupby, self.config.sampler.weighting, seed=self.seed)
+        options = dict(
+            seed=self.seed, shuffle=train, repeat=train, sampler=sampler, output_structure=output_structure,
+            num_parallel_calls=self.config.data.num_parallel_calls, prefetch=self.config.data.prefetch,
+            io=self.io, stages=[st for st in self.build_pipeline() if train or not st.random],
+        )
+        options.update(kwargs)
+        _ = self.temp_dir  # sets up the local cache for remote datasets
+        return DataGenerator(samples, **options)
+
+    # -- reporting -----------------------------------------------------------------------
+    def add_output_metric(self, name: str, value: float) -> None:
+        """Record a final metric (``<purpose>_<metric>``) and rewrite output.json."""
+        self.add_output_metrics({name: value})
+
+    def add_output_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Record several metrics at once and rewrite output.json once.
+
+        Raises:
+            ValueError: for a value that is not a finite number (NaN, inf, text).
+        """
+        clean = {}
+        for name, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"Metric '{name}' must be a number; got {value!r}") from None
+            if not math.isfinite(number):
+                raise ValueError(f"Metric '{name}' must be finite; got {number}")
+            clean[str(name)] = int(value) if isinstance(value, int) and not isinstance(value, bool) else number
+        self.metrics.update(clean)
+        for name, value in clean.items():
+            self.callbacks.on_metric(job=self, name=name, value=value)
+        self.upload_job_output()
+
+    def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Report the metrics of a finished epoch to the progress callbacks."""
+        values = {}
+        for k, v in metrics.items():
+            try:
+                number = float(v)
+            except (TypeError, ValueError):
+                continue
+            values[k] = number if math.isfinite(number) else None
+        self.callbacks.on_epoch_end(job=self, epoch=int(epoch), metrics=values)
+
+    def on_artifact(self, path: str) -> None:
+        self.callbacks.on_artifact(job=self, path=path)
+
+    def get_remote_monitor(self) -> Any:
+        """A Keras callback reporting each epoch (``val_*`` as ``devel_*``, others as ``train_*``)."""
+        from brevetti_pipe._keras import make_remote_monitor
+
+        return make_remote_monitor(self)
+
+    def output(self) -> dict[str, Any]:
+        """The output.json document (secrets redacted)."""
+        settings = self.settings.model_dump(mode="json")
+        config = self.config.model_dump(mode="json")
+        return _secrets.redact_obj({
+            "job": {"id": self.id, "name": self.name, "seed": self.seed, "run": self.config.run},
+            "status": self.status,
+            "settings": settings,
+            "config": config,
+            "metrics": dict(self.metrics),
+            "output": dict(self.metrics),
+            "model_path": self.model_path,
+            "environment": environment(),
+            "error": self.error,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+        })
+
+    def upload_job_output(self) -> str:
+        """Write artifacts/output.json atomically and return its URL (failures raise)."""
+        url = self.artifact_path("output.json")
+        log.debug("Uploading output.json to %s", _secrets.redact(url))
+        self.io.write_file(url, json.dumps(self.output(), indent=2, allow_nan=False))
+        return url
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def run(self) -> Any:
+        """The job's work; returns a Keras model, a path to a model, or None.
+
+        The default runs the recipe named by ``run`` in the config. Override it in a subclass.
+        """
+        recipe = self.recipe
+        if recipe is None:
+            raise ConfigError("Nothing to run: pick a recipe (recipe=NAME) or subclass Job and override run()")
+        return recipe.run(self)
+
+    def _seed_frameworks(self) -> None:
+        if not self.config.job.deterministic or importlib.util.find_spec("keras") is None:
+            return
+        if "tensorflow" not in sys.modules and self.config.run is None and type(self).run is Job.run:
+            return
+        import keras
+        import tensorflow as tf
+
+        keras.utils.set_random_seed(self.seed)
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except Exception as exc:  # pragma: no cover - depends on TF build
+            log.warning("Could not enable TensorFlow op determinism: %s", exc)
+
+    def start(self, complete: bool = True) -> Any:
+        """Run the job: write output.json (running), call :meth:`run`, then :meth:`complete`.
+
+        A failure (or SIGTERM/SIGINT) marks the job ``failed`` with the reason in output.json
+        and re-raises; nothing written before is lost.
+        """
+        self.status = "running"
+        self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.upload_job_output()
+        log.info("Job %s started; artifacts at %s", self.id, _secrets.redact(self.artifacts_url))
+        previous = self._install_signal_handlers()
+        try:
+            self.callbacks.on_job_start(job=self)
+            self._seed_frameworks()
+            result = self.run()
+            if complete:
+                self.complete(result)
+            return result
+        except BaseException as exc:
+            if self.status != "completed":
+                self._fail(exc)
+            raise
+        finally:
+            self._restore_signal_handlers(previous)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise JobInterrupted(f"interrupted by {signal.Signals(signum).name}")
+
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, interrupt)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, KeyboardInterrupt):
+            reason = f"interrupted ({exc})" if str(exc) else "interrupted"
+        elif isinstance(exc, BrevettiPipeError):
+            reason = str(exc)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        self.status = "failed"
+        self.error = _secrets.redact(reason)
+        self.ended_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        try:
+            self.upload_job_output()
+        except Exception as write_error:  # keep the original error as the one raised
+            log.error("Could not write output.json for the failed job: %s", write_error)
+        try:
+            self.callbacks.on_job_end(job=self, status="failed", error=self.error)
+        except Exception as cb_error:
+            log.error("A callback failed while ending the failed job: %s", cb_error)
+        log.error("Job %s failed: %s", self.id, self.error)
+
+    def complete(self, model: Any = None) -> str | None:
+        """Export ``model`` (a Keras model or a local path) to artifacts/model.tar.gz and finish.
+
+        Returns:
+            The artifact-relative model path, or None when there is no model.
+        """
+        if model is not None:
+            self.model_path = self.export_model(model)
+        self.status = "completed"
+        self.ended_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.upload_job_output()
+        self.callbacks.on_job_end(job=self, status="completed", error=None)
+        log.info("Job %s completed. Output: %s", self.id, _secrets.redact(self.artifact_path("output.json")))
+        return self.model_path
+
+    def export_model(self, model: Any, name: str = "model.tar.gz") -> str:
+        """Write ``model`` with a metadata.json into artifacts/``name``; returns the relative path."""
+        staging = Path(self.temp_path("export", dir=True))
+        archive = Path(self.temp_path(name))
+        if isinstance(model, (str, os.PathLike)):
+            src = Path(model)
+            if not src.exists():
+                raise StorageError(f"The run step returned a model path that does not exist: {src}")
+            if src.is_file() and src.name.endswith((".tar.gz", ".tgz")):
+                archive = src
+            else:
+                with tarfile.open(archive, "w:gz") as tar:
+                    tar.add(src, arcname=src.name)
+        else:
+            model.save(staging / "model.keras")
+            meta = {
+                "job_id": self.id,
+                "name": self.name,
+                "classes": self._classes,
+                "pipeline": {n: s.model_dump(mode="json") for n, s in self.config.pipeline.items()},
+                "brevetti_pipe": environment()["packages"].get("brevetti_pipe"),
+                **self.metadata,
+            }
+            (staging / "metadata.json").write_text(json.dumps(_secrets.redact_obj(meta), indent=2))
+            with tarfile.open(archive, "w:gz") as tar:
+                for item in ("model.keras", "metadata.json"):
+                    tar.add(staging / item, arcname=item)
+            shutil.rmtree(staging, ignore_errors=True)
+        url = self.artifact_path(name)
+        self.io.upload(str(archive), url)
+        self.on_artifact(url)
+        return name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, run={self.config.run!r}, status={self.status!r})"

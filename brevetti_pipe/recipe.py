@@ -1,0 +1,45 @@
+"""Recipe registry: a recipe is a named run step plus its typed settings model."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from brevetti_pipe._registry import Registry
+from brevetti_pipe.config._schema import JobSettings
+
+if TYPE_CHECKING:
+    from brevetti_pipe.job import Job
+
+__all__ = ["Recipe", "RECIPES", "recipe"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A run step (``run(job) -> model | path | None``) and the settings model it reads."""
+
+    name: str
+    run: Callable[[Job], Any]
+    settings: type[JobSettings] = JobSettings
+    description: str = ""
+
+
+RECIPES: Registry[Recipe] = Registry("recipe", config_group="recipe")
+RECIPES.add_loader(lambda: importlib.import_module("brevetti_pipe.recipes"))
+
+
+def recipe(name: str, settings: type[JobSettings] = JobSettings) -> Callable[[Callable[[Job], Any]], Callable[[Job], Any]]:
+    """Register a run step under ``name`` (used as ``run: NAME`` in a recipe config).
+
+    Example:
+        >>> @recipe("my_recipe", settings=MySettings)
+        ... def run(job): ...
+    """
+
+    def wrap(fn: Callable[[Job], Any]) -> Callable[[Job], Any]:
+        RECIPES.register(name, Recipe(name, fn, settings, (fn.__doc__ or "").strip().split("\n")[0]))
+        return fn
+
+    return wrap

@@ -1,0 +1,103 @@
+"""Map stage base class and registry: a stage turns one sample dict into another inside tf.data."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+from brevetti_pipe._registry import Registry
+from brevetti_pipe.config._errors import validate_model
+from brevetti_pipe.config._schema import StrictModel
+from brevetti_pipe.errors import StageError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["Stage", "STAGES"]
+
+STAGES: Registry[type["Stage"]] = Registry("stage", config_group="pipeline")
+
+
+class Stage:
+    """Base class of map stages.
+
+    A stage has three parts: a pydantic ``Params`` model (the config), this thin class, and
+    pure tensor functions doing the work. It is called once per sample inside the tf.data
+    graph with the sample dict and a stateless seed (shape ``[2]``, int64) that is unique to
+    (job seed, epoch, sample, stage)::
+
+        class Invert(Stage, name="invert"):
+            class Params(StrictModel):
+                key: str = "img"
+
+            def __call__(self, x, seed=None):
+                return {**x, self.params.key: 255.0 - x[self.params.key]}
+
+    Positional arguments map to the fields of ``Params`` in declaration order, so
+    ``OneHotEncoder(classes)`` works as in brevettiai.
+    """
+
+    name: ClassVar[str] = ""
+    #: True when the stage draws random numbers; the stages before the first random one
+    #: form the deterministic prefix that can be cached.
+    random: ClassVar[bool] = False
+
+    class Params(StrictModel):
+        pass
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name:
+            cls.name = name
+            STAGES.register(name, cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 1 and isinstance(args[0], self.Params) and not kwargs:
+            self.params = args[0]
+            return
+        fields = list(self.Params.model_fields)
+        if len(args) > len(fields):
+            raise StageError(f"{type(self).__name__} takes at most {len(fields)} positional arguments")
+        data = dict(zip(fields, args))
+        overlap = set(data) & set(kwargs)
+        if overlap:
+            raise StageError(f"{type(self).__name__} got {sorted(overlap)} both positionally and by name")
+        data.update(kwargs)
+        self.params = validate_model(self.Params, data, prefix=f"pipeline.{self.name or type(self).__name__}")
+
+    def __getattr__(self, item: str) -> Any:
+        # brevettiai users read stage parameters as attributes (ip.target_size)
+        params = self.__dict__.get("params")
+        if params is not None and item in type(params).model_fields:
+            return getattr(params, item)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {item!r}")
+
+    def get_config(self) -> dict[str, Any]:
+        """The stage's config: ``{"type": name, **params}`` (JSON-compatible)."""
+        return {"type": self.name, **self.params.model_dump(mode="json")}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | BaseModel, *, where: str = "pipeline") -> Stage:
+        """Build a stage from :meth:`get_config` output (or a ``pipeline.<name>`` config entry)."""
+        data = dict(config.model_dump() if isinstance(config, BaseModel) else config)
+        extra = data.pop("model_extra", None) or {}
+        data.update(extra)
+        kind = data.pop("type", cls.name or None)
+        target = cls if cls.name and kind == cls.name else STAGES.get(str(kind), where=f"{where}.type")
+        try:
+            return target(**data)
+        except StageError as exc:
+            raise StageError(str(exc).replace(f"pipeline.{target.name}", where)) from None
+
+    def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.params == self.params  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]

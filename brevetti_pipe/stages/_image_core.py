@@ -1,0 +1,73 @@
+"""Pure TensorFlow image functions used by the stages (no Python in the per-sample path)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+__all__ = ["decode", "to_channels", "resize", "rescale", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def decode(data: tf.Tensor) -> tf.Tensor:
+    """Decode BMP / PNG / JPEG / GIF bytes to a uint8 ``[H, W, C]`` tensor (C as stored)."""
+    return tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
+
+
+def to_channels(image: tf.Tensor, channels: int | None) -> tf.Tensor:
+    """Convert ``[H, W, C]`` to 1 (greyscale) or 3 (rgb) channels; None keeps C.
+
+    Grey+alpha and RGBA lose their alpha; RGB -> grey uses ITU-R 601 luma weights.
+    """
+    if channels is None:
+        return image
+    n = tf.shape(image)[-1]
+    if channels == 3:
+        out = tf.case(
+            [
+                (tf.equal(n, 1), lambda: tf.image.grayscale_to_rgb(image)),
+                (tf.equal(n, 2), lambda: tf.image.grayscale_to_rgb(image[..., :1])),
+            ],
+            default=lambda: image[..., :3],
+        )
+    elif channels == 1:
+        out = tf.case(
+            [(tf.less_equal(n, 2), lambda: image[..., :1])],
+            default=lambda: tf.image.rgb_to_grayscale(image[..., :3]),
+        )
+    else:
+        raise ValueError(f"channels must be 1, 3 or None, got {channels}")
+    out.set_shape([None, None, channels])
+    return out
+
+
+def resize(
+    image: tf.Tensor, size: tuple[int, int], method: str, antialias: bool, keep_aspect_ratio: bool
+) -> tf.Tensor:
+    """Resize ``[H, W, C]`` to ``size`` (height, width); with ``keep_aspect_ratio`` pad the rest."""
+    if keep_aspect_ratio:
+        return tf.image.resize_with_pad(image, size[0], size[1], method=method, antialias=antialias)
+    return tf.image.resize(image, size, method=method, antialias=antialias)
+
+
+def rescale(image: tf.Tensor, mode: str | None, offset: float = 0.0, scale: float = 1.0) -> tf.Tensor:
+    """Map pixel values from [0, 255]: None keeps them, ``unit`` -> [0, 1], ``imagenet`` -> [-1, 1],
+    ``imagenet_mean_std`` -> per-channel standardised, ``affine`` -> ``x * scale + offset``."""
+    image = tf.cast(image, tf.float32)
+    if mode is None:
+        return image
+    if mode == "unit":
+        return image * (1.0 / 255.0)
+    if mode == "imagenet":
+        return image * (1.0 / 127.5) - 1.0
+    if mode == "imagenet_mean_std":
+        channels = image.shape[-1]
+        mean = tf.constant(IMAGENET_MEAN, tf.float32)
+        std = tf.constant(IMAGENET_STD, tf.float32)
+        if channels == 1:
+            mean, std = tf.reduce_mean(mean, keepdims=True), tf.reduce_mean(std, keepdims=True)
+        return (image * (1.0 / 255.0) - mean) / std
+    if mode == "affine":
+        return image * scale + offset
+    raise ValueError(f"unknown rescale mode {mode!r}")

@@ -1,0 +1,84 @@
+"""ImagePipeline stage: path -> decoded, colour-converted, resized, rescaled image tensor."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
+
+from brevetti_pipe.config._schema import StrictModel
+from brevetti_pipe.stages._base import Stage
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["ImagePipeline", "ImagePipelineParams"]
+
+
+class ImagePipelineParams(StrictModel):
+    """Parameters of :class:`ImagePipeline` (brevettiai 0.5 names)."""
+
+    target_size: tuple[int, int] | None = Field(None, description="Output (height, width); null keeps the size")
+    rois: list[tuple[int, int, int, int]] | None = Field(
+        None, description="Regions of interest as (x0, y0, x1, y1) pixel boxes, cropped before resizing"
+    )
+    roi_mode: Literal["concatenate_height", "concatenate_width", "stack"] = Field(
+        "concatenate_height", description="How several ROIs combine"
+    )
+    color_mode: Literal["rgb", "greyscale", "keep"] = Field("rgb", description="Output channels: 3, 1 or as stored")
+    keep_aspect_ratio: bool = Field(False, description="Pad instead of stretching when resizing")
+    rescale: Literal["unit", "imagenet", "imagenet_mean_std", "affine"] | None = Field(
+        None, description="null keeps [0, 255]; unit -> [0, 1]; imagenet -> [-1, 1]; imagenet_mean_std; affine"
+    )
+    offset: float = Field(0.0, description="With rescale=affine: added after scaling")
+    scale: float = Field(1.0, description="With rescale=affine: multiplies the pixel values")
+    resize_method: Literal["bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic"] = Field(
+        "bilinear", description="Interpolation of the resize"
+    )
+    antialias: bool = Field(False, description="Antialias when downsampling")
+    padding_mode: Literal["constant"] = Field("constant", description="Padding when keep_aspect_ratio is set")
+    center_padding: bool = Field(True, description="Center the image in the padding")
+    path_key: str = Field("path", description="Element key holding the file path")
+    output_key: str = Field("img", description="Element key receiving the image")
+
+    @field_validator("target_size")
+    @classmethod
+    def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) <= 0:
+            raise ValueError(f"target_size must be positive, got {value}")
+        return value
+
+
+class ImagePipeline(Stage, name="image_pipeline"):
+    """Reads and prepares images.
+
+    Input: ``x[path_key]``, a string scalar (a local file path).
+    Output: ``x[output_key]``, float32 ``[H, W, C]`` with H, W = ``target_size`` and C = 3
+    (rgb), 1 (greyscale) or as stored (keep); values per ``rescale``.
+    """
+
+    Params = ImagePipelineParams
+
+    @property
+    def channels(self) -> int | None:
+        return {"rgb": 3, "greyscale": 1}.get(self.params.color_mode)
+
+    def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, Any]:
+        import tensorflow as tf
+
+        from brevetti_pipe.stages import _image_core as core
+
+        p = self.params
+        image = core.to_channels(core.decode(tf.io.read_file(x[p.path_key])), self.channels)
+        if p.rois:
+            crops = [image[y0:y1, x0:x1] for (x0, y0, x1, y1) in p.rois]
+            if p.target_size is not None:
+                crops = [core.resize(c, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio) for c in crops]
+            axis = {"concatenate_height": 0, "concatenate_width": 1, "stack": None}[p.roi_mode]
+            image = tf.stack(crops) if axis is None else tf.concat(crops, axis=axis)
+        elif p.target_size is not None:
+            image = core.resize(image, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio)
+        image = core.rescale(image, p.rescale, p.offset, p.scale)
+        if p.target_size is not None and not p.rois:
+            image.set_shape([p.target_size[0], p.target_size[1], self.channels])
+        return {**x, p.output_key: image}

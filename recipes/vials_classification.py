@@ -1,0 +1,72 @@
+"""Vials classification recipe: a small Keras CNN on the train split, evaluated on devel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from brevetti_pipe.config import JobSettings
+from brevetti_pipe.recipe import recipe
+
+if TYPE_CHECKING:
+    from brevetti_pipe.job import Job
+
+__all__ = ["VialsClassificationSettings", "build_model", "run"]
+
+
+class VialsClassificationSettings(JobSettings):
+    """Settings of the vials classification recipe (``settings.*``)."""
+
+    epochs: int = Field(8, ge=1, description="Training epochs")
+    batch_size: int = Field(16, ge=1, description="Batch size")
+    learning_rate: float = Field(0.002, gt=0, description="Adam learning rate")
+    filters: int = Field(16, ge=1, description="Filters of the first conv layer (doubling per block)")
+
+
+def build_model(input_shape: tuple[int, ...], num_classes: int, filters: int, learning_rate: float) -> Any:
+    """A three-block CNN with a flattened softmax head (caps are small, position-bound features)."""
+    import keras
+
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for block in range(3):
+        x = keras.layers.Conv2D(filters * 2**block, 3, padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="vials_cnn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+@recipe("vials_classification", settings=VialsClassificationSettings)
+def run(job: Job) -> Any:
+    """Train on the train split, report per-epoch progress, evaluate on devel, return the model."""
+    s: VialsClassificationSettings = job.settings  # type: ignore[assignment]
+    samples = job.get_samples()
+    train = samples[samples.purpose == "train"]
+    devel = samples[samples.purpose == "devel"]
+    structure = ("img", "onehot")
+    train_gen = job.data_generator(train, train=True, batch_size=s.batch_size, output_structure=structure)
+    devel_gen = job.data_generator(devel, batch_size=s.batch_size, output_structure=structure)
+    image_shape = train_gen.get_dataset().element_spec[0].shape[1:]
+    model = build_model(tuple(image_shape), len(job.classes), s.filters, s.learning_rate)
+    model.fit(
+        train_gen.get_dataset(),
+        steps_per_epoch=len(train_gen),
+        epochs=s.epochs,
+        validation_data=devel_gen.get_dataset() if len(devel) else None,
+        validation_steps=len(devel_gen) if len(devel) else None,
+        callbacks=[job.get_remote_monitor()],
+        shuffle=False,  # the generator draws a seeded order per epoch
+        verbose=2,
+    )
+    if len(devel):
+        loss, accuracy = model.evaluate(devel_gen.get_dataset(), verbose=0)
+        job.add_output_metrics({"devel_loss": loss, "devel_accuracy": accuracy})
+    return model
