@@ -119,6 +119,9 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
     return out, verbose
 
 
+_RUN_ERRORS: list[BaseException] = []
+
+
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
@@ -126,11 +129,19 @@ def _hydra_main(cfg: DictConfig) -> Any:
     from brevetti_pipe.config import resolve_config
     from brevetti_pipe.job import Job
 
+    from hydra.types import RunMode
+
     _secrets.install_log_redaction()
     hc = HydraConfig.get()
-    config = resolve_config(cfg, list(hc.overrides.task), list(hc.runtime.choices.keys()))
-    job = Job.from_config(config)
-    job.start()
+    try:
+        config = resolve_config(cfg, list(hc.overrides.task), list(hc.runtime.choices.keys()))
+        job = Job.from_config(config)
+        job.start()
+    except BaseException as exc:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # Hydra records it per run; the sweep goes on
+        _RUN_ERRORS.append(exc)  # raised by main() after Hydra returns, without Hydra's banner
+        return None
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items()))
     print(f"Job {job.id} completed. Metrics: {metrics or 'none'}")
     print(f"Artifacts: {_secrets.redact(job.artifacts_url)}")
@@ -180,8 +191,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach us; we print one line unless asked for more
     sys.argv = [sys.argv[0] if sys.argv else "brevetti-pipe", *translated]
+    _RUN_ERRORS.clear()
     try:
         _hydra_main()
+        if _RUN_ERRORS:
+            raise _RUN_ERRORS.pop()
     except SystemExit:
         raise
     except KeyboardInterrupt:

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny generated datasets and a CLI runner (subprocess, like a user)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_vials(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic vials dataset (3 classes x 10 images, 64 px BMP), made once per session."""
+    from brevetti_pipe.data._demo import generate_vials
+
+    root = tmp_path_factory.mktemp("data") / "vials_tiny"
+    generate_vials(str(root), per_class=10, size=64)
+    return root
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m brevetti_pipe ARGS`` in ``cwd`` and return the finished process."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "brevetti_pipe", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def only_job_dir(root: Path) -> Path:
+    jobs = sorted((root / "jobs").iterdir())
+    assert len(jobs) == 1, f"expected one job under {root}/jobs, found {jobs}"
+    return jobs[0]
+
+
+def read_output(job_dir: Path) -> dict:
+    return json.loads((job_dir / "artifacts" / "output.json").read_text())
+
+
+TINY_ARGS = (
+    "recipe=vials_classification",
+    "settings.epochs=1",
+    "settings.batch_size=8",
+    "pipeline.image.target_size=[32,32]",
+)
