@@ -8,7 +8,10 @@ import re
 import threading
 from typing import Any
 
-__all__ = ["add_secret", "api_key", "redact", "redact_obj", "install_log_redaction", "SECRET_KEYS"]
+__all__ = [
+    "add_secret", "api_key", "collect_secrets", "install_log_redaction", "redact", "redact_config_text",
+    "redact_obj", "set_api_key", "SECRET_KEYS",
+]
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -17,7 +20,7 @@ MASK = "***"
 
 #: Config/JSON keys whose values are secrets wherever they appear.
 SECRET_KEYS = re.compile(
-    r"(api[_-]?key|secret|token|password|passwd|credential|access[_-]?key|session[_-]?key)", re.I
+    r"(api[_-]?key|secret|token|password|passwd|credential|access[_-]?key|session[_-]?key|^key$)", re.I
 )
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s:]+(:[^/@\s]*)?)@")
 _QUERY_SECRETS = re.compile(r"(?P<key>[?&](?:api[_-]?key|token|key|signature|x-amz-signature)=)[^&\s]+", re.I)
@@ -75,6 +78,33 @@ def redact_obj(obj: Any) -> Any:
     if isinstance(obj, str):
         return redact(obj)
     return obj
+
+
+def collect_secrets(obj: Any) -> None:
+    """Remember every string value stored under a secret-looking key anywhere in ``obj``."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, str) and SECRET_KEYS.search(str(k)):
+                add_secret(v)
+            else:
+                collect_secrets(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            collect_secrets(v)
+
+
+_YAML_SECRET_LINE = re.compile(r"^(?P<head>\s*-?\s*(?P<key>[\w.\-]+)\s*[:=]\s*)(?P<value>\S.*)$")
+
+
+def redact_config_text(text: str) -> str:
+    """Redact a YAML file or an override list: values of secret-looking keys and known secrets."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        m = _YAML_SECRET_LINE.match(line.rstrip("\n"))
+        if m and SECRET_KEYS.search(m.group("key").split(".")[-1]) and m.group("value") not in ("null", "''", '""', "{}"):
+            line = f"{m.group('head')}{MASK}\n" if line.endswith("\n") else f"{m.group('head')}{MASK}"
+        lines.append(line)
+    return redact("".join(lines))
 
 
 class _RedactingFilter(logging.Filter):

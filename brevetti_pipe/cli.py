@@ -122,6 +122,26 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
 _RUN_ERRORS: list[BaseException] = []
 
 
+def _redact_hydra_outputs(output_dir: str | None, subdir: str | None) -> None:
+    """Hydra saved the config and overrides before the job started; scrub secrets from them."""
+    if not output_dir or not subdir:
+        return
+    folder = os.path.join(output_dir, subdir)
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.endswith((".yaml", ".yml")) and os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+            clean = _secrets.redact_config_text(text)
+            if clean != text:
+                tmp = f"{path}.tmp"
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write(clean)
+                os.replace(tmp, path)
+
+
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
@@ -135,6 +155,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
     hc = HydraConfig.get()
     try:
         config = resolve_config(cfg, list(hc.overrides.task), list(hc.runtime.choices.keys()))
+        _redact_hydra_outputs(hc.runtime.output_dir, hc.output_subdir)
         job = Job.from_config(config)
         job.start()
     except BaseException as exc:

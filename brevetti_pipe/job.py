@@ -120,6 +120,7 @@ class Job:
                 for name, spec in config.callbacks.items()
             ]
         self.callbacks = CallbackList(callbacks)
+        self._validate_pipeline()
         self.metrics: dict[str, float] = {}
         self.metadata: dict[str, Any] = {}
         self.status = "created"
@@ -301,6 +302,14 @@ class Job:
                 samples = self.get_samples()
                 self._classes = sorted({"/".join(c) for c in samples["category"]})
         return self._classes
+
+    def _validate_pipeline(self) -> None:
+        """Check every ``pipeline.<name>`` entry (type and parameters) before any data is read."""
+        from brevetti_pipe.stages import STAGES
+
+        for name, spec in self.config.pipeline.items():
+            stage_cls = STAGES.get(spec.type, where=f"pipeline.{name}.type")
+            validate_model(stage_cls.Params, spec.params(), prefix=f"pipeline.{name}")
 
     def build_pipeline(self) -> list[Stage]:
         """The map stages of ``pipeline.*`` in chain order, with class lists filled in from the data."""

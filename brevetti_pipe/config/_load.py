@@ -144,6 +144,7 @@ def resolve_config(
                     work[key] = OmegaConf.merge(work[key], value)
             _reapply_overrides(work, composed, overrides, set(groups))
         data = OmegaConf.to_container(work, resolve=True)
+        _secrets.collect_secrets(data)
     except ConfigError:
         raise
     except OmegaConfBaseException as exc:
