@@ -51,3 +51,24 @@ TINY_ARGS = (
     "settings.batch_size=8",
     "pipeline.image.target_size=[32,32]",
 )
+
+
+@pytest.fixture()
+def s3():
+    from tests.servers import s3_server
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with s3_server() as store:
+        store.fs().mkdir("bucket")
+        yield store
+
+
+@pytest.fixture()
+def gcs():
+    from tests.servers import gcs_server
+
+    with gcs_server() as store:
+        store.fs().mkdir("bucket")
+        yield store

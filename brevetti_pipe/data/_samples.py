@@ -53,7 +53,8 @@ class Dataset:
 
 
 def _etag(info: dict[str, Any]) -> str | None:
-    for key in ("ETag", "etag", "md5Hash", "md5"):
+    # GCS md5Hash is content identity (its etag changes with every rewrite); S3's ETag is the MD5.
+    for key in ("md5Hash", "ETag", "etag", "md5"):
         value = info.get(key)
         if value:
             value = str(value).strip('"')
@@ -111,7 +112,12 @@ def get_image_samples(
         listing = fs.find(root, detail=True, withdirs=False)
     except DatasetError:
         raise
-    except (StorageError, Exception) as exc:  # credentials, network, permissions
+    except PermissionError as exc:
+        raise DatasetError(
+            f"Cannot list dataset '{ds.name}' at {redact(ds.url)}: access denied ({redact(str(exc))}); "
+            "check the credentials for this store"
+        ) from None
+    except (StorageError, Exception) as exc:  # network, missing backend, bad endpoint
         raise DatasetError(f"Cannot list dataset '{ds.name}' at {redact(ds.url)}: {redact(str(exc))}") from None
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     root = root.rstrip("/")
