@@ -197,6 +197,10 @@ class DataGenerator:
                 x = stage(x, seed=fold_in(sample_seed, k + 1))
             return self._structure(x, structure)
 
+        # Stages are pure TF ops with no Python control flow on tensors: skip autograph (faster
+        # tracing, and a stage's own error reaches the user unwrapped).
+        epoch_indices = tf.autograph.experimental.do_not_convert(epoch_indices)
+        element = tf.autograph.experimental.do_not_convert(element)
         epochs = tf.data.Dataset.counter(dtype=tf.int64) if self.repeat else tf.data.Dataset.range(1, output_type=tf.int64)
         ds = epochs.flat_map(epoch_indices)
         ds = ds.map(element, num_parallel_calls=self._parallel(), deterministic=True)
