@@ -12,6 +12,14 @@ from brevetti_pipe.recipe import recipe
 
 __version__ = "0.1.0"
 
+
+def load_model(path_or_url: str, io: object = None):  # type: ignore[no-untyped-def]
+    """Load an exported model archive; see :func:`brevetti_pipe.model.load_model` (imports TensorFlow)."""
+    from brevetti_pipe.model import load_model as _load
+
+    return _load(path_or_url, io)  # type: ignore[arg-type]
+
+
 __all__ = [
     "BrevettiPipeError",
     "ConfigError",
@@ -21,6 +29,7 @@ __all__ = [
     "SplitError",
     "StageError",
     "StorageError",
+    "load_model",
     "recipe",
     "__version__",
 ]

@@ -292,6 +292,23 @@ class Job:
         return self._samples
 
     @property
+    def samples(self) -> pd.DataFrame | None:
+        """The samples table with purposes once :meth:`get_samples` ran, else None."""
+        return self._samples
+
+    def report_confusion_matrix(self, y_true: Sequence[int], y_pred: Sequence[int], purpose: str = "devel",
+                                classes: Sequence[str] | None = None) -> list[list[int]]:
+        """Write artifacts/charts/confusion_matrix_<purpose>.json (rows: true class, columns: predicted)."""
+        names = list(classes or self.classes)
+        matrix = [[0] * len(names) for _ in names]
+        for t, p in zip(y_true, y_pred):
+            matrix[int(t)][int(p)] += 1
+        url = self.artifact_path("charts", f"confusion_matrix_{purpose}.json")
+        self.io.write_file(url, json.dumps({"classes": names, "matrix": matrix}))
+        self.on_artifact(url)
+        return matrix
+
+    @property
     def classes(self) -> list[str]:
         """Class names in label order: from the dataset configs when listed, else the category folders, sorted."""
         if self._classes is None:

@@ -67,6 +67,13 @@ def run(job: Job) -> Any:
         verbose=2,
     )
     if len(devel):
+        import numpy as np
+
         loss, accuracy = model.evaluate(devel_gen.get_dataset(), verbose=0)
         job.add_output_metrics({"devel_loss": loss, "devel_accuracy": accuracy})
+        y_true, y_pred = [], []
+        for images, onehot in devel_gen.get_dataset_numpy():
+            y_true.extend(np.argmax(onehot, axis=1).tolist())
+            y_pred.extend(np.argmax(model.predict_on_batch(images), axis=1).tolist())
+        job.report_confusion_matrix(y_true, y_pred, purpose="devel")
     return model

@@ -2,5 +2,6 @@
 
 from brevetti_pipe.callbacks._base import CALLBACKS, CallbackList, JobCallback
 from brevetti_pipe.callbacks.progress import Progress
+from brevetti_pipe.callbacks.reporting import FacetsReport, HtmlReport, PivotReport
 
-__all__ = ["CALLBACKS", "CallbackList", "JobCallback", "Progress"]
+__all__ = ["CALLBACKS", "CallbackList", "FacetsReport", "HtmlReport", "JobCallback", "PivotReport", "Progress"]

@@ -66,10 +66,16 @@ class ImagePipeline(Stage, name="image_pipeline"):
     def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, Any]:
         import tensorflow as tf
 
+        return {**x, self.params.output_key: self.process_bytes(tf.io.read_file(x[self.params.path_key]))}
+
+    def process_bytes(self, data: tf.Tensor) -> tf.Tensor:
+        """Encoded image bytes (string scalar) -> the prepared image tensor (see the class docstring)."""
+        import tensorflow as tf
+
         from brevetti_pipe.stages import _image_core as core
 
         p = self.params
-        image = core.to_channels(core.decode(tf.io.read_file(x[p.path_key])), self.channels)
+        image = core.to_channels(core.decode(data), self.channels)
         if p.rois:
             crops = [image[y0:y1, x0:x1] for (x0, y0, x1, y1) in p.rois]
             if p.target_size is not None:
@@ -81,4 +87,4 @@ class ImagePipeline(Stage, name="image_pipeline"):
         image = core.rescale(image, p.rescale, p.offset, p.scale)
         if p.target_size is not None and not p.rois:
             image.set_shape([p.target_size[0], p.target_size[1], self.channels])
-        return {**x, p.output_key: image}
+        return image

@@ -1,0 +1,82 @@
+"""End-of-job reporting callbacks: pivot table, facets atlas and the HTML report."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from brevetti_pipe.callbacks._base import JobCallback
+from brevetti_pipe.config._schema import StrictModel
+
+if TYPE_CHECKING:
+    from brevetti_pipe.job import Job
+
+__all__ = ["PivotReport", "FacetsReport", "HtmlReport"]
+
+log = logging.getLogger(__name__)
+
+
+class PivotReport(JobCallback, name="pivot"):
+    """Writes artifacts/pivot/ (counts of samples per ``rows`` x ``cols``) when the job listed samples."""
+
+    class Params(StrictModel):
+        rows: list[str] = Field(default_factory=lambda: ["dataset_id", "purpose"], description="Row fields")
+        cols: list[str] = Field(default_factory=lambda: ["category"], description="Column fields")
+        agg: dict[str, str] = Field(default_factory=lambda: {"url": "first"}, description="Extra column -> aggregation")
+
+    def on_job_end(self, *, job: Job, status: str, **kwargs: Any) -> None:
+        if job.samples is None:
+            return
+        from brevetti_pipe.reporting import export_pivot_table
+
+        export_pivot_table(job.artifact_path("pivot"), job.samples, self.params.rows, self.params.cols,
+                           self.params.agg, io=job.io)
+
+
+class FacetsReport(JobCallback, name="facets"):
+    """Writes artifacts/facets/ (a 64x64 thumbnail atlas and metadata) when the job listed samples."""
+
+    class Params(StrictModel):
+        count: int = Field(32, ge=1, le=1024, description="Thumbnails in the atlas (spread over categories)")
+        tile_size: int = Field(64, ge=8, le=256, description="Thumbnail edge in pixels")
+
+    def on_job_end(self, *, job: Job, status: str, **kwargs: Any) -> None:
+        samples = job.samples
+        if samples is None or samples.empty:
+            return
+        from brevetti_pipe.data import DataGenerator
+        from brevetti_pipe.reporting import build_facets
+        from brevetti_pipe.stages import ImagePipeline
+
+        # an even spread over categories, deterministic
+        order = samples.assign(_cat=samples["category"].map(str))
+        order["_rank"] = order.groupby("_cat").cumcount()
+        chosen = order.sort_values(["_rank", "_cat"], kind="mergesort").head(self.params.count)
+        chosen = chosen.drop(columns=["_cat", "_rank"])
+        color = "rgb"
+        for spec in job.config.pipeline.values():
+            if spec.type == "image_pipeline":
+                color = spec.params().get("color_mode", "rgb")
+                break
+        size = self.params.tile_size
+        gen = DataGenerator(chosen, batch_size=16, io=job.io).map(
+            ImagePipeline(target_size=(size, size), color_mode=color, antialias=True, rescale="unit")
+        )
+        build_facets(gen, job.artifact_path("facets"), count=self.params.count, io=job.io)
+
+
+class HtmlReport(JobCallback, name="report"):
+    """Writes artifacts/report.html from the artifacts (runs last at the end of the job)."""
+
+    class Params(StrictModel):
+        file: str = Field("report.html", description="Report file name in the artifacts")
+
+    def on_job_end(self, *, job: Job, status: str, **kwargs: Any) -> None:
+        from brevetti_pipe.io import join_url
+        from brevetti_pipe.reporting import render_report
+
+        url = join_url(job.artifacts_url, self.params.file)
+        job.io.write_file(url, render_report(job.artifacts_url, job.io))
+        log.info("Report: %s", url)

@@ -1,0 +1,97 @@
+"""Facets: a thumbnail atlas (PNG, 64x64 tiles) plus per-sample metadata of a data generator."""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brevetti_pipe._progress import ProgressBar
+from brevetti_pipe.io import IoTools, join_url
+
+if TYPE_CHECKING:
+    from brevetti_pipe.data import DataGenerator
+
+__all__ = ["build_facets", "tile2d", "to_uint8"]
+
+_META_KEYS = ("path", "category", "folder", "purpose", "dataset", "dataset_id", "etag")
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1], [-1, 1] or [0, 255] -> uint8 for display."""
+    images = np.asarray(images, dtype=np.float32)
+    lo, hi = float(images.min(initial=0.0)), float(images.max(initial=0.0))
+    if lo < 0:
+        images = (images + 1.0) * 127.5
+    elif hi <= 1.0:
+        images = images * 255.0
+    return np.clip(np.round(images), 0, 255).astype(np.uint8)
+
+
+def tile2d(images: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
+    """Tile a batch ``[N, H, W, C]`` into one ``[rows*H, cols*W, C]`` image (row-major, zero-padded).
+
+    Args:
+        images: the batch.
+        grid: (rows, cols); default: a near-square grid holding N.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    n, h, w, c = images.shape
+    if grid is None:
+        cols = max(1, math.ceil(math.sqrt(n)))
+        grid = (max(1, math.ceil(n / cols)), cols)
+    rows, cols = grid
+    out = np.zeros((rows * h, cols * w, c), dtype=images.dtype)
+    for i in range(min(n, rows * cols)):
+        r, k = divmod(i, cols)
+        out[r * h:(r + 1) * h, k * w:(k + 1) * w] = images[i]
+    return out
+
+
+def build_facets(
+    generator: DataGenerator, facet_dir: str, count: int = 32, io: IoTools | None = None, image_key: str = "img",
+) -> dict[str, Any]:
+    """Write ``spriteatlas.png`` and ``facets.json`` for the first ``count`` samples of ``generator``.
+
+    The generator must produce ``image_key`` as 64x64 thumbnails (e.g. ``ImagePipeline(target_size=(64, 64))``).
+    Returns the facets document (atlas name, tile size, grid and per-sample metadata).
+    """
+    from PIL import Image
+
+    io = io or IoTools()
+    images: list[np.ndarray] = []
+    meta: list[dict[str, Any]] = []
+    with ProgressBar(count, "Facets") as bar:
+        for batch in generator.get_dataset_numpy(structure=None):
+            batch_images = batch[image_key]
+            if batch_images.ndim == 3:
+                batch = {k: np.asarray(v)[np.newaxis] for k, v in batch.items()}
+                batch_images = batch[image_key]
+            for i in range(len(batch_images)):
+                if len(images) >= count:
+                    break
+                images.append(batch_images[i])
+                meta.append({k: (str(batch[k][i]) if not isinstance(batch[k][i], (int, float)) else batch[k][i])
+                             for k in _META_KEYS if k in batch})
+                bar.update()
+            if len(images) >= count:
+                break
+    if not images:
+        raise ValueError("build_facets got no samples from the generator")
+    tiles = to_uint8(np.stack(images))
+    atlas = tile2d(tiles)
+    h, w = tiles.shape[1:3]
+    cols = atlas.shape[1] // w
+    for i, m in enumerate(meta):
+        m["index"], m["row"], m["col"] = i, i // cols, i % cols
+    buf = _io.BytesIO()
+    Image.fromarray(atlas[..., 0] if atlas.shape[-1] == 1 else atlas[..., :3]).save(buf, format="PNG")
+    io.write_file(join_url(facet_dir, "spriteatlas.png"), buf.getvalue())
+    doc = {"atlas": "spriteatlas.png", "tile_size": [int(h), int(w)], "columns": int(cols), "samples": meta}
+    io.write_file(join_url(facet_dir, "facets.json"), json.dumps(doc, indent=2))
+    return doc
