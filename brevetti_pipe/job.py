@@ -303,10 +303,17 @@ class Job:
         matrix = [[0] * len(names) for _ in names]
         for t, p in zip(y_true, y_pred):
             matrix[int(t)][int(p)] += 1
+        return self.write_confusion_matrix(matrix, names, purpose)
+
+    def write_confusion_matrix(self, matrix: Sequence[Sequence[int]], classes: Sequence[str], purpose: str = "devel") -> list[list[int]]:
+        """Write a precomputed confusion matrix (rows true, columns predicted) for the report."""
+        rows = [[int(v) for v in row] for row in matrix]
+        if len(rows) != len(classes) or any(len(r) != len(classes) for r in rows):
+            raise ValueError(f"confusion matrix must be {len(classes)}x{len(classes)} for classes {list(classes)}")
         url = self.artifact_path("charts", f"confusion_matrix_{purpose}.json")
-        self.io.write_file(url, json.dumps({"classes": names, "matrix": matrix}))
+        self.io.write_file(url, json.dumps({"classes": list(classes), "matrix": rows}))
         self.on_artifact(url)
-        return matrix
+        return rows
 
     @property
     def classes(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io as _io
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,11 @@ def render_vial(kind: str, rng: np.random.Generator, size: int = 512) -> np.ndar
     ``good`` has a straight cap, ``missing_cap`` an open neck, ``failed_cap`` a cap knocked
     askew. Position, glass tint, lighting and sensor noise vary per image.
     """
+    return render_annotated_vial(kind, rng, size)[0]
+
+
+def render_annotated_vial(kind: str, rng: np.random.Generator, size: int = 512) -> tuple[np.ndarray, list[dict]]:
+    """:func:`render_vial` plus its annotations: a ``cap`` polygon (when present) and a ``liquid`` rectangle."""
     from PIL import Image, ImageDraw
 
     s = size / 512.0
@@ -46,11 +52,17 @@ def render_vial(kind: str, rng: np.random.Generator, size: int = 512) -> np.ndar
     draw.rectangle([cx - neck_w / 2, 150 * s + top, cx + neck_w / 2, 205 * s + top], fill=glass)
     fill_level = rng.uniform(300, 360) * s + top
     liquid = tuple(int(v) for v in rng.uniform([90, 120, 140], [120, 150, 180]))
-    draw.rectangle([cx - body_w / 2 + 6 * s, fill_level, cx + body_w / 2 - 6 * s, 462 * s + top], fill=liquid)
+    liquid_box = [cx - body_w / 2 + 6 * s, fill_level, cx + body_w / 2 - 6 * s, 462 * s + top]
+    draw.rectangle(liquid_box, fill=liquid)
+    shapes: list[dict] = [{"label": "liquid", "type": "rectangle",
+                           "points": [[liquid_box[0], liquid_box[1]], [liquid_box[2], liquid_box[3]]]}]
     cap_w, cap_h = neck_w * 1.35, rng.uniform(55, 65) * s
     cap_color = tuple(int(v) for v in rng.uniform([200, 60, 50], [240, 90, 80]))
     if kind == "good":
-        draw.rectangle([cx - cap_w / 2, 150 * s + top - cap_h, cx + cap_w / 2, 158 * s + top], fill=cap_color)
+        box = [cx - cap_w / 2, 150 * s + top - cap_h, cx + cap_w / 2, 158 * s + top]
+        draw.rectangle(box, fill=cap_color)
+        shapes.append({"label": "cap", "type": "polygon",
+                       "points": [[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]]})
     elif kind == "failed_cap":
         angle = np.deg2rad(rng.choice([-1, 1]) * rng.uniform(25, 45))
         shift = rng.choice([-1, 1]) * rng.uniform(35, 55) * s
@@ -59,11 +71,12 @@ def render_vial(kind: str, rng: np.random.Generator, size: int = 512) -> np.ndar
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         pts = corners @ rot.T + [ccx, ccy]
         draw.polygon([tuple(p) for p in pts], fill=cap_color)
+        shapes.append({"label": "cap", "type": "polygon", "points": [[float(x), float(y)] for x, y in pts]})
     elif kind != "missing_cap":
         raise ValueError(f"unknown vial kind {kind!r}; expected one of {VIAL_CLASSES}")
     arr = np.asarray(img, dtype=np.float32)
     arr = arr * rng.uniform(0.85, 1.15) + rng.normal(0, 4, arr.shape)
-    return np.clip(arr, 0, 255).astype(np.uint8)
+    return np.clip(arr, 0, 255).astype(np.uint8), shapes
 
 
 def _encode(arr: np.ndarray, fmt: str) -> bytes:
@@ -82,11 +95,13 @@ def generate_vials(
     size: int = 512,
     fmt: str = "bmp",
     classes: tuple[str, ...] = VIAL_CLASSES,
+    annotations: bool = False,
 ) -> str:
     """Write a synthetic vial dataset to ``url`` (``<class>/<class>_NNNN.<fmt>``) and return ``url``.
 
     The content depends only on the arguments (not on ``io`` or timing), so concurrent
     writers produce identical files. Local targets appear atomically (built beside, renamed).
+    With ``annotations``, each image gets ``<image>.json`` with ``cap`` and ``liquid`` shapes.
     """
     io = io or IoTools()
     log.info("Generating the synthetic vials dataset (%d per class, %dpx) at %s", per_class, size, url)
@@ -96,9 +111,14 @@ def generate_vials(
             os.makedirs(os.path.join(staging, kind))
             for i in range(per_class):
                 rng = np.random.default_rng([seed, VIAL_CLASSES.index(kind) if kind in VIAL_CLASSES else ci, i])
-                data = _encode(render_vial(kind, rng, size), fmt)
-                with open(os.path.join(staging, kind, f"{kind}_{i:04d}.{fmt}"), "wb") as fh:
-                    fh.write(data)
+                image, shapes = render_annotated_vial(kind, rng, size)
+                name = os.path.join(staging, kind, f"{kind}_{i:04d}.{fmt}")
+                with open(name, "wb") as fh:
+                    fh.write(_encode(image, fmt))
+                if annotations:
+                    doc = {"image": {"width": size, "height": size}, "annotations": shapes}
+                    with open(name + ".json", "w", encoding="utf-8") as fh:
+                        json.dump(doc, fh)
         if is_local(url):
             target = os.path.abspath(url.removeprefix("file://"))
             os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -116,3 +136,4 @@ def generate_vials(
 
 
 GENERATORS.register("vials", generate_vials)
+GENERATORS.register("vials_annotated", lambda url, io=None, **kw: generate_vials(url, io=io, annotations=True, **kw))

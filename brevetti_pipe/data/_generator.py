@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -118,6 +119,7 @@ class DataGenerator:
         self.io = io or IoTools()
         self.stages: list[Stage] = list(stages)
         self._columns: dict[str, np.ndarray] | None = None
+        self._columns_key: tuple[int, ...] = ()
 
     # -- composition ---------------------------------------------------------------------
     def map(self, stage: Stage | Sequence[Stage]) -> DataGenerator:
@@ -135,16 +137,34 @@ class DataGenerator:
         return math.ceil(self.epoch_size / self.batch_size)
 
     # -- graph ---------------------------------------------------------------------------
-    def _column_arrays(self) -> dict[str, np.ndarray]:
-        if self._columns is None:
-            samples = self.samples
-            if "path" in samples.columns and len(samples):
-                local = self.io.localize(samples["path"].astype(str).tolist())
-                if local != samples["path"].tolist():
-                    samples = samples.assign(path=local)
-                    if "url" not in samples.columns:
+    def _prepared(self, stages: Sequence[Stage]) -> pd.DataFrame:
+        """Samples with remote files fetched to local disk and every stage's ``prepare`` applied."""
+        samples = self.samples
+        for column in ("path", "annotation_path"):
+            if column in samples.columns and len(samples):
+                values = samples[column]
+                present = values.notna() & (values.astype(str) != "")
+                if not present.any():
+                    continue
+                local = self.io.localize(values[present].astype(str).tolist())
+                if local != values[present].tolist():
+                    if column == "path" and "url" not in samples.columns:
                         samples = samples.assign(url=self.samples["path"])
+                    updated = values.astype(object).copy()
+                    updated[present] = local
+                    samples = samples.assign(**{column: updated})
+        if stages:
+            cache_dir = self.io.cache_root or tempfile.mkdtemp(prefix="brevetti-pipe-prepare-")
+            for stage in stages:
+                samples = stage.prepare(samples, cache_dir)
+        return samples
+
+    def _column_arrays(self, stages: Sequence[Stage] = ()) -> dict[str, np.ndarray]:
+        key = tuple(id(s) for s in stages)
+        if self._columns is None or self._columns_key != key:
+            samples = self._prepared(stages)
             self._columns = {str(c): _column_values(samples[c]) for c in samples.columns}
+            self._columns_key = key
         return self._columns
 
     def _parallel(self) -> int:
@@ -171,7 +191,7 @@ class DataGenerator:
 
         if self.samples.empty:
             raise StageError("DataGenerator has no samples to draw from")
-        columns = {k: tf.constant(v) for k, v in self._column_arrays().items()}
+        columns = {k: tf.constant(v) for k, v in self._column_arrays(stages).items()}
         n = len(self.samples)
         m = self.epoch_size
         weights = self.sampler.weights(self.samples) if self.sampler is not None else None

@@ -12,6 +12,7 @@ from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StageError
 
 if TYPE_CHECKING:
+    import pandas as pd
     import tensorflow as tf
 
 __all__ = ["Stage", "STAGES"]
@@ -89,6 +90,16 @@ class Stage:
             return target(**data)
         except StageError as exc:
             raise StageError(str(exc).replace(f"pipeline.{target.name}", where)) from None
+
+    def prepare(self, samples: pd.DataFrame, cache_dir: str) -> pd.DataFrame:
+        """Per-sample work outside the graph, done once before it is built (default: none).
+
+        A stage whose inputs TensorFlow cannot read natively converts them here into files it
+        can (e.g. TIFF -> PNG, annotation JSON -> mask PNG) under ``cache_dir`` and returns the
+        samples with the columns its ``__call__`` reads. Results are cached by content, so the
+        graph itself stays pure TensorFlow.
+        """
+        return samples
 
     def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         raise NotImplementedError

@@ -10,9 +10,22 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def decode(data: tf.Tensor) -> tf.Tensor:
-    """Decode BMP / PNG / JPEG / GIF bytes to a uint8 ``[H, W, C]`` tensor (C as stored)."""
-    return tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
+def decode(data: tf.Tensor, dtype: tf.DType = tf.uint8) -> tf.Tensor:
+    """Decode BMP / PNG / JPEG / GIF bytes to a ``[H, W, C]`` tensor of ``dtype`` (C as stored).
+
+    16-bit PNGs keep their precision with ``dtype=tf.uint16``; 8-bit sources are scaled to it.
+    """
+    return tf.io.decode_image(data, channels=0, dtype=dtype, expand_animations=False)
+
+
+def cast(image: tf.Tensor, dtype: str) -> tf.Tensor:
+    """Cast to ``dtype``; integer targets round and clip to their range."""
+    target = tf.as_dtype(dtype)
+    if target == image.dtype:
+        return image
+    if target.is_integer:
+        return tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), target.min, target.max), target)
+    return tf.cast(image, target)
 
 
 def to_channels(image: tf.Tensor, channels: int | None) -> tf.Tensor:
@@ -51,23 +64,25 @@ def resize(
     return tf.image.resize(image, size, method=method, antialias=antialias)
 
 
-def rescale(image: tf.Tensor, mode: str | None, offset: float = 0.0, scale: float = 1.0) -> tf.Tensor:
-    """Map pixel values from [0, 255]: None keeps them, ``unit`` -> [0, 1], ``imagenet`` -> [-1, 1],
+def rescale(
+    image: tf.Tensor, mode: str | None, offset: float = 0.0, scale: float = 1.0, maximum: float = 255.0
+) -> tf.Tensor:
+    """Map pixel values from [0, maximum]: None keeps them, ``unit`` -> [0, 1], ``imagenet`` -> [-1, 1],
     ``imagenet_mean_std`` -> per-channel standardised, ``affine`` -> ``x * scale + offset``."""
     image = tf.cast(image, tf.float32)
     if mode is None:
         return image
     if mode == "unit":
-        return image * (1.0 / 255.0)
+        return image * (1.0 / maximum)
     if mode == "imagenet":
-        return image * (1.0 / 127.5) - 1.0
+        return image * (2.0 / maximum) - 1.0
     if mode == "imagenet_mean_std":
         channels = image.shape[-1]
         mean = tf.constant(IMAGENET_MEAN, tf.float32)
         std = tf.constant(IMAGENET_STD, tf.float32)
         if channels == 1:
             mean, std = tf.reduce_mean(mean, keepdims=True), tf.reduce_mean(std, keepdims=True)
-        return (image * (1.0 / 255.0) - mean) / std
+        return (image * (1.0 / maximum) - mean) / std
     if mode == "affine":
         return image * scale + offset
     raise ValueError(f"unknown rescale mode {mode!r}")

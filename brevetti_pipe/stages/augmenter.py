@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from brevetti_pipe.config._schema import StrictModel
+from brevetti_pipe.errors import StageError
 from brevetti_pipe.stages._base import Stage
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["ImageAugmenter", "RandomTransformer", "ImageNoise", "ImageAugmenterParams"]
+__all__ = [
+    "ImageAugmenter", "ImageAugmenterParams", "ImageDeformation", "ImageFiltering", "ImageNoise", "RandomTransformer",
+]
 
 
 class RandomTransformer(StrictModel):
@@ -27,6 +31,7 @@ class RandomTransformer(StrictModel):
     translate_horizontal: float = Field(0.1, ge=0, le=1, description="Shift by up to this fraction of the width")
     translate_vertical: float = Field(0.1, ge=0, le=1, description="Shift by up to this fraction of the height")
     shear: float = Field(0.04, ge=0, le=1, description="Shear factor in [-shear, shear]")
+    rotate90: bool = Field(False, description="Random rotation by 0/90/180/270 degrees (square images)")
     interpolation: Literal["bilinear", "nearest"] = Field("bilinear", description="Image interpolation (masks: nearest)")
     fill_mode: Literal["reflect", "constant", "nearest", "wrap"] = Field("reflect", description="Outside pixels")
 
@@ -45,11 +50,41 @@ class ImageNoise(StrictModel):
     chance: float = Field(0.5, ge=0, le=1, description="Probability that the noise block is applied")
     brightness: float = Field(0.25, ge=0, le=1, description="Add up to +-brightness x value range")
     contrast: float = Field(0.25, ge=0, lt=1, description="Scale contrast by a factor in [1 - c, 1 + c]")
+    hue: float = Field(0.0, ge=0, le=0.5, description="Shift hue by up to +-hue (rgb images only)")
+    saturation: float = Field(0.0, ge=0, lt=1, description="Scale saturation by a factor in [1 - s, 1 + s] (rgb only)")
     stddev: float = Field(0.0, ge=0, description="Gaussian noise stddev as a fraction of the value range")
+    salt_pepper: float = Field(0.0, ge=0, le=1, description="Fraction of pixels set to black or white")
 
     @property
     def active(self) -> bool:
-        return self.chance > 0 and (self.brightness > 0 or self.contrast > 0 or self.stddev > 0)
+        return self.chance > 0 and any(
+            v > 0 for v in (self.brightness, self.contrast, self.hue, self.saturation, self.stddev, self.salt_pepper)
+        )
+
+
+class ImageFiltering(StrictModel):
+    """Blur and emboss filters, applied to image keys only."""
+
+    chance: float = Field(0.5, ge=0, le=1, description="Probability that the filter block is applied")
+    emboss_strength: float = Field(0.0, ge=0, le=1, description="Blend in up to this much of an emboss filter")
+    avg_blur: tuple[int, int] = Field((1, 1), description="Box blur kernel (height, width); (1, 1) is none")
+    gaussian_blur_sigma: float = Field(0.0, ge=0, le=10, description="Gaussian blur with sigma drawn in [0, this]")
+
+    @property
+    def active(self) -> bool:
+        return self.chance > 0 and (self.emboss_strength > 0 or max(self.avg_blur) > 1 or self.gaussian_blur_sigma > 0)
+
+
+class ImageDeformation(StrictModel):
+    """Elastic deformation: smooth random displacements, applied to images and masks alike."""
+
+    chance: float = Field(0.5, ge=0, le=1, description="Probability that the deformation is applied")
+    alpha: float = Field(0.0, ge=0, description="Displacement strength in pixels")
+    sigma: float = Field(4.0, gt=0, le=16, description="Smoothness of the displacement field (pixels)")
+
+    @property
+    def active(self) -> bool:
+        return self.chance > 0 and self.alpha > 0
 
 
 class ImageAugmenterParams(StrictModel):
@@ -60,6 +95,8 @@ class ImageAugmenterParams(StrictModel):
     value_range: tuple[float, float] = Field((0.0, 1.0), description="Pixel value range of the images (after rescale)")
     random_transformer: RandomTransformer | None = Field(default_factory=RandomTransformer)
     image_noise: ImageNoise | None = Field(default_factory=ImageNoise)
+    image_filter: ImageFiltering | None = Field(None, description="Blur / emboss; null skips it")
+    image_deformation: ImageDeformation | None = Field(None, description="Elastic deformation; null skips it")
 
 
 class ImageAugmenter(Stage, name="image_augmenter"):
@@ -91,6 +128,13 @@ class ImageAugmenter(Stage, name="image_augmenter"):
                     do = core.chance(seed, key, 0.5)
                     for k in keys:
                         out[k] = tf.cond(do, lambda v=out[k], f=fn: f(v), lambda v=out[k]: v)
+            if t.rotate90:
+                ref = out[p.image_keys[0]]
+                if ref.shape[0] is not None and ref.shape[0] != ref.shape[1]:
+                    raise StageError(f"rotate90 needs square images; got {ref.shape[0]}x{ref.shape[1]}")
+                k = tf.cast(tf.floor(core.uniform(seed, 13, 0.0, 4.0)), tf.int32)
+                for key_ in keys:
+                    out[key_] = tf.ensure_shape(tf.image.rot90(out[key_], k), out[key_].shape)
             if t.warps:
                 ref = out[p.image_keys[0]]
                 h, w = tf.shape(ref)[0], tf.shape(ref)[1]
@@ -107,6 +151,14 @@ class ImageAugmenter(Stage, name="image_augmenter"):
                 for k in keys:
                     interp = t.interpolation if k in p.image_keys else "nearest"
                     out[k] = tf.cond(do, lambda v=out[k], i=interp: core.warp(v, matrix, i, fill), lambda v=out[k]: v)
+        d = p.image_deformation
+        if d is not None and d.active:
+            ref = out[p.image_keys[0]]
+            dy, dx = core.displacement(seed, 30, tf.shape(ref)[:2], d.alpha, d.sigma)
+            do = core.chance(seed, 31, d.chance)
+            for k in keys:
+                nearest = k not in p.image_keys
+                out[k] = tf.cond(do, lambda v=out[k], n_=nearest: core.dense_warp(v, dy, dx, n_), lambda v=out[k]: v)
         n = p.image_noise
         if n is not None and n.active:
             lo, hi = p.value_range
@@ -120,9 +172,40 @@ class ImageAugmenter(Stage, name="image_augmenter"):
                 def noisy(img: tf.Tensor = img, i: int = i) -> tf.Tensor:
                     mean = tf.reduce_mean(img, axis=[0, 1], keepdims=True)
                     y = (img - mean) * factor + mean + delta
+                    if (n.hue > 0 or n.saturation > 0) and img.shape[-1] == 3:
+                        unit = (tf.clip_by_value(y, lo, hi) - lo) / span
+                        if n.hue > 0:
+                            unit = tf.image.adjust_hue(unit, core.uniform(seed, 14, -n.hue, n.hue))
+                        if n.saturation > 0:
+                            unit = tf.image.adjust_saturation(unit, core.uniform(seed, 15, 1 - n.saturation, 1 + n.saturation))
+                        y = unit * span + lo
                     if n.stddev > 0:
                         y = y + tf.random.stateless_normal(tf.shape(img), seed=core._fold(seed, 20 + i)) * (n.stddev * span)
+                    if n.salt_pepper > 0:
+                        y = core.salt_and_pepper(y, seed, 40 + i, core.uniform(seed, 16, 0.0, n.salt_pepper), lo, hi)
                     return tf.clip_by_value(y, lo, hi)
 
                 out[k] = tf.cond(do, noisy, lambda v=img: v)
+        f = p.image_filter
+        if f is not None and f.active:
+            do = core.chance(seed, 50, f.chance)
+            for k in p.image_keys:
+                img = out[k]
+
+                def filtered(img: tf.Tensor = img) -> tf.Tensor:
+                    y = tf.cast(img, tf.float32)
+                    if max(f.avg_blur) > 1:
+                        ky = tf.fill([f.avg_blur[0]], 1.0 / f.avg_blur[0])
+                        kx = tf.fill([f.avg_blur[1]], 1.0 / f.avg_blur[1])
+                        y = core.separable_filter(y, ky, kx)
+                    if f.gaussian_blur_sigma > 0:
+                        radius = max(1, int(math.ceil(3 * f.gaussian_blur_sigma)))
+                        kernel = core.gaussian_kernel(core.uniform(seed, 51, 0.0, f.gaussian_blur_sigma), radius)
+                        y = core.separable_filter(y, kernel, kernel)
+                    if f.emboss_strength > 0:
+                        strength = core.uniform(seed, 52, 0.0, f.emboss_strength)
+                        y = y * (1 - strength) + core.filter2d(y, tf.constant(core.EMBOSS)) * strength
+                    return tf.cast(y, img.dtype)
+
+                out[k] = tf.cond(do, filtered, lambda v=img: v)
         return out

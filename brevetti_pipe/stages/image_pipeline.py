@@ -10,6 +10,7 @@ from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.stages._base import Stage
 
 if TYPE_CHECKING:
+    import pandas as pd
     import tensorflow as tf
 
 __all__ = ["ImagePipeline", "ImagePipelineParams"]
@@ -38,6 +39,10 @@ class ImagePipelineParams(StrictModel):
     antialias: bool = Field(False, description="Antialias when downsampling")
     padding_mode: Literal["constant"] = Field("constant", description="Padding when keep_aspect_ratio is set")
     center_padding: bool = Field(True, description="Center the image in the padding")
+    bit_depth: Literal[8, 16] = Field(8, description="Decode depth: 16 keeps 16-bit PNG/TIFF precision")
+    dtype: Literal["float32", "float16", "uint8", "uint16"] = Field(
+        "float32", description="Output dtype (integer dtypes round and clip; use them with rescale=null)"
+    )
     path_key: str = Field("path", description="Element key holding the file path")
     output_key: str = Field("img", description="Element key receiving the image")
 
@@ -52,9 +57,11 @@ class ImagePipelineParams(StrictModel):
 class ImagePipeline(Stage, name="image_pipeline"):
     """Reads and prepares images.
 
-    Input: ``x[path_key]``, a string scalar (a local file path).
-    Output: ``x[output_key]``, float32 ``[H, W, C]`` with H, W = ``target_size`` and C = 3
-    (rgb), 1 (greyscale) or as stored (keep); values per ``rescale``.
+    Input: ``x[path_key]``, a string scalar (a local file path: BMP, PNG, JPEG, GIF, or TIFF,
+    which :meth:`prepare` transcodes losslessly to PNG once, in the cache).
+    Output: ``x[output_key]``, ``[H, W, C]`` of ``dtype`` with H, W = ``target_size`` and C = 3
+    (rgb), 1 (greyscale) or as stored (keep); values per ``rescale`` relative to the decode
+    range ([0, 255] at 8 bits, [0, 65535] at 16 bits).
     """
 
     Params = ImagePipelineParams
@@ -75,7 +82,8 @@ class ImagePipeline(Stage, name="image_pipeline"):
         from brevetti_pipe.stages import _image_core as core
 
         p = self.params
-        image = core.to_channels(core.decode(data), self.channels)
+        depth = tf.uint16 if p.bit_depth == 16 else tf.uint8
+        image = core.to_channels(core.decode(data, depth), self.channels)
         if p.rois:
             crops = [image[y0:y1, x0:x1] for (x0, y0, x1, y1) in p.rois]
             if p.target_size is not None:
@@ -84,7 +92,23 @@ class ImagePipeline(Stage, name="image_pipeline"):
             image = tf.stack(crops) if axis is None else tf.concat(crops, axis=axis)
         elif p.target_size is not None:
             image = core.resize(image, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio)
-        image = core.rescale(image, p.rescale, p.offset, p.scale)
+        image = core.rescale(image, p.rescale, p.offset, p.scale, maximum=65535.0 if p.bit_depth == 16 else 255.0)
+        image = core.cast(image, p.dtype)
         if p.target_size is not None and not p.rois:
             image.set_shape([p.target_size[0], p.target_size[1], self.channels])
         return image
+
+    def prepare(self, samples: pd.DataFrame, cache_dir: str) -> pd.DataFrame:
+        """TIFF files -> lossless PNG copies in ``cache_dir`` (8 or 16 bit), once per file."""
+        key = self.params.path_key
+        if key not in samples.columns:
+            return samples
+        paths = samples[key].astype(str)
+        tiff = paths.str.lower().str.endswith((".tif", ".tiff"))
+        if not tiff.any():
+            return samples
+        from brevetti_pipe.stages._transcode import tiff_to_png
+
+        converted = paths.copy()
+        converted[tiff] = [tiff_to_png(p, cache_dir) for p in paths[tiff]]
+        return samples.assign(**{key: converted})

@@ -1,0 +1,58 @@
+"""One-off conversions done by stages' ``prepare`` (outside the graph, cached on local disk)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+
+import numpy as np
+
+from brevetti_pipe.errors import StageError
+
+__all__ = ["cache_name", "tiff_to_png", "write_png"]
+
+
+def cache_name(path: str, cache_dir: str, kind: str, suffix: str, extra: str = "") -> str:
+    """A cache file name that changes when the source file (path, size, mtime) or ``extra`` changes."""
+    st = os.stat(path)
+    digest = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}|{extra}".encode()).hexdigest()[:20]
+    folder = os.path.join(cache_dir, kind, digest[:2])
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, digest + suffix)
+
+
+def write_png(array: np.ndarray, target: str) -> None:
+    """Write a uint8/uint16 ``[H, W]`` or ``[H, W, C]`` array as PNG atomically (TF's encoder keeps 16 bits)."""
+    import tensorflow as tf
+
+    if array.ndim == 2:
+        array = array[..., np.newaxis]
+    data = tf.io.encode_png(tf.constant(array)).numpy()
+    tmp = f"{target}.{uuid.uuid4().hex[:8]}.part"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, target)
+
+
+def tiff_to_png(path: str, cache_dir: str) -> str:
+    """Transcode a TIFF losslessly to PNG in the cache (once) and return the PNG's path."""
+    from PIL import Image
+
+    target = cache_name(path, cache_dir, "tiff", ".png")
+    if os.path.exists(target):
+        return target
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                array = np.asarray(img, dtype=np.uint16)
+            elif img.mode == "I":
+                array = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+            elif img.mode in ("L", "RGB", "RGBA", "LA"):
+                array = np.asarray(img, dtype=np.uint8)
+            else:
+                array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise StageError(f"Cannot decode TIFF {path}: {exc}") from None
+    write_png(array, target)
+    return target
