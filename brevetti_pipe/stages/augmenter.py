@@ -81,6 +81,7 @@ class ImageDeformation(StrictModel):
     chance: float = Field(0.5, ge=0, le=1, description="Probability that the deformation is applied")
     alpha: float = Field(0.0, ge=0, description="Displacement strength in pixels")
     sigma: float = Field(4.0, gt=0, le=16, description="Smoothness of the displacement field (pixels)")
+    interpolation: Literal["bilinear", "nearest"] = Field("bilinear", description="Image resampling (masks: nearest)")
 
     @property
     def active(self) -> bool:
@@ -95,8 +96,12 @@ class ImageAugmenterParams(StrictModel):
     value_range: tuple[float, float] = Field((0.0, 1.0), description="Pixel value range of the images (after rescale)")
     random_transformer: RandomTransformer | None = Field(default_factory=RandomTransformer)
     image_noise: ImageNoise | None = Field(default_factory=ImageNoise)
-    image_filter: ImageFiltering | None = Field(None, description="Blur / emboss; null skips it")
-    image_deformation: ImageDeformation | None = Field(None, description="Elastic deformation; null skips it")
+    image_filter: ImageFiltering | None = Field(
+        default_factory=ImageFiltering, description="Blur / emboss (inactive at zero strength); null skips it"
+    )
+    image_deformation: ImageDeformation | None = Field(
+        default_factory=ImageDeformation, description="Elastic deformation (inactive at alpha 0); null skips it"
+    )
 
 
 class ImageAugmenter(Stage, name="image_augmenter"):
@@ -157,7 +162,7 @@ class ImageAugmenter(Stage, name="image_augmenter"):
             dy, dx = core.displacement(seed, 30, tf.shape(ref)[:2], d.alpha, d.sigma)
             do = core.chance(seed, 31, d.chance)
             for k in keys:
-                nearest = k not in p.image_keys
+                nearest = k not in p.image_keys or d.interpolation == "nearest"
                 out[k] = tf.cond(do, lambda v=out[k], n_=nearest: core.dense_warp(v, dy, dx, n_), lambda v=out[k]: v)
         n = p.image_noise
         if n is not None and n.active:
