@@ -58,7 +58,7 @@ def test_console_script_and_module_entry_agree(tmp_path):
     "args, expected",
     [
         (["recipe=vials_classification", "settings.epochz=1"], "Unknown key 'settings.epochz'. Did you mean 'epochs'?"),
-        (["recipe=vials_clasification"], "Available options: vials_classification. Did you mean 'vials_classification'?"),
+        (["recipe=vials_clasification"], "Available options: vials_classification, vials_segmentation. Did you mean 'vials_classification'?"),
         (["recipe=vials_classification", "settings.epochs=many"], "settings.epochs"),
         (["recipe=vials_classification", "split.fractions.train=0.5"], "fractions must sum to 1"),
     ],
