@@ -15,6 +15,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
+from brevetti_pipe._progress import ProgressBar
+from brevetti_pipe._retry import RetryPolicy, is_transient, retry_call
 from brevetti_pipe._secrets import redact
 from brevetti_pipe.errors import StorageError
 
@@ -47,9 +49,26 @@ class IoTools:
         cache_root: local directory where :meth:`localize` keeps copies of remote files.
     """
 
-    def __init__(self, storage_options: dict[str, dict[str, Any]] | None = None, cache_root: str | None = None) -> None:
+    def __init__(
+        self,
+        storage_options: dict[str, dict[str, Any]] | None = None,
+        cache_root: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.storage_options: dict[str, dict[str, Any]] = dict(storage_options or {})
         self.cache_root = cache_root
+        self.retry = retry or RetryPolicy()
+
+    def call(self, fn: Any, what: str) -> Any:
+        """Run a storage call with this object's retry policy (transient faults only)."""
+        if what.startswith(LOCAL_PROTOCOLS) or "://" not in what:
+            return fn()
+        return retry_call(fn, redact(what), self.retry)
+
+    @staticmethod
+    def _fail(action: str, url: str, exc: BaseException) -> StorageError:
+        kind = "gave up after retrying transient faults" if is_transient(exc) else "failed"
+        return StorageError(f"{action} {redact(url)} {kind}: {redact(str(exc)) or type(exc).__name__}")
 
     def set_cache_root(self, path: str | None) -> None:
         """Cache remote files read through :meth:`localize` under ``path`` (a local directory)."""
@@ -74,15 +93,18 @@ class IoTools:
         """Return the bytes at ``url``."""
         fs, path = self.fs(url)
         try:
-            return fs.cat_file(path)
+            return self.call(lambda: fs.cat_file(path), url)
         except FileNotFoundError:
             raise StorageError(f"File not found: {redact(url)}") from None
         except Exception as exc:
-            raise StorageError(f"Cannot read {redact(url)}: {redact(str(exc))}") from exc
+            raise self._fail("Reading", url, exc) from exc
 
     def exists(self, url: str) -> bool:
         fs, path = self.fs(url)
-        return bool(fs.exists(path))
+        try:
+            return bool(self.call(lambda: fs.exists(path), url))
+        except Exception as exc:
+            raise self._fail("Checking", url, exc) from exc
 
     # -- writing -------------------------------------------------------------------------
     def write_file(self, url: str, data: bytes | str) -> str:
@@ -108,11 +130,11 @@ class IoTools:
                     Path(tmp).unlink(missing_ok=True)
                     raise
             else:
-                fs.pipe_file(path, payload)
+                self.call(lambda: fs.pipe_file(path, payload), url)
         except StorageError:
             raise
         except Exception as exc:
-            raise StorageError(f"Cannot write {redact(url)}: {redact(str(exc))}") from exc
+            raise self._fail("Writing", url, exc) from exc
         return url
 
     def upload(self, local_path: str, url: str) -> str:
@@ -134,9 +156,9 @@ class IoTools:
             return url
         fs, path = self.fs(url)
         try:
-            fs.put_file(local_path, path)
+            self.call(lambda: fs.put_file(local_path, path), url)
         except Exception as exc:
-            raise StorageError(f"Cannot upload to {redact(url)}: {redact(str(exc))}") from exc
+            raise self._fail("Uploading to", url, exc) from exc
         return url
 
     def put_tree(self, local_dir: str, url: str) -> None:
@@ -150,9 +172,9 @@ class IoTools:
         lpaths = [str(p) for p in files]
         rpaths = [posixpath.join(path.rstrip("/"), p.relative_to(local_dir).as_posix()) for p in files]
         try:
-            fs.put(lpaths, rpaths)
+            self.call(lambda: fs.put(lpaths, rpaths), url)
         except Exception as exc:
-            raise StorageError(f"Cannot upload to {redact(url)}: {redact(str(exc))}") from exc
+            raise self._fail("Uploading to", url, exc) from exc
 
     # -- local cache ---------------------------------------------------------------------
     def _cache_path(self, url: str) -> str:
@@ -187,12 +209,28 @@ class IoTools:
             for t in tmp:
                 os.makedirs(os.path.dirname(t), exist_ok=True)
             log.info("Fetching %d files from %s:// into the local cache", len(pairs), protocol)
+            chunk = 64
+
+            def fetch(ids: list[int]) -> None:
+                # one concurrent batch per chunk (async filesystems: s3fs, gcsfs); files become
+                # cache entries only when the whole chunk arrived, so a retry starts clean
+                try:
+                    fs.get([rpaths[i] for i in ids], [tmp[i] for i in ids])
+                    for i in ids:
+                        os.replace(tmp[i], pairs[i][1])
+                finally:
+                    for i in ids:
+                        if os.path.exists(tmp[i]):
+                            os.unlink(tmp[i])
+
             try:
-                fs.get(rpaths, tmp)  # async filesystems (s3fs, gcsfs) fetch these concurrently
+                with ProgressBar(len(pairs), f"Caching {protocol}://") as bar:
+                    for start_at in range(0, len(pairs), chunk):
+                        ids = list(range(start_at, min(start_at + chunk, len(pairs))))
+                        self.call(lambda ids=ids: fetch(ids), pairs[ids[0]][0])
+                        bar.update(len(ids))
             except FileNotFoundError as exc:
                 raise StorageError(f"File not found while caching: {redact(str(exc))}") from None
             except Exception as exc:
-                raise StorageError(f"Cannot fetch from {protocol}://: {redact(str(exc))}") from exc
-            for t, (_, local) in zip(tmp, pairs):
-                os.replace(t, local)
+                raise self._fail("Fetching", pairs[0][0].rsplit("/", 1)[0] + "/...", exc) from exc
         return out

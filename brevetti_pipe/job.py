@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from brevetti_pipe import _secrets
+from brevetti_pipe._retry import RetryPolicy
 from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig, JobSettings
@@ -110,7 +111,7 @@ class Job:
             model = RECIPES.get(config.run, where="run").settings
         self.settings = validate_model(model, config.settings, prefix="settings")
         self.backend = PLATFORMS.get(config.platform.type, where="platform.type")(config.platform)
-        self.io = IoTools(self.backend.storage_options)
+        self.io = IoTools(self.backend.storage_options, retry=RetryPolicy(config.platform.retry_seconds))
         for ds in config.datasets.values():
             if ds.storage_options and "://" in ds.url:
                 self.io.storage_options.setdefault(ds.url.split("://", 1)[0], dict(ds.storage_options))
@@ -251,7 +252,7 @@ class Job:
         if not ds.config.generator:
             return
         fs, path = self.io.fs(ds.url)
-        if fs.exists(path) and fs.find(path, maxdepth=2):
+        if self.io.call(lambda: fs.exists(path) and bool(fs.find(path, maxdepth=2)), ds.url):
             return
         from brevetti_pipe.data import GENERATORS
         from brevetti_pipe.data import _demo  # noqa: F401  (registers the built-in generators)
@@ -450,10 +451,15 @@ class Job:
             raise ConfigError("Nothing to run: pick a recipe (recipe=NAME) or subclass Job and override run()")
         return recipe.run(self)
 
-    def _seed_frameworks(self) -> None:
+    def seed_frameworks(self) -> None:
+        """Seed Keras, TensorFlow, NumPy and Python's ``random`` from ``job.seed`` (and enable op determinism).
+
+        Call it right before building a model: storage clients (botocore's retry jitter, for one)
+        draw from Python's global ``random``, which Keras 3 also uses for default initializer
+        seeds, so I/O between seeding and model building would shift the initial weights.
+        :meth:`start` calls it once before :meth:`run`.
+        """
         if not self.config.job.deterministic or importlib.util.find_spec("keras") is None:
-            return
-        if "tensorflow" not in sys.modules and self.config.run is None and type(self).run is Job.run:
             return
         import keras
         import tensorflow as tf
@@ -477,7 +483,8 @@ class Job:
         previous = self._install_signal_handlers()
         try:
             self.callbacks.on_job_start(job=self)
-            self._seed_frameworks()
+            if self.config.run is not None or "tensorflow" in sys.modules:
+                self.seed_frameworks()
             result = self.run()
             if complete:
                 self.complete(result)

@@ -55,6 +55,7 @@ def run(job: Job) -> Any:
     train_gen = job.data_generator(train, train=True, batch_size=s.batch_size, output_structure=structure)
     devel_gen = job.data_generator(devel, batch_size=s.batch_size, output_structure=structure)
     image_shape = train_gen.get_dataset().element_spec[0].shape[1:]
+    job.seed_frameworks()  # after all I/O: storage retries must not shift the initial weights
     model = build_model(tuple(image_shape), len(job.classes), s.filters, s.learning_rate)
     model.fit(
         train_gen.get_dataset(),

@@ -66,6 +66,7 @@ def run(job: Job) -> Any:
     devel_gen = job.data_generator(devel, batch_size=s.batch_size, output_structure=structure)
     spec = train_gen.get_dataset().element_spec
     classes = ["background", *job.config.pipeline["segmentation"].params()["classes"]]
+    job.seed_frameworks()  # after all I/O: storage retries must not shift the initial weights
     model = build_unet(tuple(spec[0].shape[1:]), len(classes), s.filters, s.learning_rate)
     job.metadata["segmentation_classes"] = classes
     model.fit(

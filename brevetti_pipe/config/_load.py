@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from brevetti_pipe import _secrets
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig
-from brevetti_pipe.errors import ConfigError, did_you_mean
+from brevetti_pipe.errors import ConfigError, StorageError, did_you_mean
 
 __all__ = ["JSON_KEYS", "load_settings_json", "resolve_config"]
 
@@ -27,7 +27,9 @@ JSON_KEYS = ("settings", "datasets", "split", "sampler", "pipeline", "data")
 
 
 
-def load_settings_json(url: str, *, required: bool, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def load_settings_json(
+    url: str, *, required: bool, storage_options: dict[str, Any] | None = None, retry_seconds: float = 60.0
+) -> dict[str, Any] | None:
     """Read a platform settings JSON document.
 
     Returns None when the file is missing and not ``required``. Secret values in it
@@ -36,19 +38,24 @@ def load_settings_json(url: str, *, required: bool, storage_options: dict[str, A
     Raises:
         ConfigError: naming the file (and line/column for a parse error) on bad content.
     """
-    import fsspec
+    from brevetti_pipe._retry import RetryPolicy
+    from brevetti_pipe.errors import StorageError
+    from brevetti_pipe.io import IoTools
 
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    io = IoTools({protocol: dict(storage_options or {})}, retry=RetryPolicy(retry_seconds))
     try:
-        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        if not fs.exists(path):
+        if not io.exists(url):
             if required:
                 raise ConfigError(f"Settings JSON not found. Received: job.settings_json={url!r}")
             return None
-        raw = fs.cat_file(path)
+        raw = io.read_file(url)
     except ConfigError:
         raise
-    except Exception as exc:  # any storage failure is a config problem at this point
-        raise ConfigError(f"Cannot read settings JSON {url!r}: {_secrets.redact(str(exc))}") from None
+    except StorageError as exc:
+        raise StorageError(f"Cannot read the settings JSON: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"Cannot read settings JSON {_secrets.redact(url)!r}: {_secrets.redact(str(exc))}") from None
     try:
         doc = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
@@ -134,7 +141,8 @@ def resolve_config(
         options = OmegaConf.select(work, "platform.storage_options", default=None)
         options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
         url = str(explicit) if explicit else f"{root.rstrip('/')}/jobs/{job_id}/job.json"
-        doc = load_settings_json(url, required=bool(explicit), storage_options=options)
+        retry = float(OmegaConf.select(work, "platform.retry_seconds", default=60.0) or 60.0)
+        doc = load_settings_json(url, required=bool(explicit), storage_options=options, retry_seconds=retry)
         if doc:
             for key, value in doc.items():
                 replace = key == "datasets"  # a platform's dataset list is the whole selection
@@ -145,7 +153,7 @@ def resolve_config(
             _reapply_overrides(work, composed, overrides, set(groups))
         data = OmegaConf.to_container(work, resolve=True)
         _secrets.collect_secrets(data)
-    except ConfigError:
+    except (ConfigError, StorageError):
         raise
     except OmegaConfBaseException as exc:
         raise ConfigError(f"Invalid config: {exc}".replace("\n", " ")) from None

@@ -53,6 +53,9 @@ class PlatformConfig(StrictModel):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra fsspec options for platform.root (e.g. endpoint_url)"
     )
+    retry_seconds: float = Field(
+        60.0, gt=0, description="Transient storage faults are retried with backoff for at most this long"
+    )
 
 
 class JobSection(StrictModel):

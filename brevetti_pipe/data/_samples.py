@@ -107,9 +107,9 @@ def get_image_samples(
     log.info("Getting image samples from dataset '%s' [%s]", ds.name, redact(ds.url))
     try:
         fs, root = io.fs(ds.url)
-        if not fs.exists(root):
+        if not io.call(lambda: fs.exists(root), ds.url):
             raise DatasetError(f"Dataset '{ds.name}' not found: nothing at {redact(ds.url)}")
-        listing = fs.find(root, detail=True, withdirs=False)
+        listing = io.call(lambda: fs.find(root, detail=True, withdirs=False), ds.url)
     except DatasetError:
         raise
     except PermissionError as exc:
