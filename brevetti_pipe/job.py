@@ -127,6 +127,7 @@ class Job:
         self.status = "created"
         self.error: str | None = None
         self.model_path: str | None = None
+        self.bad_samples = 0
         self.started_at: str | None = None
         self.ended_at: str | None = None
         self._temp_dir: str | None = config.job.temp_dir
@@ -280,7 +281,7 @@ class Job:
         for ds in self.datasets:
             self._ensure_dataset(ds)
             frames.append(ds.get_image_samples(io=self.io))
-        samples = concat_samples(frames)
+        samples = self._drop_bad_samples(concat_samples(frames))
         split_cfg = self.config.split
         split = SampleSplit(
             split_cfg.fractions, split_cfg.stratify, split_cfg.unique_key,
@@ -291,6 +292,41 @@ class Job:
         counts = self._samples.groupby("purpose").size().to_dict()
         log.info("Split: %s", counts)
         return self._samples
+
+    def _drop_bad_samples(self, samples: pd.DataFrame) -> pd.DataFrame:
+        """Run every stage's ``check`` on local copies; fail or skip bad samples per ``data.on_bad_sample``."""
+        from brevetti_pipe.data._generator import localize_samples
+        from brevetti_pipe.errors import DatasetError
+        from brevetti_pipe.stages import Stage
+
+        if not self.config.data.check_samples or samples.empty:
+            return samples
+        checkers = [st for st in self.build_pipeline(fill_classes=False) if type(st).check is not Stage.check]
+        if not checkers:
+            return samples
+        _ = self.temp_dir  # the local cache the generators reuse
+        local = localize_samples(samples.reset_index(drop=True), self.io)
+        reasons: dict[int, str] = {}
+        for stage in checkers:
+            for i, reason in stage.check(local).items():
+                reasons.setdefault(i, reason)
+        if not reasons:
+            return samples
+        positions = sorted(reasons)
+        bad = samples.iloc[positions][["path", "dataset"]].assign(reason=[reasons[i] for i in positions])
+        if self.config.data.on_bad_sample == "fail":
+            first = bad.iloc[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise DatasetError(
+                f"Bad sample in dataset '{first['dataset']}': {_secrets.redact(str(first['path']))}: {first['reason']}{more}. "
+                "Fix or remove it, or set data.on_bad_sample=skip to train without bad samples."
+            )
+        url = self.artifact_path("bad_samples.csv")
+        self.io.write_file(url, bad.to_csv(index=False))
+        self.on_artifact(url)
+        self.bad_samples = len(bad)
+        log.warning("Skipping %d bad sample(s), listed in %s", len(bad), _secrets.redact(url))
+        return samples.drop(index=samples.index[positions]).reset_index(drop=True)
 
     @property
     def samples(self) -> pd.DataFrame | None:
@@ -336,14 +372,14 @@ class Job:
             stage_cls = STAGES.get(spec.type, where=f"pipeline.{name}.type")
             validate_model(stage_cls.Params, spec.params(), prefix=f"pipeline.{name}")
 
-    def build_pipeline(self) -> list[Stage]:
+    def build_pipeline(self, fill_classes: bool = True) -> list[Stage]:
         """The map stages of ``pipeline.*`` in chain order, with class lists filled in from the data."""
         from brevetti_pipe.stages import Stage
 
         stages = []
         for name, spec in self.config.pipeline.items():
             params = spec.params()
-            if spec.type == "onehot_encoder" and params.get("classes") is None:
+            if fill_classes and spec.type == "onehot_encoder" and params.get("classes") is None:
                 params["classes"] = self.classes
             stages.append(Stage.from_config({"type": spec.type, **params}, where=f"pipeline.{name}"))
         return stages
@@ -429,6 +465,7 @@ class Job:
             "model_path": self.model_path,
             "environment": environment(),
             "error": self.error,
+            "bad_samples": self.bad_samples,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
         })

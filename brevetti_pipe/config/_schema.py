@@ -134,7 +134,10 @@ class SamplerConfig(StrictModel):
 class DataConfig(StrictModel):
     """Data-handling policies shared by all stages."""
 
-    on_bad_sample: Literal["fail", "skip"] = Field("fail", description="What to do with unreadable samples")
+    on_bad_sample: Literal["fail", "skip"] = Field(
+        "fail", description="Unreadable samples: fail naming the file, or skip them (listed in bad_samples.csv)"
+    )
+    check_samples: bool = Field(True, description="Check every sample (full decode, annotations) before training")
     num_parallel_calls: int | Literal["autotune"] = Field("autotune", description="Parallel map calls")
     prefetch: int | Literal["autotune"] = Field("autotune", description="Batches to prefetch")
     cache: bool | str = Field(

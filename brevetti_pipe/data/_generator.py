@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from brevetti_pipe.data._sampler import StratifiedSampler
     from brevetti_pipe.stages._base import Stage
 
-__all__ = ["DataGenerator", "OutputStructure"]
+__all__ = ["DataGenerator", "OutputStructure", "localize_samples"]
 
 OutputStructure = Union[None, str, Sequence[str]]
 
@@ -56,6 +56,29 @@ def _decode(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_decode(v) for v in value)
     return value
+
+
+def localize_samples(samples: pd.DataFrame, io: IoTools, columns: Sequence[str] = ("path", "annotation_path")) -> pd.DataFrame:
+    """Samples whose file columns point at local files (remote ones fetched into ``io``'s cache).
+
+    The original ``path`` is kept in ``url`` when it changes.
+    """
+    out = samples
+    for column in columns:
+        if column not in out.columns or not len(out):
+            continue
+        values = out[column]
+        present = values.notna() & (values.astype(str) != "")
+        if not present.any():
+            continue
+        local = io.localize(values[present].astype(str).tolist())
+        if local != values[present].tolist():
+            if column == "path" and "url" not in out.columns:
+                out = out.assign(url=samples["path"])
+            updated = values.astype(object).copy()
+            updated[present] = local
+            out = out.assign(**{column: updated})
+    return out
 
 
 class DataGenerator:
@@ -139,20 +162,7 @@ class DataGenerator:
     # -- graph ---------------------------------------------------------------------------
     def _prepared(self, stages: Sequence[Stage]) -> pd.DataFrame:
         """Samples with remote files fetched to local disk and every stage's ``prepare`` applied."""
-        samples = self.samples
-        for column in ("path", "annotation_path"):
-            if column in samples.columns and len(samples):
-                values = samples[column]
-                present = values.notna() & (values.astype(str) != "")
-                if not present.any():
-                    continue
-                local = self.io.localize(values[present].astype(str).tolist())
-                if local != values[present].tolist():
-                    if column == "path" and "url" not in samples.columns:
-                        samples = samples.assign(url=self.samples["path"])
-                    updated = values.astype(object).copy()
-                    updated[present] = local
-                    samples = samples.assign(**{column: updated})
+        samples = localize_samples(self.samples, self.io)
         if stages:
             cache_dir = self.io.cache_root or tempfile.mkdtemp(prefix="brevetti-pipe-prepare-")
             for stage in stages:

@@ -101,6 +101,14 @@ class Stage:
         """
         return samples
 
+    def check(self, samples: pd.DataFrame) -> dict[int, str]:
+        """Find samples this stage cannot process: ``{row position: reason}`` (default: none).
+
+        Runs once before training on local files, so that a corrupt file is reported by
+        name (or skipped, by policy) instead of failing deep inside the graph.
+        """
+        return {}
+
     def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         raise NotImplementedError
 

@@ -10,7 +10,41 @@ import numpy as np
 
 from brevetti_pipe.errors import StageError
 
-__all__ = ["cache_name", "tiff_to_png", "write_png"]
+__all__ = ["cache_name", "inspect_image", "inspect_images", "tiff_to_png", "write_png"]
+
+_CHANNELS = {"1": 1, "L": 1, "P": 3, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1, "I;16B": 1, "I;16L": 1, "I;16N": 1, "I": 1}
+_FORMATS = {"BMP", "PNG", "JPEG", "MPO", "GIF", "TIFF"}
+
+
+def inspect_image(path: str) -> tuple[str | None, int]:
+    """(reason the file is unusable or None, channel count) after a full decode with Pillow."""
+    from PIL import Image
+
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)", 0
+        with Image.open(path) as img:
+            if img.format not in _FORMATS:
+                return f"unsupported image format {img.format}", 0
+            if img.mode not in _CHANNELS:
+                return f"unsupported colour mode {img.mode} (use greyscale, RGB or RGBA)", 0
+            img.load()
+            return None, _CHANNELS[img.mode]
+    except FileNotFoundError:
+        return "file not found", 0
+    except Exception as exc:  # Pillow raises many types for bad data
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "cannot identify image file" in text:
+            return "not an image (unrecognised content)", 0
+        return f"corrupt or truncated image ({text})", 0
+
+
+def inspect_images(paths: list[str], threads: int = 4) -> list[tuple[str | None, int]]:
+    """:func:`inspect_image` for many files, in a thread pool (decoding releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(inspect_image, paths))
 
 
 def cache_name(path: str, cache_dir: str, kind: str, suffix: str, extra: str = "") -> str:

@@ -98,6 +98,26 @@ class ImagePipeline(Stage, name="image_pipeline"):
             image.set_shape([p.target_size[0], p.target_size[1], self.channels])
         return image
 
+    def check(self, samples: pd.DataFrame) -> dict[int, str]:
+        """Fully decode every image once (threads, Pillow): empty, truncated, corrupt or non-image
+        files, unsupported colour spaces, and with ``color_mode=keep`` a channel count that
+        differs from the rest are reported."""
+        from brevetti_pipe.stages._transcode import inspect_images
+
+        key = self.params.path_key
+        if key not in samples.columns:
+            return {}
+        results = inspect_images(samples[key].astype(str).tolist())
+        bad = {i: r for i, (r, _) in enumerate(results) if r}
+        if self.params.color_mode == "keep":
+            channels = [c for r, c in results if not r]
+            if channels:
+                usual = max(set(channels), key=channels.count)
+                for i, (r, c) in enumerate(results):
+                    if not r and c != usual:
+                        bad[i] = f"has {c} channel(s) where the others have {usual} (color_mode=keep needs one count)"
+        return bad
+
     def prepare(self, samples: pd.DataFrame, cache_dir: str) -> pd.DataFrame:
         """TIFF files -> lossless PNG copies in ``cache_dir`` (8 or 16 bit), once per file."""
         key = self.params.path_key

@@ -115,6 +115,26 @@ class SegmentationLoader(Stage, name="segmentation_loader"):
     def depth(self) -> int:
         return len(self.params.classes) + (1 if self.params.include_background else 0)
 
+    def check(self, samples: pd.DataFrame) -> dict[int, str]:
+        """Annotations that do not parse, or that use a label that is not a class, mapped or ignored."""
+        p = self.params
+        known = set(p.classes) | set(p.mapping) | set(p.ignore_labels)
+        bad: dict[int, str] = {}
+        for i, ann_path in enumerate(samples.get(p.annotation_key, [None] * len(samples))):
+            if not isinstance(ann_path, str) or not ann_path:
+                continue
+            try:
+                with open(ann_path, encoding="utf-8") as fh:
+                    doc = json.load(fh)
+                labels = {str(a.get("label", "")) for a in doc.get("annotations", [])}
+            except (OSError, ValueError, AttributeError, TypeError) as exc:
+                bad[i] = f"annotation {os.path.basename(ann_path)} does not parse ({str(exc).splitlines()[0]})"
+                continue
+            unknown = sorted(labels - known)
+            if unknown:
+                bad[i] = f"annotation {os.path.basename(ann_path)} uses label(s) {unknown} not in classes, mapping or ignore_labels"
+        return bad
+
     def prepare(self, samples: pd.DataFrame, cache_dir: str) -> pd.DataFrame:
         from PIL import Image
 
