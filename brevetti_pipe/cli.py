@@ -154,7 +154,10 @@ def _hydra_main(cfg: DictConfig) -> Any:
     _secrets.install_log_redaction()
     hc = HydraConfig.get()
     try:
-        config = resolve_config(cfg, list(hc.overrides.task), list(hc.runtime.choices.keys()))
+        from omegaconf import OmegaConf
+
+        task = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]
+        config = resolve_config(cfg, task, list(hc.runtime.choices.keys()))
         _redact_hydra_outputs(hc.runtime.output_dir, hc.output_subdir)
         job = Job.from_config(config)
         job.start()

@@ -111,6 +111,7 @@ def compose(
             return [str(k) for k in node.keys() if k != "hydra"] if isinstance(node, DictConfig) else []
 
         raise translate_hydra_error(exc, keys_at) from None
-    task = list(cfg.hydra.overrides.task)
+    # unresolved: an override's value may itself look like an interpolation
+    task = [str(o) for o in OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)]
     groups = list(cfg.hydra.runtime.choices.keys())
     return cfg, task, groups
