@@ -151,24 +151,42 @@ def _hydra_main(cfg: DictConfig) -> Any:
 
     from hydra.types import RunMode
 
+    from omegaconf import OmegaConf
+
+    from brevetti_pipe.sweep import write_run_summary
+
     _secrets.install_log_redaction()
     hc = HydraConfig.get()
+    task = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]
+    record: dict[str, Any] = {"overrides": task, "status": "failed", "metrics": {}}
+    job = None
     try:
-        from omegaconf import OmegaConf
-
-        task = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]
         config = resolve_config(cfg, task, list(hc.runtime.choices.keys()))
         _redact_hydra_outputs(hc.runtime.output_dir, hc.output_subdir)
         job = Job.from_config(config)
+        record.update(job_id=job.id, artifacts=job.artifacts_url)
         job.start()
+        record.update(status="completed", metrics=dict(job.metrics), report=job.artifact_path("report.html"))
     except BaseException as exc:
-        if hc.mode == RunMode.MULTIRUN:
-            raise  # Hydra records it per run; the sweep goes on
+        record["error"] = _secrets.redact(str(exc) if isinstance(exc, BrevettiPipeError) else f"{type(exc).__name__}: {exc}")
+        if job is not None:
+            record.update(metrics=dict(job.metrics), report=job.artifact_path("report.html"))
+        if hc.mode == RunMode.MULTIRUN and not isinstance(exc, KeyboardInterrupt):
+            # one failed run must not stop the sweep: record it, let the others run
+            write_run_summary(hc.runtime.output_dir, record)
+            log.error("Run %s failed: %s", hc.job.num, record["error"])
+            return None
         _RUN_ERRORS.append(exc)  # raised by main() after Hydra returns, without Hydra's banner
         return None
+    finally:
+        if hc.mode == RunMode.MULTIRUN and record["status"] == "completed":
+            write_run_summary(hc.runtime.output_dir, record)
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items()))
     print(f"Job {job.id} completed. Metrics: {metrics or 'none'}")
     print(f"Artifacts: {_secrets.redact(job.artifacts_url)}")
+    objective = cfg.get("sweep", {}).get("objective") if isinstance(cfg.get("sweep"), DictConfig) else None
+    if objective:  # sweepers such as Optuna minimise/maximise one number
+        return float(job.metrics[str(objective)])
     return dict(job.metrics)
 
 
@@ -216,10 +234,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach us; we print one line unless asked for more
     sys.argv = [sys.argv[0] if sys.argv else "brevetti-pipe", *translated]
     _RUN_ERRORS.clear()
+    from brevetti_pipe.sweep import LAST_SWEEP
+
+    LAST_SWEEP.clear()
     try:
         _hydra_main()
         if _RUN_ERRORS:
             raise _RUN_ERRORS.pop()
+        if LAST_SWEEP.get("failed"):
+            _fail(f"{LAST_SWEEP['failed']} of {LAST_SWEEP['runs']} runs failed; see {LAST_SWEEP['dir']}/sweep.csv", 1)
     except SystemExit:
         raise
     except KeyboardInterrupt:

@@ -287,11 +287,30 @@ class Job:
             split_cfg.fractions, split_cfg.stratify, split_cfg.unique_key,
             seed=self.seed if split_cfg.seed is None else split_cfg.seed, manual_column=split_cfg.manual_column,
         )
-        self._samples = split.update_unassigned(samples, id_path=self.artifact_path(split_cfg.file), io=self.io)
-        self.on_artifact(self.artifact_path(split_cfg.file))
+        own = self.artifact_path(split_cfg.file)
+        shared = self._shared_split_url(split)
+        if not self.io.exists(own) and self.io.exists(shared):
+            # another run of this sweep (same datasets, split settings and seed) split these already
+            self.io.write_file(own, self.io.read_file(shared))
+        self._samples = split.update_unassigned(samples, id_path=own, io=self.io)
+        content = self.io.read_file(own)
+        if not self.io.exists(shared) or self.io.read_file(shared) != content:
+            self.io.write_file(shared, content)
+        self.on_artifact(own)
         counts = self._samples.groupby("purpose").size().to_dict()
         log.info("Split: %s", counts)
         return self._samples
+
+    def _shared_split_url(self, split: Any) -> str:
+        """``<root>/splits/<key>.csv``: one split per (datasets, split settings, seed), shared by runs."""
+        import hashlib
+
+        key = json.dumps({
+            "datasets": sorted((d.id, d.url) for d in self.datasets),
+            "fractions": split.fractions, "stratify": split.stratify, "unique_key": split.unique_key,
+            "seed": split.seed, "manual": split.manual_column,
+        }, sort_keys=True)
+        return join_url(self.backend.root, "splits", hashlib.sha1(key.encode()).hexdigest()[:16] + ".csv")
 
     def _drop_bad_samples(self, samples: pd.DataFrame) -> pd.DataFrame:
         """Run every stage's ``check`` on local copies; fail or skip bad samples per ``data.on_bad_sample``."""
@@ -501,6 +520,7 @@ class Job:
         import keras
         import tensorflow as tf
 
+        keras.backend.clear_session()  # a fresh Keras state per run (sweeps run several in one process)
         keras.utils.set_random_seed(self.seed)
         try:
             tf.config.experimental.enable_op_determinism()

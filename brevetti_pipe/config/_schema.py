@@ -145,6 +145,14 @@ class DataConfig(StrictModel):
     )
 
 
+class SweepConfig(StrictModel):
+    """Settings for sweeps (``--multirun``)."""
+
+    objective: str | None = Field(
+        None, description="Metric a run returns to the sweeper (e.g. devel_accuracy for Optuna); null returns all metrics"
+    )
+
+
 class ComponentSpec(StrictModel):
     """A registered component chosen by ``type`` plus its own parameters (validated by it)."""
 
@@ -165,6 +173,7 @@ class JobConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
     pipeline: dict[str, ComponentSpec] = Field(default_factory=dict)
     callbacks: dict[str, ComponentSpec] = Field(default_factory=dict)
     run: str | None = Field(None, description="Registered recipe run step")
