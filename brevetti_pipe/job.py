@@ -134,6 +134,7 @@ class Job:
         self._samples: pd.DataFrame | None = None
         self._classes: list[str] | None = None
         self._lock = threading.Lock()
+        self._strategy: Any = None
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -220,7 +221,65 @@ class Job:
 
     @property
     def artifacts_url(self) -> str:
+        """The job's artifacts; a worker other than the chief writes to a private local folder."""
+        if not self.is_chief:
+            return os.path.join(self.temp_dir, f"worker-{self.worker_index}-artifacts")
         return self.backend.artifact_url(self.id)
+
+    # -- distribution --------------------------------------------------------------------
+    @property
+    def _tf_config(self) -> dict[str, Any]:
+        if self.config.distribution.strategy != "multi_worker":
+            return {}
+        try:
+            return json.loads(os.environ.get("TF_CONFIG", "") or "{}")
+        except ValueError:
+            raise ConfigError("distribution.strategy=multi_worker needs TF_CONFIG to hold valid JSON") from None
+
+    @property
+    def num_workers(self) -> int:
+        """Workers in the cluster (1 unless distribution.strategy=multi_worker with TF_CONFIG)."""
+        cluster = self._tf_config.get("cluster", {})
+        return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+    @property
+    def worker_index(self) -> int:
+        """This worker's position among all workers (chief first)."""
+        task = self._tf_config.get("task", {})
+        has_chief = bool(self._tf_config.get("cluster", {}).get("chief"))
+        if task.get("type") == "chief":
+            return 0
+        return int(task.get("index", 0)) + (1 if has_chief else 0)
+
+    @property
+    def is_chief(self) -> bool:
+        """True for the one process that writes the job's artifacts."""
+        return self.worker_index == 0
+
+    @property
+    def strategy(self) -> Any:
+        """The ``tf.distribute`` strategy of ``distribution.strategy`` (created once); build models in its scope."""
+        if self._strategy is None:
+            import tensorflow as tf
+
+            kind = self.config.distribution.strategy
+            if kind == "mirrored":
+                self._strategy = tf.distribute.MirroredStrategy()
+            elif kind == "multi_worker":
+                if not self._tf_config.get("cluster"):
+                    raise ConfigError("distribution.strategy=multi_worker needs TF_CONFIG with a cluster spec")
+                self._strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            else:
+                self._strategy = tf.distribute.get_strategy()
+        return self._strategy
+
+    def steps_per_epoch(self, generator: DataGenerator) -> int:
+        """Training steps per epoch for ``generator`` under the strategy.
+
+        ``batch_size`` is the global batch; each worker's shard is rebatched across the
+        replicas in sync, so every worker takes the same number of steps.
+        """
+        return len(generator) * self.num_workers
 
     def artifact_path(self, *parts: str, dir: bool = False) -> str:
         """The URL (or local path) of an artifact of this job.
@@ -408,8 +467,9 @@ class Job:
     ) -> DataGenerator:
         """A DataGenerator over ``samples`` with the configured pipeline, seed and data options.
 
-        With ``train=True`` it shuffles, repeats and draws with the configured sampler; otherwise
-        it reads each sample once, in order, and leaves out the random stages (augmentation).
+        With ``train=True`` it shuffles, repeats, draws with the configured sampler and, with
+        several workers, takes this worker's shard; otherwise it reads each sample once, in
+        order, and leaves out the random stages (augmentation).
         """
         from brevetti_pipe.data import DataGenerator, StratifiedSampler
 
@@ -418,6 +478,7 @@ class Job:
             sampler = StratifiedSampler(self.config.sampler.groupby, self.config.sampler.weighting, seed=self.seed)
         options = dict(
             seed=self.seed, shuffle=train, repeat=train, sampler=sampler, output_structure=output_structure,
+            shard=(self.num_workers, self.worker_index) if train and self.num_workers > 1 else None,
             num_parallel_calls=self.config.data.num_parallel_calls, prefetch=self.config.data.prefetch,
             io=self.io, stages=[st for st in self.build_pipeline() if train or not st.random],
         )
@@ -537,6 +598,8 @@ class Job:
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.upload_job_output()
         log.info("Job %s started; artifacts at %s", self.id, _secrets.redact(self.artifacts_url))
+        if self.config.distribution.strategy != "default":
+            _ = self.strategy  # multi-worker strategies must exist before other TensorFlow work
         previous = self._install_signal_handlers()
         try:
             self.callbacks.on_job_start(job=self)

@@ -56,25 +56,34 @@ def run(job: Job) -> Any:
     devel_gen = job.data_generator(devel, batch_size=s.batch_size, output_structure=structure)
     image_shape = train_gen.get_dataset().element_spec[0].shape[1:]
     job.seed_frameworks()  # after all I/O: storage retries must not shift the initial weights
-    model = build_model(tuple(image_shape), len(job.classes), s.filters, s.learning_rate)
-    model.fit(
-        train_gen.get_dataset(),
-        steps_per_epoch=len(train_gen),
-        epochs=s.epochs,
-        validation_data=devel_gen.get_dataset() if len(devel) else None,
-        validation_steps=len(devel_gen) if len(devel) else None,
-        callbacks=[job.get_remote_monitor()],
-        shuffle=False,  # the generator draws a seeded order per epoch
-        verbose=2,
-    )
-    if len(devel):
+    with job.strategy.scope():
+        model = build_model(tuple(image_shape), len(job.classes), s.filters, s.learning_rate)
+    if job.num_workers > 1:
+        # Keras 3's fit does not run under MultiWorkerMirroredStrategy: use the distributed loop
+        from brevetti_pipe.distribute import fit_distributed, predict_local
+
+        fit_distributed(job, model, train_gen.get_dataset(), job.steps_per_epoch(train_gen), s.epochs, s.batch_size)
+        batches = predict_local(model, devel_gen.get_dataset()) if len(devel) else []
+    else:
+        model.fit(
+            train_gen.get_dataset(),
+            steps_per_epoch=job.steps_per_epoch(train_gen),
+            epochs=s.epochs,
+            validation_data=devel_gen.get_dataset() if len(devel) else None,
+            validation_steps=len(devel_gen) if len(devel) else None,
+            callbacks=[job.get_remote_monitor()],
+            shuffle=False,  # the generator draws a seeded order per epoch
+            verbose=2,
+        )
+        batches = [(model.predict_on_batch(x), y) for x, y in devel_gen.get_dataset_numpy()] if len(devel) else []
+    if batches:
+        import keras
         import numpy as np
 
-        loss, accuracy = model.evaluate(devel_gen.get_dataset(), verbose=0)
-        job.add_output_metrics({"devel_loss": loss, "devel_accuracy": accuracy})
-        y_true, y_pred = [], []
-        for images, onehot in devel_gen.get_dataset_numpy():
-            y_true.extend(np.argmax(onehot, axis=1).tolist())
-            y_pred.extend(np.argmax(model.predict_on_batch(images), axis=1).tolist())
-        job.report_confusion_matrix(y_true, y_pred, purpose="devel")
+        probs = np.concatenate([p for p, _ in batches])
+        onehot = np.concatenate([y for _, y in batches])
+        loss = float(np.mean(keras.losses.categorical_crossentropy(onehot, probs)))
+        y_true, y_pred = np.argmax(onehot, axis=1), np.argmax(probs, axis=1)
+        job.add_output_metrics({"devel_loss": loss, "devel_accuracy": float(np.mean(y_true == y_pred))})
+        job.report_confusion_matrix(y_true.tolist(), y_pred.tolist(), purpose="devel")
     return model

@@ -67,10 +67,11 @@ def run(job: Job) -> Any:
     spec = train_gen.get_dataset().element_spec
     classes = ["background", *job.config.pipeline["segmentation"].params()["classes"]]
     job.seed_frameworks()  # after all I/O: storage retries must not shift the initial weights
-    model = build_unet(tuple(spec[0].shape[1:]), len(classes), s.filters, s.learning_rate)
+    with job.strategy.scope():
+        model = build_unet(tuple(spec[0].shape[1:]), len(classes), s.filters, s.learning_rate)
     job.metadata["segmentation_classes"] = classes
     model.fit(
-        train_gen.get_dataset(), steps_per_epoch=len(train_gen), epochs=s.epochs,
+        train_gen.get_dataset(), steps_per_epoch=job.steps_per_epoch(train_gen), epochs=s.epochs,
         validation_data=devel_gen.get_dataset() if len(devel) else None,
         validation_steps=len(devel_gen) if len(devel) else None,
         callbacks=[job.get_remote_monitor()], shuffle=False, verbose=2,

@@ -145,6 +145,14 @@ class DataConfig(StrictModel):
     )
 
 
+class DistributionConfig(StrictModel):
+    """Which tf.distribute strategy the run step builds its model under."""
+
+    strategy: Literal["default", "mirrored", "multi_worker"] = Field(
+        "default", description="default (one device), mirrored (all local GPUs), multi_worker (workers from TF_CONFIG)"
+    )
+
+
 class SweepConfig(StrictModel):
     """Settings for sweeps (``--multirun``)."""
 
@@ -174,6 +182,7 @@ class JobConfig(StrictModel):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+    distribution: DistributionConfig = Field(default_factory=DistributionConfig)
     pipeline: dict[str, ComponentSpec] = Field(default_factory=dict)
     callbacks: dict[str, ComponentSpec] = Field(default_factory=dict)
     run: str | None = Field(None, description="Registered recipe run step")

@@ -103,6 +103,8 @@ class DataGenerator:
         num_parallel_calls: parallel calls of the fused map; ``"autotune"`` by default.
         prefetch: batches to prefetch; ``"autotune"`` by default.
         io: IoTools used to fetch remote files into the local cache before reading.
+        shard: (number of workers, this worker's index): each epoch's draw is split by
+            position so workers see disjoint samples, before any decoding happens.
 
     Example:
         >>> gen = DataGenerator(samples, batch_size=8, shuffle=True, output_structure=("img", "onehot"))
@@ -125,6 +127,7 @@ class DataGenerator:
         prefetch: int | str = "autotune",
         io: IoTools | None = None,
         stages: Sequence[Stage] = (),
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if not isinstance(samples, pd.DataFrame):
             raise TypeError(f"samples must be a pandas DataFrame, got {type(samples).__name__}")
@@ -141,6 +144,9 @@ class DataGenerator:
         self.prefetch = prefetch
         self.io = io or IoTools()
         self.stages: list[Stage] = list(stages)
+        self.shard = shard
+        if shard is not None and not (shard[0] >= 1 and 0 <= shard[1] < shard[0]):
+            raise ValueError(f"shard must be (workers, index) with 0 <= index < workers; got {shard}")
         self._columns: dict[str, np.ndarray] | None = None
         self._columns_key: tuple[int, ...] = ()
 
@@ -153,11 +159,14 @@ class DataGenerator:
 
     def __len__(self) -> int:
         """Batches per epoch."""
+        size = self.epoch_size
+        if self.shard is not None and self.shard[0] > 1:
+            size = len(range(self.shard[1], self.epoch_size, self.shard[0]))
         if not self.batch_size:
-            return self.epoch_size
+            return size
         if self.drop_remainder:
-            return self.epoch_size // self.batch_size
-        return math.ceil(self.epoch_size / self.batch_size)
+            return size // self.batch_size
+        return math.ceil(size / self.batch_size)
 
     # -- graph ---------------------------------------------------------------------------
     def _prepared(self, stages: Sequence[Stage]) -> pd.DataFrame:
@@ -218,7 +227,9 @@ class DataGenerator:
                 index = tf.tile(order, [-(-m // n)])[:m]
             else:
                 index = tf.tile(tf.range(n, dtype=tf.int64), [-(-m // n)])[:m]
-            return tf.data.Dataset.from_tensor_slices((tf.fill([m], epoch), index))
+            if self.shard is not None and self.shard[0] > 1:
+                index = index[self.shard[1]::self.shard[0]]
+            return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(index), epoch), index))
 
         def element(epoch: tf.Tensor, index: tf.Tensor) -> Any:
             x = {k: tf.gather(col, index) for k, col in columns.items()}
@@ -243,6 +254,8 @@ class DataGenerator:
             ds = ds.prefetch(prefetch)
         options = tf.data.Options()
         options.deterministic = True
+        # sharding across workers is explicit (``shard``), by sample and before decoding
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return ds.with_options(options)
 
     # -- public API ----------------------------------------------------------------------
