@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Union
@@ -105,6 +106,11 @@ class DataGenerator:
         io: IoTools used to fetch remote files into the local cache before reading.
         shard: (number of workers, this worker's index): each epoch's draw is split by
             position so workers see disjoint samples, before any decoding happens.
+        cache: cache the outputs of the deterministic prefix of the chain (the stages before
+            the first random one: read, decode, ROI, resize, rescale) on local disk, ``True``
+            under the IoTools cache root or a directory path. A parallel pre-pass fills it once;
+            every epoch then reads the tensors back and runs only the remaining stages. The
+            output is bit-identical to the uncached pipeline.
 
     Example:
         >>> gen = DataGenerator(samples, batch_size=8, shuffle=True, output_structure=("img", "onehot"))
@@ -128,6 +134,7 @@ class DataGenerator:
         io: IoTools | None = None,
         stages: Sequence[Stage] = (),
         shard: tuple[int, int] | None = None,
+        cache: bool | str = False,
     ) -> None:
         if not isinstance(samples, pd.DataFrame):
             raise TypeError(f"samples must be a pandas DataFrame, got {type(samples).__name__}")
@@ -145,6 +152,7 @@ class DataGenerator:
         self.io = io or IoTools()
         self.stages: list[Stage] = list(stages)
         self.shard = shard
+        self.cache = cache
         if shard is not None and not (shard[0] >= 1 and 0 <= shard[1] < shard[0]):
             raise ValueError(f"shard must be (workers, index) with 0 <= index < workers; got {shard}")
         self._columns: dict[str, np.ndarray] | None = None
@@ -178,6 +186,79 @@ class DataGenerator:
                 samples = stage.prepare(samples, cache_dir)
         return samples
 
+    def _needed_columns(self, stages: Sequence[Stage], structure: OutputStructure) -> set[str] | None:
+        """Sample columns the graph must carry: what the stages read plus the output keys (None: all)."""
+        if structure is None:
+            return None
+        needed = {structure} if isinstance(structure, str) else set(structure)
+        for stage in stages:
+            keys = stage.reads()
+            if keys is None:
+                return None
+            needed |= keys
+        return needed
+
+    def _split_prefix(self, stages: Sequence[Stage]) -> tuple[list[Stage], list[Stage]]:
+        cut = next((i for i, st in enumerate(stages) if getattr(st, "random", False)), len(stages))
+        return list(stages[:cut]), list(stages[cut:])
+
+    def _cache_dir(self, prefix: Sequence[Stage]) -> str:
+        import hashlib
+        import json
+
+        root = self.cache if isinstance(self.cache, str) else os.path.join(
+            self.io.cache_root or tempfile.gettempdir(), "prefix-cache")
+        signature = json.dumps([st.get_config() for st in prefix], sort_keys=True)
+        return os.path.join(root, hashlib.sha1(signature.encode()).hexdigest()[:16])
+
+    def _fill_cache(self, prefix: Sequence[Stage], columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Run the deterministic prefix once per sample and store its new outputs as tensor files.
+
+        Returns the columns with ``_cache_<key>`` file paths added, and each cached key's TensorSpec.
+        """
+        import hashlib
+
+        import tensorflow as tf
+
+        folder = self._cache_dir(prefix)
+        os.makedirs(folder, exist_ok=True)
+        ident = [hashlib.sha1(b"|".join(parts)).hexdigest()[:20] for parts in zip(
+            *(columns[k].astype(bytes) if columns[k].dtype.kind in "OSU" else columns[k].astype(str).astype(bytes)
+              for k in ("path", "etag") if k in columns))]
+        inputs = {k: tf.constant(v) for k, v in columns.items()}
+        dummy_seed = tf.constant([0, 0], tf.int64)
+
+        def run_prefix(x: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            out = dict(x)
+            for st in prefix:
+                out = st(out, seed=dummy_seed)
+            return {k: v for k, v in out.items() if k not in x}
+
+        spec = tf.data.Dataset.from_tensor_slices(inputs).map(run_prefix).element_spec
+        keys = sorted(spec)
+        paths = {k: np.array([os.path.join(folder, f"{i}.{k}.tensor") for i in ident], dtype=object).astype(bytes) for k in keys}
+        missing = [i for i in range(len(ident)) if not all(os.path.exists(paths[k][i].decode()) for k in keys)]
+        if missing:
+            subset = {k: tf.gather(v, missing) for k, v in inputs.items()}
+            targets = {k: tf.constant(paths[k][missing]) for k in keys}
+
+            def write(x: dict[str, tf.Tensor], t: dict[str, tf.Tensor]) -> tf.Tensor:
+                out = run_prefix(x)
+                ops = [tf.io.write_file(t[k] + ".part", tf.io.serialize_tensor(out[k])) for k in keys]
+                with tf.control_dependencies(ops):
+                    return tf.constant(0)
+
+            fill = tf.data.Dataset.from_tensor_slices((subset, targets)).map(
+                tf.autograph.experimental.do_not_convert(write), num_parallel_calls=self._parallel(), deterministic=False)
+            for _ in fill:
+                pass
+            for k in keys:  # publish atomically: a killed pre-pass leaves only .part files
+                for i in missing:
+                    os.replace(paths[k][i].decode() + ".part", paths[k][i].decode())
+        cached = dict(columns)
+        cached.update({f"_cache_{k}": paths[k] for k in keys})
+        return cached, {k: spec[k] for k in keys}
+
     def _column_arrays(self, stages: Sequence[Stage] = ()) -> dict[str, np.ndarray]:
         key = tuple(id(s) for s in stages)
         if self._columns is None or self._columns_key != key:
@@ -210,7 +291,14 @@ class DataGenerator:
 
         if self.samples.empty:
             raise StageError("DataGenerator has no samples to draw from")
-        columns = {k: tf.constant(v) for k, v in self._column_arrays(stages).items()}
+        arrays = self._column_arrays(stages)
+        cached_specs: dict[str, Any] = {}
+        prefix, rest = self._split_prefix(stages)
+        if self.cache and prefix:
+            arrays, cached_specs = self._fill_cache(prefix, arrays)
+            stages = rest
+        needed = self._needed_columns(stages, structure)
+        columns = {k: tf.constant(v) for k, v in arrays.items() if needed is None or k in needed or k.startswith("_cache_")}
         n = len(self.samples)
         m = self.epoch_size
         weights = self.sampler.weights(self.samples) if self.sampler is not None else None
@@ -231,11 +319,16 @@ class DataGenerator:
                 index = index[self.shard[1]::self.shard[0]]
             return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(index), epoch), index))
 
+        offset = len(prefix) if cached_specs else 0  # stage seeds keep their chain positions
+
         def element(epoch: tf.Tensor, index: tf.Tensor) -> Any:
-            x = {k: tf.gather(col, index) for k, col in columns.items()}
+            x = {k: tf.gather(col, index) for k, col in columns.items() if not k.startswith("_cache_")}
+            for key, spec in cached_specs.items():
+                value = tf.io.parse_tensor(tf.io.read_file(tf.gather(columns[f"_cache_{key}"], index)), spec.dtype)
+                x[key] = tf.ensure_shape(value, spec.shape)
             sample_seed = fold_in(fold_in(base_seed, epoch), index)
             for k, stage in enumerate(stages):
-                x = stage(x, seed=fold_in(sample_seed, k + 1))
+                x = stage(x, seed=fold_in(sample_seed, k + 1 + offset))
             return self._structure(x, structure)
 
         # Stages are pure TF ops with no Python control flow on tensors: skip autograph (faster

@@ -91,6 +91,10 @@ class Stage:
         except StageError as exc:
             raise StageError(str(exc).replace(f"pipeline.{target.name}", where)) from None
 
+    def reads(self) -> set[str] | None:
+        """Element keys this stage reads (None: unknown, so every key is kept for it)."""
+        return None
+
     def prepare(self, samples: pd.DataFrame, cache_dir: str) -> pd.DataFrame:
         """Per-sample work outside the graph, done once before it is built (default: none).
 

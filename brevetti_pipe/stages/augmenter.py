@@ -116,6 +116,9 @@ class ImageAugmenter(Stage, name="image_augmenter"):
     Params = ImageAugmenterParams
     random = True
 
+    def reads(self) -> set[str]:
+        return set(self.params.image_keys) | set(self.params.label_keys)
+
     def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, Any]:
         import tensorflow as tf
 
@@ -168,15 +171,18 @@ class ImageAugmenter(Stage, name="image_augmenter"):
         if n is not None and n.active:
             lo, hi = p.value_range
             span = hi - lo
-            do = core.chance(seed, 10, n.chance)
-            delta = core.uniform(seed, 11, -n.brightness, n.brightness) * span
-            factor = core.uniform(seed, 12, 1.0 - n.contrast, 1.0 + n.contrast)
+            delta = core.uniform(seed, 11, -n.brightness, n.brightness) * span if n.brightness > 0 else None
+            factor = core.uniform(seed, 12, 1.0 - n.contrast, 1.0 + n.contrast) if n.contrast > 0 else None
             for i, k in enumerate(p.image_keys):
                 img = out[k]
 
                 def noisy(img: tf.Tensor = img, i: int = i) -> tf.Tensor:
-                    mean = tf.reduce_mean(img, axis=[0, 1], keepdims=True)
-                    y = (img - mean) * factor + mean + delta
+                    y = img
+                    if factor is not None:
+                        mean = tf.reduce_mean(y, axis=[0, 1], keepdims=True)
+                        y = (y - mean) * factor + mean
+                    if delta is not None:
+                        y = y + delta
                     if (n.hue > 0 or n.saturation > 0) and img.shape[-1] == 3:
                         unit = (tf.clip_by_value(y, lo, hi) - lo) / span
                         if n.hue > 0:
@@ -190,7 +196,10 @@ class ImageAugmenter(Stage, name="image_augmenter"):
                         y = core.salt_and_pepper(y, seed, 40 + i, core.uniform(seed, 16, 0.0, n.salt_pepper), lo, hi)
                     return tf.clip_by_value(y, lo, hi)
 
-                out[k] = tf.cond(do, noisy, lambda v=img: v)
+                if n.chance >= 1.0:
+                    out[k] = noisy()
+                else:
+                    out[k] = tf.cond(core.chance(seed, 10, n.chance), noisy, lambda v=img: v)
         f = p.image_filter
         if f is not None and f.active:
             do = core.chance(seed, 50, f.chance)

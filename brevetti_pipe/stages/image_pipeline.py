@@ -83,7 +83,11 @@ class ImagePipeline(Stage, name="image_pipeline"):
 
         p = self.params
         depth = tf.uint16 if p.bit_depth == 16 else tf.uint8
-        image = core.to_channels(core.decode(data, depth), self.channels)
+        if self.channels == 3:
+            # the decoders convert grey / grey+alpha / RGBA to RGB themselves: no extra copy
+            image = tf.io.decode_image(data, channels=3, dtype=depth, expand_animations=False)
+        else:
+            image = core.to_channels(core.decode(data, depth), self.channels)
         if p.rois:
             crops = [image[y0:y1, x0:x1] for (x0, y0, x1, y1) in p.rois]
             if p.target_size is not None:
@@ -97,6 +101,9 @@ class ImagePipeline(Stage, name="image_pipeline"):
         if p.target_size is not None and not p.rois:
             image.set_shape([p.target_size[0], p.target_size[1], self.channels])
         return image
+
+    def reads(self) -> set[str]:
+        return {self.params.path_key}
 
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Fully decode every image once (threads, Pillow): empty, truncated, corrupt or non-image

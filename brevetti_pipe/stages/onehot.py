@@ -51,6 +51,9 @@ class OneHotEncoder(Stage, name="onehot_encoder"):
 
     Params = OneHotEncoderParams
 
+    def reads(self) -> set[str]:
+        return {self.params.input_key}
+
     def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, Any]:
         import tensorflow as tf
 

@@ -115,6 +115,9 @@ class SegmentationLoader(Stage, name="segmentation_loader"):
     def depth(self) -> int:
         return len(self.params.classes) + (1 if self.params.include_background else 0)
 
+    def reads(self) -> set[str]:
+        return {self._mask_column}
+
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Annotations that do not parse, or that use a label that is not a class, mapped or ignored."""
         p = self.params
