@@ -61,7 +61,7 @@ def brevetti(root: Path, antialias: bool, cache: bool = False):
     samples = get_image_samples(str(root))
     gen = (
         DataGenerator(samples, batch_size=BATCH, repeat=True, seed=0, output_structure=("img", "onehot"),
-                      cache=str(root.parent / f"_cache_{root.name}_{int(antialias)}") if cache else False)
+                      cache=cache)
         .map(ImagePipeline(target_size=SIZE, antialias=antialias, rescale="unit"))
         .map(ImageAugmenter(
             random_transformer=RandomTransformer(flip_left_right=True, flip_up_down=False, scale=0, rotate=0,

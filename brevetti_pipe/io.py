@@ -79,8 +79,14 @@ class IoTools:
     def fs(self, url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         """The filesystem and in-filesystem path for ``url`` (with this object's options)."""
         protocol = url.split("://", 1)[0] if "://" in url else "file"
+        options = dict(self.storage_options.get(protocol, {}))
+        if protocol in ("s3", "s3a"):
+            # botocore's default pool (10 connections) throttles concurrent fetches of many files
+            config = dict(options.get("config_kwargs") or {})
+            config.setdefault("max_pool_connections", 64)
+            options["config_kwargs"] = config
         try:
-            return url_to_fs(url, **self.storage_options.get(protocol, {}))
+            return url_to_fs(url, **options)
         except ImportError as exc:
             extra = _BACKEND_EXTRAS.get(protocol)
             hint = f" Install brevetti_pipe[{extra}] to read {protocol}:// URLs." if extra else ""

@@ -481,6 +481,7 @@ class Job:
             shard=(self.num_workers, self.worker_index) if train and self.num_workers > 1 else None,
             num_parallel_calls=self.config.data.num_parallel_calls, prefetch=self.config.data.prefetch,
             io=self.io, stages=[st for st in self.build_pipeline() if train or not st.random],
+            cache=self.config.data.cache,
         )
         options.update(kwargs)
         _ = self.temp_dir  # sets up the local cache for remote datasets

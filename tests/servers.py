@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -113,12 +114,13 @@ class FaultProxy:
     Seeded, so a test run is repeatable; ``stats`` counts forwarded and failed requests.
     """
 
-    def __init__(self, upstream: str, fail_rate: float, seed: int = 0) -> None:
+    def __init__(self, upstream: str, fail_rate: float, seed: int = 0, delay: float = 0.0) -> None:
         import random
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import urlparse
 
         self.fail_rate = fail_rate
+        self.delay = delay
         self.stats = {"forwarded": 0, "failed": 0}
         rng = random.Random(seed)
         lock = threading.Lock()
@@ -127,10 +129,13 @@ class FaultProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as separate writes
 
             def _handle(self) -> None:
                 import http.client
 
+                if proxy.delay:
+                    time.sleep(proxy.delay)  # injected per-request latency
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 with lock:
@@ -169,7 +174,10 @@ class FaultProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # accept concurrent clients (the default backlog is 5)
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -141,7 +141,7 @@ class DataConfig(StrictModel):
     num_parallel_calls: int | Literal["autotune"] = Field("autotune", description="Parallel map calls")
     prefetch: int | Literal["autotune"] = Field("autotune", description="Batches to prefetch")
     cache: bool | str = Field(
-        False, description="Cache the deterministic prefix of the stage chain: true (memory) or a path"
+        False, description="Cache the deterministic prefix of the stage chain (decode, resize, ...): true (memory) or a local directory"
     )
 
 

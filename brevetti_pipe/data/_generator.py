@@ -107,10 +107,10 @@ class DataGenerator:
         shard: (number of workers, this worker's index): each epoch's draw is split by
             position so workers see disjoint samples, before any decoding happens.
         cache: cache the outputs of the deterministic prefix of the chain (the stages before
-            the first random one: read, decode, ROI, resize, rescale) on local disk, ``True``
-            under the IoTools cache root or a directory path. A parallel pre-pass fills it once;
-            every epoch then reads the tensors back and runs only the remaining stages. The
-            output is bit-identical to the uncached pipeline.
+            the first random one: read, decode, ROI, resize, rescale): ``True`` keeps them in
+            memory, a directory path on local disk (reused across runs). A parallel pre-pass
+            fills it once; every epoch then takes the tensors from the cache and runs only the
+            remaining stages. The output is bit-identical to the uncached pipeline.
 
     Example:
         >>> gen = DataGenerator(samples, batch_size=8, shuffle=True, output_structure=("img", "onehot"))
@@ -153,6 +153,7 @@ class DataGenerator:
         self.stages: list[Stage] = list(stages)
         self.shard = shard
         self.cache = cache
+        self._memory_cache: dict[str, Any] | None = None
         if shard is not None and not (shard[0] >= 1 and 0 <= shard[1] < shard[0]):
             raise ValueError(f"shard must be (workers, index) with 0 <= index < workers; got {shard}")
         self._columns: dict[str, np.ndarray] | None = None
@@ -210,6 +211,30 @@ class DataGenerator:
             self.io.cache_root or tempfile.gettempdir(), "prefix-cache")
         signature = json.dumps([st.get_config() for st in prefix], sort_keys=True)
         return os.path.join(root, hashlib.sha1(signature.encode()).hexdigest()[:16])
+
+    def _fill_memory_cache(self, prefix: Sequence[Stage], columns: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Run the deterministic prefix once per sample into one tf.Variable per new key (row = sample)."""
+        import tensorflow as tf
+
+        inputs = {k: tf.constant(v) for k, v in columns.items()}
+        dummy_seed = tf.constant([0, 0], tf.int64)
+
+        def run_prefix(x: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            out = dict(x)
+            for st in prefix:
+                out = st(out, seed=dummy_seed)
+            return {k: v for k, v in out.items() if k not in x}
+
+        ds = tf.data.Dataset.from_tensor_slices(inputs).map(
+            tf.autograph.experimental.do_not_convert(run_prefix), num_parallel_calls=self._parallel(), deterministic=True)
+        spec = ds.element_spec
+        if any(not s.shape.is_fully_defined() for s in spec.values()):
+            raise StageError("cache=True needs fixed output shapes from the cached stages (set target_size)")
+        arrays = {k: np.empty((len(self.samples), *spec[k].shape), dtype=spec[k].dtype.as_numpy_dtype) for k in spec}
+        for i, element in enumerate(ds.batch(256)):
+            for k, v in element.items():
+                arrays[k][i * 256: i * 256 + len(v)] = v.numpy()
+        return {k: tf.Variable(v, trainable=False, name=f"prefix_cache_{k}") for k, v in arrays.items()}
 
     def _fill_cache(self, prefix: Sequence[Stage], columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Run the deterministic prefix once per sample and store its new outputs as tensor files.
@@ -293,8 +318,14 @@ class DataGenerator:
             raise StageError("DataGenerator has no samples to draw from")
         arrays = self._column_arrays(stages)
         cached_specs: dict[str, Any] = {}
+        memory: dict[str, Any] = {}
         prefix, rest = self._split_prefix(stages)
-        if self.cache and prefix:
+        if self.cache is True and prefix:
+            if self._memory_cache is None:
+                self._memory_cache = self._fill_memory_cache(prefix, arrays)
+            memory = self._memory_cache
+            stages = rest
+        elif self.cache and prefix:
             arrays, cached_specs = self._fill_cache(prefix, arrays)
             stages = rest
         needed = self._needed_columns(stages, structure)
@@ -319,13 +350,15 @@ class DataGenerator:
                 index = index[self.shard[1]::self.shard[0]]
             return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(index), epoch), index))
 
-        offset = len(prefix) if cached_specs else 0  # stage seeds keep their chain positions
+        offset = len(prefix) if (cached_specs or memory) else 0  # stage seeds keep their chain positions
 
         def element(epoch: tf.Tensor, index: tf.Tensor) -> Any:
             x = {k: tf.gather(col, index) for k, col in columns.items() if not k.startswith("_cache_")}
             for key, spec in cached_specs.items():
                 value = tf.io.parse_tensor(tf.io.read_file(tf.gather(columns[f"_cache_{key}"], index)), spec.dtype)
                 x[key] = tf.ensure_shape(value, spec.shape)
+            for key, variable in memory.items():
+                x[key] = variable[index]
             sample_seed = fold_in(fold_in(base_seed, epoch), index)
             for k, stage in enumerate(stages):
                 x = stage(x, seed=fold_in(sample_seed, k + 1 + offset))

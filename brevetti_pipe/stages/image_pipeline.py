@@ -40,6 +40,10 @@ class ImagePipelineParams(StrictModel):
     padding_mode: Literal["constant"] = Field("constant", description="Padding when keep_aspect_ratio is set")
     center_padding: bool = Field(True, description="Center the image in the padding")
     bit_depth: Literal[8, 16] = Field(8, description="Decode depth: 16 keeps 16-bit PNG/TIFF precision")
+    jpeg_downscale: Literal[1, 2, 4, 8] = Field(
+        1, description="Decode JPEGs at 1/N size in the DCT (much faster) before resizing; pick N so the "
+        "decoded size stays above target_size"
+    )
     dtype: Literal["float32", "float16", "uint8", "uint16"] = Field(
         "float32", description="Output dtype (integer dtypes round and clip; use them with rescale=null)"
     )
@@ -83,7 +87,16 @@ class ImagePipeline(Stage, name="image_pipeline"):
 
         p = self.params
         depth = tf.uint16 if p.bit_depth == 16 else tf.uint8
-        if self.channels == 3:
+        if p.jpeg_downscale > 1 and p.bit_depth == 8 and self.channels is not None:
+            channels = self.channels
+            is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
+            image = tf.cond(
+                is_jpeg,
+                lambda: tf.io.decode_jpeg(data, channels=channels, ratio=p.jpeg_downscale),
+                lambda: core.to_channels(core.decode(data, depth), channels),
+            )
+            image.set_shape([None, None, channels])
+        elif self.channels == 3:
             # the decoders convert grey / grey+alpha / RGBA to RGB themselves: no extra copy
             image = tf.io.decode_image(data, channels=3, dtype=depth, expand_animations=False)
         else:
