@@ -358,7 +358,7 @@ class DataGenerator:
                 value = tf.io.parse_tensor(tf.io.read_file(tf.gather(columns[f"_cache_{key}"], index)), spec.dtype)
                 x[key] = tf.ensure_shape(value, spec.shape)
             for key, variable in memory.items():
-                x[key] = variable[index]
+                x[key] = tf.gather(variable, index)  # a fresh, aligned buffer: reductions stay bit-exact
             sample_seed = fold_in(fold_in(base_seed, epoch), index)
             for k, stage in enumerate(stages):
                 x = stage(x, seed=fold_in(sample_seed, k + 1 + offset))

@@ -11,6 +11,7 @@ from brevetti_pipe.errors import StageError
 from brevetti_pipe.stages._base import Stage
 
 if TYPE_CHECKING:
+    import pandas as pd
     import tensorflow as tf
 
 __all__ = ["OneHotEncoder", "OneHotEncoderParams"]
@@ -51,8 +52,24 @@ class OneHotEncoder(Stage, name="onehot_encoder"):
 
     Params = OneHotEncoderParams
 
+    @property
+    def _index_column(self) -> str:
+        return f"_class_index_{self.params.input_key}"
+
     def reads(self) -> set[str]:
-        return {self.params.input_key}
+        return {self.params.input_key, self._index_column}
+
+    def prepare(self, samples: pd.DataFrame, cache_dir: str) -> pd.DataFrame:
+        """Map each sample's category to its class index once (single label), naming unknown categories."""
+        p = self.params
+        if p.multi_label or not p.classes or p.input_key not in samples.columns:
+            return samples
+        labels = samples[p.input_key].map(lambda v: "/".join(map(str, v)) if isinstance(v, tuple) else str(v))
+        index = labels.map({c: i for i, c in enumerate(p.classes)})
+        unknown = sorted(set(labels[index.isna()]))
+        if unknown:
+            raise StageError(f"OneHotEncoder: unknown category {unknown[0]!r} ({len(unknown)} unknown); classes: {p.classes}")
+        return samples.assign(**{self._index_column: index.astype("int64")})
 
     def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, Any]:
         import tensorflow as tf
@@ -64,6 +81,11 @@ class OneHotEncoder(Stage, name="onehot_encoder"):
                 "so the classes are taken from the dataset folders."
             )
         classes = tf.constant(p.classes)
+        if not p.multi_label and self._index_column in x:
+            onehot = tf.one_hot(x[self._index_column], len(p.classes), dtype=tf.float32)
+            if p.label_smoothing:
+                onehot = onehot * (1.0 - p.label_smoothing) + p.label_smoothing / len(p.classes)
+            return {**x, p.output_key: onehot}
         category = x[p.input_key]
         if p.multi_label:
             parts = tf.strings.split(category, "/")

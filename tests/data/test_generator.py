@@ -55,7 +55,7 @@ def test_missing_output_key_is_a_stage_error(samples):
 
 def test_unknown_category_stops_with_its_name(samples):
     gen = DataGenerator(samples, batch_size=2, output_structure="onehot").map(OneHotEncoder(["good"]))
-    with pytest.raises(Exception, match="unknown category"):
+    with pytest.raises(Exception, match="unknown category 'failed_cap'"):
         list(gen)
 
 
