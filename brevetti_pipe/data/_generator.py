@@ -82,6 +82,20 @@ def localize_samples(samples: pd.DataFrame, io: IoTools, columns: Sequence[str] 
     return out
 
 
+def _prefix_runner(prefix: Sequence[Stage]) -> Any:
+    """A function running the deterministic ``prefix`` stages on one element, returning only the keys they add."""
+    import tensorflow as tf
+
+    def run_prefix(x: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        out = dict(x)
+        seed = tf.constant([0, 0], tf.int64)  # deterministic stages do not draw from it
+        for stage in prefix:
+            out = stage(out, seed=seed)
+        return {k: v for k, v in out.items() if k not in x}
+
+    return run_prefix
+
+
 class DataGenerator:
     """Builds the tf.data graph for a samples table: draw -> map stages -> batch -> prefetch.
 
@@ -217,13 +231,7 @@ class DataGenerator:
         import tensorflow as tf
 
         inputs = {k: tf.constant(v) for k, v in columns.items()}
-        dummy_seed = tf.constant([0, 0], tf.int64)
-
-        def run_prefix(x: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-            out = dict(x)
-            for st in prefix:
-                out = st(out, seed=dummy_seed)
-            return {k: v for k, v in out.items() if k not in x}
+        run_prefix = _prefix_runner(prefix)
 
         ds = tf.data.Dataset.from_tensor_slices(inputs).map(
             tf.autograph.experimental.do_not_convert(run_prefix), num_parallel_calls=self._parallel(), deterministic=True)
@@ -251,13 +259,7 @@ class DataGenerator:
             *(columns[k].astype(bytes) if columns[k].dtype.kind in "OSU" else columns[k].astype(str).astype(bytes)
               for k in ("path", "etag") if k in columns))]
         inputs = {k: tf.constant(v) for k, v in columns.items()}
-        dummy_seed = tf.constant([0, 0], tf.int64)
-
-        def run_prefix(x: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-            out = dict(x)
-            for st in prefix:
-                out = st(out, seed=dummy_seed)
-            return {k: v for k, v in out.items() if k not in x}
+        run_prefix = _prefix_runner(prefix)
 
         spec = tf.data.Dataset.from_tensor_slices(inputs).map(run_prefix).element_spec
         keys = sorted(spec)
