@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -52,6 +54,12 @@ class JobInterrupted(KeyboardInterrupt):
 
 def environment() -> dict[str, Any]:
     """Versions of Python and of the packages a run depends on (for output.json)."""
+    return copy.deepcopy(_environment())
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> dict[str, Any]:
+    # read once per process: output.json is rewritten on every metric
     versions = {}
     for name in _PACKAGES:
         try:

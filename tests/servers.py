@@ -38,6 +38,21 @@ class Store:
         return [f"+{prefix}.{k}={v}" for k, v in self.options.items()]
 
 
+@contextlib.contextmanager
+def _patched_env(env: dict[str, str]) -> Iterator[None]:
+    """Set ``env`` in os.environ for the block, then restore what was there."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing-secret",
@@ -54,22 +69,16 @@ def s3_server() -> Iterator[Store]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    old = {k: os.environ.get(k) for k in S3_ENV}
-    os.environ.update(S3_ENV)
     endpoint = f"http://127.0.0.1:{port}"
     import urllib.request
 
-    # moto keeps its backends per process: start every server empty
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
     try:
-        yield Store("s3", endpoint, dict(S3_ENV), {"endpoint_url": endpoint})
+        # moto keeps its backends per process: start every server empty
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+        with _patched_env(S3_ENV):
+            yield Store("s3", endpoint, dict(S3_ENV), {"endpoint_url": endpoint})
     finally:
         server.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class _BacklogHTTPServer(http_server.HTTPServer):
@@ -82,7 +91,6 @@ class _BacklogHTTPServer(http_server.HTTPServer):
 def gcs_server() -> Iterator[Store]:
     """gcp-storage-emulator (in memory) serving the JSON API on 127.0.0.1."""
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    from gcp_storage_emulator.handlers import buckets
     from gcp_storage_emulator.server import RequestHandler
     from gcp_storage_emulator.storage import Storage
 
@@ -92,19 +100,12 @@ def gcs_server() -> Iterator[Store]:
     thread.start()
     endpoint = f"http://127.0.0.1:{httpd.server_address[1]}"
     env = {"STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield Store("gs", endpoint, env, {"endpoint_url": endpoint, "token": "anon", "project": "test"})
+        with _patched_env(env):
+            yield Store("gs", endpoint, env, {"endpoint_url": endpoint, "token": "anon", "project": "test"})
     finally:
         httpd.shutdown()
         httpd.server_close()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    del buckets
 
 
 class FaultProxy:

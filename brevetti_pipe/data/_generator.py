@@ -33,8 +33,6 @@ def _column_values(series: pd.Series) -> np.ndarray:
     """A column as a numpy array TensorFlow accepts (tuples joined with '/', None -> '')."""
     if series.dtype.kind in "biuf":
         return series.to_numpy()
-    if series.dtype.kind == "b":
-        return series.to_numpy()
 
     def text(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):

@@ -81,9 +81,7 @@ class Stage:
     @classmethod
     def from_config(cls, config: dict[str, Any] | BaseModel, *, where: str = "pipeline") -> Stage:
         """Build a stage from :meth:`get_config` output (or a ``pipeline.<name>`` config entry)."""
-        data = dict(config.model_dump() if isinstance(config, BaseModel) else config)
-        extra = data.pop("model_extra", None) or {}
-        data.update(extra)
+        data = dict(config.model_dump() if isinstance(config, BaseModel) else config)  # extras included
         kind = data.pop("type", cls.name or None)
         target = cls if cls.name and kind == cls.name else STAGES.get(str(kind), where=f"{where}.type")
         try:
