@@ -6,8 +6,10 @@ import math
 
 import tensorflow as tf
 
+from brevetti_pipe.stages._image_core import clip
 
-__all__ = ["uniform", "chance", "affine_matrix", "warp"]
+
+__all__ = ["uniform", "chance", "affine_matrix", "warp", "clip"]
 
 _fold = tf.random.experimental.stateless_fold_in
 
@@ -109,8 +111,8 @@ def dense_warp(image: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor, nearest: bool) ->
     dtype = image.dtype
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     yy, xx = tf.meshgrid(tf.range(h, dtype=tf.float32), tf.range(w, dtype=tf.float32), indexing="ij")
-    sy = tf.clip_by_value(yy + dy, 0.0, tf.cast(h - 1, tf.float32))
-    sx = tf.clip_by_value(xx + dx, 0.0, tf.cast(w - 1, tf.float32))
+    sy = clip(yy + dy, 0.0, tf.cast(h - 1, tf.float32))
+    sx = clip(xx + dx, 0.0, tf.cast(w - 1, tf.float32))
     if nearest:
         idx = tf.stack([tf.cast(tf.round(sy), tf.int32), tf.cast(tf.round(sx), tf.int32)], axis=-1)
         return tf.ensure_shape(tf.gather_nd(image, idx), image.shape)

@@ -184,7 +184,7 @@ class ImageAugmenter(Stage, name="image_augmenter"):
                     if delta is not None:
                         y = y + delta
                     if (n.hue > 0 or n.saturation > 0) and img.shape[-1] == 3:
-                        unit = (tf.clip_by_value(y, lo, hi) - lo) / span
+                        unit = (core.clip(y, lo, hi) - lo) / span
                         if n.hue > 0:
                             unit = tf.image.adjust_hue(unit, core.uniform(seed, 14, -n.hue, n.hue))
                         if n.saturation > 0:
@@ -194,7 +194,7 @@ class ImageAugmenter(Stage, name="image_augmenter"):
                         y = y + tf.random.stateless_normal(tf.shape(img), seed=core._fold(seed, 20 + i)) * (n.stddev * span)
                     if n.salt_pepper > 0:
                         y = core.salt_and_pepper(y, seed, 40 + i, core.uniform(seed, 16, 0.0, n.salt_pepper), lo, hi)
-                    return tf.clip_by_value(y, lo, hi)
+                    return core.clip(y, lo, hi)
 
                 if n.chance >= 1.0:
                     out[k] = noisy()

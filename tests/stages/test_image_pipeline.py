@@ -88,3 +88,17 @@ def test_stage_sources_have_no_python_in_the_sample_path():
     for path in pathlib.Path(stages.__file__).parent.glob("*.py"):
         text = path.read_text()
         assert "py_function" not in text and "numpy_function" not in text, path.name
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_single_pass_clip_equals_clip_by_value(dtype):
+    import tensorflow as tf
+
+    from brevetti_pipe.stages._image_core import clip
+
+    values = np.array([np.nan, -np.inf, -5.0, -1.0, 0.25, 2.0, 7.5, np.inf]) if dtype != "int32" else np.arange(-6, 7)
+    x = tf.constant(values.astype(dtype))
+    expected = tf.clip_by_value(x, tf.cast(-1, x.dtype), tf.cast(2, x.dtype)).numpy()
+    got = clip(x, -1, 2).numpy()
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)  # NaN positions must match too
