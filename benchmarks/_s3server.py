@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -58,8 +59,22 @@ def _environ(method: str, target: str, version: str, headers: list[tuple[str, st
     return env
 
 
+def _populate(bucket: str, prefix: str, count: int, classes: int = 3) -> None:
+    """Create ``count`` small objects ``<prefix>/class<k>/<i>.png`` straight in moto's backend
+    (100k objects over HTTP would take minutes; listing them is what is measured)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+    if bucket not in backend.buckets:
+        backend.create_bucket(bucket, "us-east-1")
+    for i in range(count):
+        backend.put_object(bucket, f"{prefix}/class{i % classes}/{i}.png", i.to_bytes(8, "little"))
+
+
 def serve(app: Any, port: int, latency: float) -> None:
-    """Serve ``app``; ``PUT /_latency`` with a number of seconds as the body changes the latency."""
+    """Serve ``app``; ``PUT /_latency`` (body: seconds) changes the latency, ``PUT /_populate``
+    (body: JSON arguments of :func:`_populate`) creates objects without HTTP uploads."""
     delay = [latency]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -74,8 +89,11 @@ def serve(app: Any, port: int, latency: float) -> None:
                 if lower.get("expect", "").lower() == "100-continue":
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 body = await _read_body(reader, lower)
-                if target == "/_latency":
-                    delay[0] = float(body)
+                if target in ("/_latency", "/_populate"):
+                    if target == "/_latency":
+                        delay[0] = float(body)
+                    else:
+                        _populate(**json.loads(body))
                     writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
                     continue
                 if delay[0]:
@@ -112,6 +130,11 @@ def serve(app: Any, port: int, latency: float) -> None:
 
 def set_latency(endpoint: str, seconds: float) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_latency", data=str(seconds).encode(), method="PUT"), timeout=10).close()
+
+
+def populate(endpoint: str, bucket: str, prefix: str, count: int) -> None:
+    body = json.dumps({"bucket": bucket, "prefix": prefix, "count": count}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_populate", data=body, method="PUT"), timeout=1800).close()
 
 
 @contextlib.contextmanager

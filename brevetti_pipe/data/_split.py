@@ -106,7 +106,7 @@ class SampleSplit:
         groups = pd.DataFrame({"key": keys.values, "stratum": strata.values}).drop_duplicates("key")
         groups["fixed"] = groups["key"].map(fixed)
         new = groups[groups["fixed"].isna()].copy()
-        new["u"] = _uniform(new["key"].tolist(), self.seed)
+        new["u"] = _uniform(new["key"].to_numpy(dtype=object), self.seed)  # no per-item pandas indexing
         new = new.sort_values(["stratum", "u", "key"], kind="mergesort")
         new["rank"] = new.groupby("stratum", sort=False).cumcount()
         fallback = max(self.fractions, key=lambda p: (self.fractions[p], -PURPOSES.index(p)))
@@ -127,8 +127,8 @@ class SampleSplit:
             for edge, p in reversed(bounds):
                 out[r < edge] = p
             purpose[idx] = out
-        assigned = dict(zip(new["key"], purpose))
-        assigned.update({k: v for k, v in fixed.items()})
+        assigned = dict(zip(new["key"].to_numpy(dtype=object), purpose))
+        assigned.update(fixed)
         return keys.map(assigned).rename("purpose")
 
     # ------------------------------------------------------------------------------------
