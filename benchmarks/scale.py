@@ -125,8 +125,8 @@ def scale_section() -> list[str]:
     cpu_ratio = s3[100_000][1] / s3[10_000][1]
     wall_ratio = s3[100_000][0] / s3[10_000][0]
     lines.append(f"- S3 listing (1,000 keys per ListObjectsV2 page): client CPU time(100k)/time(10k) = {cpu_ratio:.1f}, "
-                 f"memory {s3[100_000][2] / s3[10_000][2]:.1f}x (linear: ~10); wall clock {wall_ratio:.1f}x, because moto "
-                 "scans and sorts the whole bucket for every page (quadratic on the server)")
+                 f"memory {s3[100_000][2] / s3[10_000][2]:.1f}x (linear: ~10); wall clock {wall_ratio:.1f}x, which includes "
+                 "moto's server scanning and sorting the whole bucket for every page")
     small, large = _pipeline_rss(1), _pipeline_rss(4)
     lines.append(f"- pipeline peak RSS for one epoch: {small:.0f} MiB at 1,050 samples, {large:.0f} MiB at 4,200 samples "
                  f"(ratio {large / small:.2f}: streaming, nothing materialised)")

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from brevetti_pipe import _secrets
 from brevetti_pipe._resources import config_dir
-from brevetti_pipe.errors import BrevettiPipeError, ConfigError
+from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe
 
 __all__ = ["main", "translate_argv"]
 
@@ -168,7 +168,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
         job.start()
         record.update(status="completed", metrics=dict(job.metrics), report=job.artifact_path("report.html"))
     except BaseException as exc:
-        record["error"] = _secrets.redact(str(exc) if isinstance(exc, BrevettiPipeError) else f"{type(exc).__name__}: {exc}")
+        record["error"] = _secrets.redact(describe(exc))
         if job is not None:
             record.update(metrics=dict(job.metrics), report=job.artifact_path("report.html"))
         if hc.mode == RunMode.MULTIRUN and not isinstance(exc, KeyboardInterrupt):
@@ -260,4 +260,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         module = type(exc).__module__
         if module.startswith(("hydra", "omegaconf")):
             _fail(str(_explain_composition_error(exc, translated)), 2)
-        _fail(f"{type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", 1)
+        _fail(f"{describe(exc)} (rerun with --verbose for the traceback)", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "SplitError",
     "StageError",
     "StorageError",
+    "describe",
     "did_you_mean",
 ]
 
@@ -44,3 +46,19 @@ def did_you_mean(value: str, options: Iterable[str]) -> str:
     """Return ' Did you mean X?' for the closest option, or '' when nothing is close."""
     match = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)
     return f" Did you mean '{match[0]}'?" if match else ""
+
+
+# A brevetti_pipe error raised inside a tf.data Python function reaches the caller wrapped in a
+# TensorFlow error whose text holds the Python traceback; its last line is the original error.
+_WRAPPED = re.compile(r"brevetti_pipe\.errors\.\w+Error: ([^\n]+)")
+
+
+def describe(exc: BaseException) -> str:
+    """One-line reason for a failed job: our own errors as written (also when TensorFlow
+    wrapped them), anything else as ``Type: message``."""
+    if isinstance(exc, BrevettiPipeError):
+        return str(exc)
+    found = _WRAPPED.findall(str(exc))
+    if found:
+        return found[-1].strip()
+    return f"{type(exc).__name__}: {exc}"

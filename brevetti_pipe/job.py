@@ -28,7 +28,7 @@ from brevetti_pipe._retry import RetryPolicy
 from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig, JobSettings
-from brevetti_pipe.errors import BrevettiPipeError, ConfigError, StorageError
+from brevetti_pipe.errors import ConfigError, StorageError, describe
 from brevetti_pipe.io import IoTools, is_local, join_url
 from brevetti_pipe.platform import PLATFORMS
 
@@ -645,10 +645,8 @@ class Job:
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, KeyboardInterrupt):
             reason = f"interrupted ({exc})" if str(exc) else "interrupted"
-        elif isinstance(exc, BrevettiPipeError):
-            reason = str(exc)
         else:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = describe(exc)
         self.status = "failed"
         self.error = _secrets.redact(reason)
         self.ended_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -6,14 +6,14 @@ import copy
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import pandas as pd
 
 from brevetti_pipe.errors import StageError
-from brevetti_pipe.io import IoTools
+from brevetti_pipe.io import IoTools, Prefetch, is_local
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -27,6 +27,8 @@ OutputStructure = Union[None, str, Sequence[str]]
 
 #: Mixed into the job seed so that generator seeds differ from other seed users.
 _SEED_SALT = 0x5EED
+#: Rows released at a time to the first epoch while their files arrive.
+_RELEASE = 32
 
 
 def _column_values(series: pd.Series) -> np.ndarray:
@@ -169,6 +171,8 @@ class DataGenerator:
         if shard is not None and not (shard[0] >= 1 and 0 <= shard[1] < shard[0]):
             raise ValueError(f"shard must be (workers, index) with 0 <= index < workers; got {shard}")
         self._columns: dict[str, np.ndarray] | None = None
+        self._prefetch: Prefetch | None = None
+        self._prefetch_order: np.ndarray | None = None
         self._columns_key: tuple[int, ...] = ()
 
     # -- composition ---------------------------------------------------------------------
@@ -190,9 +194,26 @@ class DataGenerator:
         return math.ceil(size / self.batch_size)
 
     # -- graph ---------------------------------------------------------------------------
-    def _prepared(self, stages: Sequence[Stage]) -> pd.DataFrame:
-        """Samples with remote files fetched to local disk and every stage's ``prepare`` applied."""
-        samples = localize_samples(self.samples, self.io)
+    def _prepared(self, stages: Sequence[Stage], first_order: Callable[[], np.ndarray] | None = None) -> pd.DataFrame:
+        """Samples with remote files fetched to local disk and every stage's ``prepare`` applied.
+
+        With ``first_order`` (the sample order of epoch 0) and no ``prepare`` that opens files,
+        remote images are fetched in the background in that order (``self._prefetch``), so the
+        first epoch decodes the first files while the rest arrive.
+        """
+        samples = self.samples
+        self._prefetch = None
+        paths = samples["path"] if "path" in samples.columns else None
+        if (first_order is not None and stages and paths is not None and paths.notna().all()
+                and not any(is_local(str(u)) for u in paths)
+                and not any(st.prepare_reads_files(samples) for st in stages)):
+            samples = localize_samples(samples, self.io, columns=("annotation_path",))
+            order = first_order()
+            pending = self.io.prefetch(paths.astype(str).tolist(), order=order)
+            self._prefetch, self._prefetch_order = pending, order
+            samples = samples.assign(**({} if "url" in samples.columns else {"url": paths}), path=pending.paths)
+        else:
+            samples = localize_samples(samples, self.io)
         if stages:
             cache_dir = self.io.cache_root or tempfile.mkdtemp(prefix="brevetti-pipe-prepare-")
             for stage in stages:
@@ -284,10 +305,10 @@ class DataGenerator:
         cached.update({f"_cache_{k}": paths[k] for k in keys})
         return cached, {k: spec[k] for k in keys}
 
-    def _column_arrays(self, stages: Sequence[Stage] = ()) -> dict[str, np.ndarray]:
+    def _column_arrays(self, stages: Sequence[Stage] = (), first_order: Callable[[], np.ndarray] | None = None) -> dict[str, np.ndarray]:
         key = tuple(id(s) for s in stages)
         if self._columns is None or self._columns_key != key:
-            samples = self._prepared(stages)
+            samples = self._prepared(stages, first_order)
             self._columns = {str(c): _column_values(samples[c]) for c in samples.columns}
             self._columns_key = key
         return self._columns
@@ -316,7 +337,29 @@ class DataGenerator:
 
         if self.samples.empty:
             raise StageError("DataGenerator has no samples to draw from")
-        arrays = self._column_arrays(stages)
+        n = len(self.samples)
+        m = self.epoch_size
+        weights = self.sampler.weights(self.samples) if self.sampler is not None else None
+        base_seed = tf.constant([self.seed, _SEED_SALT], dtype=tf.int64)
+        fold_in = tf.random.experimental.stateless_fold_in
+
+        def index_of(epoch: tf.Tensor) -> tf.Tensor:
+            """The sample rows of ``epoch``, in order (this worker's share when sharded)."""
+            epoch_seed = fold_in(base_seed, epoch)
+            if weights is not None:
+                logits = tf.math.log(tf.constant(weights, dtype=tf.float64))[tf.newaxis]
+                index = tf.random.stateless_categorical(logits, m, seed=epoch_seed, dtype=tf.int64)[0]
+            elif self.shuffle:
+                order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=epoch_seed)
+                index = tf.tile(order, [-(-m // n)])[:m]
+            else:
+                index = tf.tile(tf.range(n, dtype=tf.int64), [-(-m // n)])[:m]
+            if self.shard is not None and self.shard[0] > 1:
+                index = index[self.shard[1]::self.shard[0]]
+            return index
+
+        streamable = not self.cache and tf.executing_eagerly()
+        arrays = self._column_arrays(stages, (lambda: index_of(tf.constant(0, tf.int64)).numpy()) if streamable else None)
         cached_specs: dict[str, Any] = {}
         memory: dict[str, Any] = {}
         prefix, rest = self._split_prefix(stages)
@@ -330,24 +373,9 @@ class DataGenerator:
             stages = rest
         needed = self._needed_columns(stages, structure)
         columns = {k: tf.constant(v) for k, v in arrays.items() if needed is None or k in needed or k.startswith("_cache_")}
-        n = len(self.samples)
-        m = self.epoch_size
-        weights = self.sampler.weights(self.samples) if self.sampler is not None else None
-        base_seed = tf.constant([self.seed, _SEED_SALT], dtype=tf.int64)
-        fold_in = tf.random.experimental.stateless_fold_in
 
         def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
-            epoch_seed = fold_in(base_seed, epoch)
-            if weights is not None:
-                logits = tf.math.log(tf.constant(weights, dtype=tf.float64))[tf.newaxis]
-                index = tf.random.stateless_categorical(logits, m, seed=epoch_seed, dtype=tf.int64)[0]
-            elif self.shuffle:
-                order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=epoch_seed)
-                index = tf.tile(order, [-(-m // n)])[:m]
-            else:
-                index = tf.tile(tf.range(n, dtype=tf.int64), [-(-m // n)])[:m]
-            if self.shard is not None and self.shard[0] > 1:
-                index = index[self.shard[1]::self.shard[0]]
+            index = index_of(epoch)
             return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(index), epoch), index))
 
         offset = len(prefix) if (cached_specs or memory) else 0  # stage seeds keep their chain positions
@@ -368,8 +396,18 @@ class DataGenerator:
         # tracing, and a stage's own error reaches the user unwrapped).
         epoch_indices = tf.autograph.experimental.do_not_convert(epoch_indices)
         element = tf.autograph.experimental.do_not_convert(element)
-        epochs = tf.data.Dataset.counter(dtype=tf.int64) if self.repeat else tf.data.Dataset.range(1, output_type=tf.int64)
-        ds = epochs.flat_map(epoch_indices)
+        pending = self._prefetch
+        if pending is not None and pending.done:
+            pending.join()  # a failed background fetch is raised here, by file name
+            pending = None
+        if pending is not None:
+            # epoch 0 released as its files arrive, in the order they are fetched: identical elements
+            ds = self._arriving_first_epoch(pending, self._prefetch_order)
+            if self.repeat:
+                ds = ds.concatenate(tf.data.Dataset.counter(start=1, dtype=tf.int64).flat_map(epoch_indices))
+        else:
+            epochs = tf.data.Dataset.counter(dtype=tf.int64) if self.repeat else tf.data.Dataset.range(1, output_type=tf.int64)
+            ds = epochs.flat_map(epoch_indices)
         ds = ds.map(element, num_parallel_calls=self._parallel(), deterministic=True)
         if self.batch_size:
             ds = ds.batch(self.batch_size, drop_remainder=self.drop_remainder)
@@ -383,6 +421,26 @@ class DataGenerator:
         # sharding across workers is explicit (``shard``), by sample and before decoding
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return ds.with_options(options)
+
+    @staticmethod
+    def _arriving_first_epoch(pending: Prefetch, order: np.ndarray) -> tf.data.Dataset:
+        """(epoch 0, row) elements of ``order``, released a few rows at a time once their files are local."""
+        import tensorflow as tf
+
+        parts = [order[s:s + _RELEASE] for s in range(0, len(order), _RELEASE)]
+
+        def release(k: np.ndarray) -> np.ndarray:
+            part = parts[int(k)]
+            for i in part:
+                pending.wait(int(i))
+            return part
+
+        def rows(k: tf.Tensor) -> tf.data.Dataset:
+            part = tf.numpy_function(release, [k], tf.int64, stateful=True)
+            part.set_shape([None])
+            return tf.data.Dataset.from_tensor_slices((tf.zeros_like(part), part))
+
+        return tf.data.Dataset.range(len(parts)).flat_map(tf.autograph.experimental.do_not_convert(rows))
 
     # -- public API ----------------------------------------------------------------------
     _DEFAULT = object()

@@ -103,6 +103,12 @@ class Stage:
         """
         return samples
 
+    def prepare_reads_files(self, samples: pd.DataFrame) -> bool:
+        """True when :meth:`prepare` opens the samples' files, which must then be local before it
+        runs (default: whether the stage overrides ``prepare``). False lets a generator start on
+        the first remote files while the rest are still being fetched."""
+        return type(self).prepare is not Stage.prepare
+
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Find samples this stage cannot process: ``{row position: reason}`` (default: none).
 

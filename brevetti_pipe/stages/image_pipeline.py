@@ -138,15 +138,23 @@ class ImagePipeline(Stage, name="image_pipeline"):
                         bad[i] = f"has {c} channel(s) where the others have {usual} (color_mode=keep needs one count)"
         return bad
 
-    def prepare(self, samples: pd.DataFrame, cache_dir: str) -> pd.DataFrame:
-        """TIFF files -> lossless PNG copies in ``cache_dir`` (8 or 16 bit), once per file."""
+    def _tiff(self, samples: pd.DataFrame) -> pd.Series | None:
         key = self.params.path_key
         if key not in samples.columns:
+            return None
+        return samples[key].astype(str).str.lower().str.endswith((".tif", ".tiff"))
+
+    def prepare_reads_files(self, samples: pd.DataFrame) -> bool:
+        tiff = self._tiff(samples)
+        return tiff is not None and bool(tiff.any())
+
+    def prepare(self, samples: pd.DataFrame, cache_dir: str) -> pd.DataFrame:
+        """TIFF files -> lossless PNG copies in ``cache_dir`` (8 or 16 bit), once per file."""
+        tiff = self._tiff(samples)
+        if tiff is None or not tiff.any():
             return samples
+        key = self.params.path_key
         paths = samples[key].astype(str)
-        tiff = paths.str.lower().str.endswith((".tif", ".tiff"))
-        if not tiff.any():
-            return samples
         from brevetti_pipe.stages._transcode import tiff_to_png
 
         converted = paths.copy()

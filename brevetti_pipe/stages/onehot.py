@@ -59,6 +59,9 @@ class OneHotEncoder(Stage, name="onehot_encoder"):
     def reads(self) -> set[str]:
         return {self.params.input_key, self._index_column}
 
+    def prepare_reads_files(self, samples: pd.DataFrame) -> bool:
+        return False  # reads the category column only
+
     def prepare(self, samples: pd.DataFrame, cache_dir: str) -> pd.DataFrame:
         """Map each sample's category to its class index once (single label), naming unknown categories."""
         p = self.params

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from brevetti_pipe.data import get_image_samples
 from brevetti_pipe.data._demo import generate_vials
-from brevetti_pipe.errors import DatasetError
+from brevetti_pipe.errors import DatasetError, describe
 from brevetti_pipe.io import IoTools
 from tests.conftest import TINY_ARGS, run_cli
 
@@ -88,3 +89,92 @@ def test_bad_credentials_name_the_dataset(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def _epochs(gen, batches):
+    it = iter(gen.get_dataset())
+    return [tuple(t.numpy() for t in next(it)) for _ in range(batches)]
+
+
+def test_first_epoch_starts_while_files_arrive_and_matches_a_full_fetch(s3, tmp_path):
+    from brevetti_pipe.data import DataGenerator
+    from brevetti_pipe.stages import ImageAugmenter, ImagePipeline, OneHotEncoder
+    from tests.servers import FaultProxy
+
+    generate_vials("s3://bucket/ds", io=IoTools({"s3": s3.options}), per_class=12, size=32)
+    with FaultProxy(s3.endpoint, fail_rate=0.0, delay=1.0) as slow:  # every request takes a second
+        io = IoTools({"s3": {"endpoint_url": slow.endpoint}}, cache_root=str(tmp_path / "streamed"))
+        samples = get_image_samples("s3://bucket/ds", io=io)
+
+        def generator(io):
+            return (DataGenerator(samples, batch_size=8, shuffle=True, repeat=True, seed=3, io=io,
+                                  output_structure=("img", "onehot"))
+                    .map(ImagePipeline(target_size=(24, 24), rescale="unit"))
+                    .map(ImageAugmenter())
+                    .map(OneHotEncoder(["failed_cap", "good", "missing_cap"])))
+
+        streamed = generator(io)
+        dataset = streamed.get_dataset()
+        assert streamed._prefetch is not None and not streamed._prefetch.done, "the dataset is ready before the files"
+        it = iter(dataset)
+        got = [tuple(t.numpy() for t in next(it)) for _ in range(2 * len(streamed))]  # two epochs
+    full_io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "full"))
+    full_io.localize(samples["path"].tolist())
+    reference = generator(full_io)
+    expected = _epochs(reference, 2 * len(reference))
+    assert reference._prefetch is None or reference._prefetch.done, "nothing left to fetch: a plain dataset"
+    for (a, b), (c, d) in zip(got, expected):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+
+
+def test_a_file_missing_from_the_store_fails_the_streamed_epoch_by_name(s3, tmp_path):
+    import pandas as pd
+
+    from brevetti_pipe.data import DataGenerator
+    from brevetti_pipe.stages import ImagePipeline
+
+    io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "cache"))
+    generate_vials("s3://bucket/ds", io=io, per_class=2, size=32)
+    samples = get_image_samples("s3://bucket/ds", io=io)
+    samples = pd.concat([samples, samples.iloc[:1].assign(path="s3://bucket/ds/good/gone.bmp")], ignore_index=True)
+    gen = DataGenerator(samples, batch_size=4, io=io, output_structure="img").map(ImagePipeline(target_size=(16, 16)))
+    with pytest.raises(Exception, match=r"File not found while caching.*gone\.bmp") as caught:
+        for _ in gen.get_dataset():
+            pass
+    # what output.json and the CLI say: one line, without TensorFlow's wrapping
+    assert describe(caught.value).startswith("File not found while caching: s3://bucket/ds/good/gone.bmp:")
+    assert "\n" not in describe(caught.value)
+
+
+def test_presigned_cache_fetch_matches_fsspec_and_names_missing_files(s3, tmp_path):
+    from brevetti_pipe import _s3fetch
+    from brevetti_pipe.errors import StorageError
+
+    io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "presigned"))
+    generate_vials("s3://bucket/ds", io=io, per_class=3, size=32)
+    urls = get_image_samples("s3://bucket/ds", io=io)["path"].tolist()
+    assert _s3fetch.supported(io.storage_options["s3"]) and io.presigned_fetch
+    fast = io.localize(urls)
+    plain_io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "fsspec"))
+    plain_io.presigned_fetch = False
+    plain = plain_io.localize(urls)
+    assert [open(p, "rb").read() for p in fast] == [open(p, "rb").read() for p in plain]
+    assert [open(p, "rb").read() for p in fast] == [s3.fs().cat_file(u) for u in urls]
+    with pytest.raises(StorageError, match=r"File not found while caching: s3://bucket/ds/nope\.bmp") as caught:
+        io.localize(["s3://bucket/ds/nope.bmp"])
+    assert "X-Amz-" not in str(caught.value) and "Signature" not in str(caught.value)
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s"}, True),
+    ({"anon": True, "client_kwargs": {"region_name": "eu-west-1"}}, True),
+    ({"requester_pays": True}, False),
+    ({"s3_additional_kwargs": {"SSECustomerKey": "x"}}, False),
+    ({"client_kwargs": {"verify": False}}, False),
+    ({"config_kwargs": {"proxies": {"https": "http://proxy:3128"}}}, False),
+])
+def test_presigned_fetch_only_for_options_it_mirrors(options, expected):
+    from brevetti_pipe import _s3fetch
+
+    assert _s3fetch.supported(options) is expected
