@@ -2,8 +2,9 @@
 
 A ``get_object`` call through s3fs / aiobotocore costs about 1 ms of CPU in the calling
 process (request building, signing, user agent, endpoint rules, response parsing), which on a
-small training machine competes with image decoding. Presigning the same request costs about
-0.1 ms and a plain aiohttp GET about 0.15 ms, with the same credentials and the same bytes.
+small training machine competes with image decoding. Presigning the same request and a plain
+aiohttp GET cost about 0.4 ms together (benchmarks/RESULTS.md), with the same credentials
+(SigV4) and the same bytes.
 Used for plain S3 options only; anything it does not mirror (requester pays, SSE-C, proxies
 in the botocore config or the environment, custom TLS verification) goes through ``fs.get``.
 """
@@ -16,6 +17,7 @@ import contextlib
 import os
 import random
 import re
+import ssl
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +38,8 @@ def supported(options: dict[str, Any]) -> bool:
         return False
     if set(options.get("client_kwargs") or {}) - {"region_name", "endpoint_url"}:
         return False
+    if os.environ.get("AWS_CA_BUNDLE"):
+        return False  # a custom CA bundle: botocore's TLS settings apply
     if any(os.environ.get(v) for v in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")):
         return False  # botocore's proxy rules (NO_PROXY, ...) are not reproduced here
     return "proxies" not in (options.get("config_kwargs") or {})
@@ -51,8 +55,11 @@ async def _session() -> Any:
     loop = asyncio.get_running_loop()
     session = _sessions.get(loop)
     if session is None or session.closed:
+        from botocore.httpsession import get_cert_path
+
+        tls = ssl.create_default_context(cafile=get_cert_path(True))  # the CA bundle botocore uses
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
             trust_env=False,  # proxies: see supported(); a per-request env lookup costs a thread hop
         )
@@ -84,6 +91,8 @@ async def _get_once(fs: Any, session: Any, rpath: str, local: str) -> None:
         async with session.get(url) as response:
             status = response.status
             data = await response.read() if status == 200 else b""
+    except aiohttp.ClientSSLError as exc:  # a certificate problem does not go away on retry
+        raise OSError(f"s3://{rpath}: TLS: {_scrub(str(exc))}") from None
     except aiohttp.ClientError as exc:  # resets, refused and dropped connections: retried
         raise ConnectionError(f"s3://{rpath}: {type(exc).__name__}: {_scrub(str(exc))}") from None
     if status == 404:

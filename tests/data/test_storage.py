@@ -178,3 +178,20 @@ def test_presigned_fetch_only_for_options_it_mirrors(options, expected):
     from brevetti_pipe import _s3fetch
 
     assert _s3fetch.supported(options) is expected
+
+
+def test_prefetch_fetches_in_the_given_order_and_wait_returns_local_files(s3, tmp_path):
+    import os
+
+    io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "cache"))
+    generate_vials("s3://bucket/ds", io=io, per_class=30, size=16)  # 90 files: two fetch batches
+    urls = get_image_samples("s3://bucket/ds", io=io)["path"].tolist()
+    order = list(range(len(urls)))[::-1]
+    pending = io.prefetch(urls, order=order)
+    assert pending._chunk_of[order[0]] == 0 and pending._chunk_of[order[-1]] == 1, "the first batch holds order's head"
+    first = pending.wait(order[0])
+    assert os.path.exists(first) and open(first, "rb").read() == s3.fs().cat_file(urls[order[0]])
+    pending.join()
+    assert pending.done and all(os.path.exists(p) for p in pending.paths)
+    again = io.prefetch(urls)
+    assert again.done and again.paths == pending.paths, "nothing left to fetch"
