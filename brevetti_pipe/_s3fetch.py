@@ -38,8 +38,6 @@ def supported(options: dict[str, Any]) -> bool:
         return False
     if set(options.get("client_kwargs") or {}) - {"region_name", "endpoint_url"}:
         return False
-    if os.environ.get("AWS_CA_BUNDLE"):
-        return False  # a custom CA bundle: botocore's TLS settings apply
     if any(os.environ.get(v) for v in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")):
         return False  # botocore's proxy rules (NO_PROXY, ...) are not reproduced here
     return "proxies" not in (options.get("config_kwargs") or {})
@@ -57,7 +55,8 @@ async def _session() -> Any:
     if session is None or session.closed:
         from botocore.httpsession import get_cert_path
 
-        tls = ssl.create_default_context(cafile=get_cert_path(True))  # the CA bundle botocore uses
+        # the CA bundle botocore uses: AWS_CA_BUNDLE, else its default (certifi)
+        tls = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True))
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=128, ttl_dns_cache=300, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),

@@ -103,33 +103,43 @@ class SampleSplit:
         for i, column in enumerate(self.stratify):  # vectorised: a row-wise join is 10x slower
             part = samples[column].astype(str)
             strata = part if i == 0 else strata + "\x1f" + part
-        groups = pd.DataFrame({"key": keys.values, "stratum": strata.values}).drop_duplicates("key")
-        groups["fixed"] = groups["key"].map(fixed)
-        new = groups[groups["fixed"].isna()].copy()
-        new["u"] = _uniform(new["key"].to_numpy(dtype=object), self.seed)  # no per-item pandas indexing
-        new = new.sort_values(["stratum", "u", "key"], kind="mergesort")
-        new["rank"] = new.groupby("stratum", sort=False).cumcount()
+        # one entry per distinct key (its first row's stratum); positional numpy from here on
+        codes, uniques = pd.factorize(keys)
+        first = np.empty(len(uniques), dtype=np.int64)
+        first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+        ukeys = np.asarray(uniques, dtype=object)
+        stratum, _ = pd.factorize(strata.to_numpy()[first])
+        purpose = pd.Series(ukeys).map(fixed).to_numpy(dtype=object) if fixed else np.full(len(ukeys), None, dtype=object)
+        is_new = pd.isna(purpose)
+        new = np.flatnonzero(is_new)
+        u = _uniform(ukeys[new], self.seed)
+        # rank within the stratum by (u, key): order independent; the key only breaks exact ties
+        order = np.lexsort((u, stratum[new]))
+        su, ss = u[order], stratum[new][order]
+        if np.any((su[1:] == su[:-1]) & (ss[1:] == ss[:-1])):
+            key_rank = np.empty(len(new), dtype=np.int64)
+            key_rank[np.argsort(ukeys[new], kind="stable")] = np.arange(len(new))
+            order = np.lexsort((key_rank, u, stratum[new]))
+            ss = stratum[new][order]
         fallback = max(self.fractions, key=lambda p: (self.fractions[p], -PURPOSES.index(p)))
-        total = groups.groupby("stratum").size()
-        have = groups.dropna(subset=["fixed"]).groupby(["stratum", "fixed"]).size()
-        purpose = np.empty(len(new), dtype=object)
-        ranks = new["rank"].to_numpy()
-        for stratum, idx in new.groupby("stratum", sort=False).indices.items():
-            targets = _targets(int(total[stratum]), self.fractions)
-            bounds, edge = [], 0
+        total = np.bincount(stratum, minlength=stratum.max() + 1)
+        have: dict[tuple[int, str], int] = {}
+        if not is_new.all():
+            fixed_rows = np.flatnonzero(~is_new)
+            have = pd.Series(1, index=pd.MultiIndex.from_arrays([stratum[fixed_rows], purpose[fixed_rows]])).groupby(level=[0, 1]).size().to_dict()
+        assigned = np.full(len(new), fallback, dtype=object)  # in sorted order
+        starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]]) if len(ss) else np.array([], dtype=np.int64)
+        for b0, b1 in zip(starts, [*starts[1:], len(ss)]):
+            c = int(ss[b0])
+            targets = _targets(int(total[c]), self.fractions)
+            edge = 0
             for p in PURPOSES:
                 if p in targets:
-                    deficit = max(targets[p] - int(have.get((stratum, p), 0)), 0)
-                    edge += deficit
-                    bounds.append((edge, p))
-            r = ranks[idx]
-            out = np.full(len(idx), fallback, dtype=object)
-            for edge, p in reversed(bounds):
-                out[r < edge] = p
-            purpose[idx] = out
-        assigned = dict(zip(new["key"].to_numpy(dtype=object), purpose))
-        assigned.update(fixed)
-        return keys.map(assigned).rename("purpose")
+                    deficit = max(targets[p] - int(have.get((c, p), 0)), 0)
+                    lo, edge = edge, edge + deficit
+                    assigned[b0 + min(lo, b1 - b0): b0 + min(edge, b1 - b0)] = p
+        purpose[new[order]] = assigned
+        return pd.Series(purpose[codes], index=samples.index, name="purpose")
 
     # ------------------------------------------------------------------------------------
     def update_unassigned(
