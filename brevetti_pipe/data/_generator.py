@@ -376,18 +376,20 @@ class DataGenerator:
 
         def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
             index = index_of(epoch)
-            return tf.data.Dataset.from_tensor_slices((tf.fill(tf.shape(index), epoch), index))
+            # the epoch's seed is folded once here, not once per sample (same values)
+            seeds = tf.tile(fold_in(base_seed, epoch)[tf.newaxis], [tf.shape(index)[0], 1])
+            return tf.data.Dataset.from_tensor_slices((seeds, index))
 
         offset = len(prefix) if (cached_specs or memory) else 0  # stage seeds keep their chain positions
 
-        def element(epoch: tf.Tensor, index: tf.Tensor) -> Any:
+        def element(epoch_seed: tf.Tensor, index: tf.Tensor) -> Any:
             x = {k: tf.gather(col, index) for k, col in columns.items() if not k.startswith("_cache_")}
             for key, spec in cached_specs.items():
                 value = tf.io.parse_tensor(tf.io.read_file(tf.gather(columns[f"_cache_{key}"], index)), spec.dtype)
                 x[key] = tf.ensure_shape(value, spec.shape)
             for key, variable in memory.items():
                 x[key] = tf.gather(variable, index)  # a fresh, aligned buffer: reductions stay bit-exact
-            sample_seed = fold_in(fold_in(base_seed, epoch), index)
+            sample_seed = fold_in(epoch_seed, index)
             for k, stage in enumerate(stages):
                 x = stage(x, seed=fold_in(sample_seed, k + 1 + offset))
             return self._structure(x, structure)
@@ -402,7 +404,7 @@ class DataGenerator:
             pending = None
         if pending is not None:
             # epoch 0 released as its files arrive, in the order they are fetched: identical elements
-            ds = self._arriving_first_epoch(pending, self._prefetch_order)
+            ds = self._arriving_first_epoch(pending, self._prefetch_order, fold_in(base_seed, tf.constant(0, tf.int64)))
             if self.repeat:
                 ds = ds.concatenate(tf.data.Dataset.counter(start=1, dtype=tf.int64).flat_map(epoch_indices))
         else:
@@ -423,8 +425,8 @@ class DataGenerator:
         return ds.with_options(options)
 
     @staticmethod
-    def _arriving_first_epoch(pending: Prefetch, order: np.ndarray) -> tf.data.Dataset:
-        """(epoch 0, row) elements of ``order``, released a few rows at a time once their files are local."""
+    def _arriving_first_epoch(pending: Prefetch, order: np.ndarray, epoch_seed: tf.Tensor) -> tf.data.Dataset:
+        """(epoch 0's seed, row) elements of ``order``, released a few rows at a time once their files are local."""
         import tensorflow as tf
 
         parts = [order[s:s + _RELEASE] for s in range(0, len(order), _RELEASE)]
@@ -438,7 +440,7 @@ class DataGenerator:
         def rows(k: tf.Tensor) -> tf.data.Dataset:
             part = tf.numpy_function(release, [k], tf.int64, stateful=True)
             part.set_shape([None])
-            return tf.data.Dataset.from_tensor_slices((tf.zeros_like(part), part))
+            return tf.data.Dataset.from_tensor_slices((tf.tile(epoch_seed[tf.newaxis], [tf.shape(part)[0], 1]), part))
 
         return tf.data.Dataset.range(len(parts)).flat_map(tf.autograph.experimental.do_not_convert(rows))
 
