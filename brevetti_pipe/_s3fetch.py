@@ -22,6 +22,8 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from brevetti_pipe._retry import is_transient
+
 #: s3fs options this path reproduces (credentials, endpoint, region, botocore config).
 _SUPPORTED = {"endpoint_url", "key", "secret", "token", "anon", "profile", "config_kwargs", "client_kwargs",
               "skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_concurrency", "default_block_size"}
@@ -68,8 +70,6 @@ async def _session() -> Any:
 
 async def _get_one(fs: Any, session: Any, rpath: str, local: str) -> None:
     """One object, with per-request retries of transient faults (as botocore does for ``fs.get``)."""
-    from brevetti_pipe._retry import is_transient
-
     for attempt in range(_ATTEMPTS):
         try:
             return await _get_once(fs, session, rpath, local)
@@ -111,8 +111,6 @@ async def _get_all(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> No
     results = await asyncio.gather(*(_get_one(fs, session, r, lp) for r, lp in zip(rpaths, locals_)), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:  # the first non-transient error wins (a missing file is not retried)
-        from brevetti_pipe._retry import is_transient
-
         raise next((e for e in errors if not is_transient(e)), errors[0])
 
 
@@ -121,7 +119,6 @@ def get(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> None:
     from fsspec.asyn import sync
 
     sync(fs.loop, _get_all, fs, rpaths, locals_)
-
 
 
 @atexit.register

@@ -298,14 +298,13 @@ class IoTools:
         by_protocol: dict[str, list[tuple[str, str]]] = {}
         for _, url, local in chunk:
             by_protocol.setdefault(url.split("://", 1)[0], []).append((url, local))
-        for pairs in by_protocol.values():
+        for protocol, pairs in by_protocol.items():
             fs, _ = self.fs(pairs[0][0])
             rpaths = [fs._strip_protocol(u) for u, _ in pairs]
             tmp = [f"{local}.{uuid.uuid4().hex[:8]}.part" for _, local in pairs]
             for t in tmp:
                 os.makedirs(os.path.dirname(t), exist_ok=True)
 
-            protocol = pairs[0][0].split("://", 1)[0]
             presigned = (self.presigned_fetch and protocol in ("s3", "s3a")
                          and _s3fetch.supported(self.storage_options.get(protocol, {})))
 
@@ -356,7 +355,7 @@ class IoTools:
         if todo:
             log.info("Fetching %d files into the local cache", len(todo))
             with ProgressBar(len(todo), "Caching remote files") as bar:
-                self._fetch_chunks(todo, lambda k: bar.update(len(todo[k * _CHUNK:(k + 1) * _CHUNK])))
+                self._fetch_chunks(todo, lambda k: bar.update(min(_CHUNK, len(todo) - k * _CHUNK)))
         return out
 
     def prefetch(self, urls: Sequence[str], order: Sequence[int] | None = None) -> Prefetch:

@@ -374,11 +374,13 @@ class DataGenerator:
         needed = self._needed_columns(stages, structure)
         columns = {k: tf.constant(v) for k, v in arrays.items() if needed is None or k in needed or k.startswith("_cache_")}
 
-        def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
-            index = index_of(epoch)
-            # the epoch's seed is folded once here, not once per sample (same values)
+        def rows_of(epoch: tf.Tensor, index: tf.Tensor) -> tf.data.Dataset:
+            """(epoch seed, row) elements: the epoch is folded into the seed once here, not per sample."""
             seeds = tf.tile(fold_in(base_seed, epoch)[tf.newaxis], [tf.shape(index)[0], 1])
             return tf.data.Dataset.from_tensor_slices((seeds, index))
+
+        def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
+            return rows_of(epoch, index_of(epoch))
 
         offset = len(prefix) if (cached_specs or memory) else 0  # stage seeds keep their chain positions
 
@@ -404,7 +406,7 @@ class DataGenerator:
             pending = None
         if pending is not None:
             # epoch 0 released as its files arrive, in the order they are fetched: identical elements
-            ds = self._arriving_first_epoch(pending, self._prefetch_order, fold_in(base_seed, tf.constant(0, tf.int64)))
+            ds = self._arriving_first_epoch(pending, self._prefetch_order, lambda part: rows_of(tf.constant(0, tf.int64), part))
             if self.repeat:
                 ds = ds.concatenate(tf.data.Dataset.counter(start=1, dtype=tf.int64).flat_map(epoch_indices))
         else:
@@ -425,8 +427,11 @@ class DataGenerator:
         return ds.with_options(options)
 
     @staticmethod
-    def _arriving_first_epoch(pending: Prefetch, order: np.ndarray, epoch_seed: tf.Tensor) -> tf.data.Dataset:
-        """(epoch 0's seed, row) elements of ``order``, released a few rows at a time once their files are local."""
+    def _arriving_first_epoch(
+        pending: Prefetch, order: np.ndarray, rows_of: Callable[[tf.Tensor], tf.data.Dataset]
+    ) -> tf.data.Dataset:
+        """Epoch 0's elements (``rows_of`` each part of ``order``), released a few rows at a time
+        once their files are local."""
         import tensorflow as tf
 
         parts = [order[s:s + _RELEASE] for s in range(0, len(order), _RELEASE)]
@@ -437,12 +442,12 @@ class DataGenerator:
                 pending.wait(int(i))
             return part
 
-        def rows(k: tf.Tensor) -> tf.data.Dataset:
+        def released(k: tf.Tensor) -> tf.data.Dataset:
             part = tf.numpy_function(release, [k], tf.int64, stateful=True)
             part.set_shape([None])
-            return tf.data.Dataset.from_tensor_slices((tf.tile(epoch_seed[tf.newaxis], [tf.shape(part)[0], 1]), part))
+            return rows_of(part)
 
-        return tf.data.Dataset.range(len(parts)).flat_map(tf.autograph.experimental.do_not_convert(rows))
+        return tf.data.Dataset.range(len(parts)).flat_map(tf.autograph.experimental.do_not_convert(released))
 
     # -- public API ----------------------------------------------------------------------
     _DEFAULT = object()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io as _io
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -114,19 +115,18 @@ class SampleSplit:
         new = np.flatnonzero(is_new)
         u = _uniform(ukeys[new], self.seed)
         # rank within the stratum by (u, key): order independent; the key only breaks exact ties
-        order = np.lexsort((u, stratum[new]))
-        su, ss = u[order], stratum[new][order]
+        new_stratum = stratum[new]
+        order = np.lexsort((u, new_stratum))
+        su, ss = u[order], new_stratum[order]
         if np.any((su[1:] == su[:-1]) & (ss[1:] == ss[:-1])):
             key_rank = np.empty(len(new), dtype=np.int64)
             key_rank[np.argsort(ukeys[new], kind="stable")] = np.arange(len(new))
-            order = np.lexsort((key_rank, u, stratum[new]))
-            ss = stratum[new][order]
+            order = np.lexsort((key_rank, u, new_stratum))
+            ss = new_stratum[order]
         fallback = max(self.fractions, key=lambda p: (self.fractions[p], -PURPOSES.index(p)))
-        total = np.bincount(stratum, minlength=stratum.max() + 1)
-        have: dict[tuple[int, str], int] = {}
-        if not is_new.all():
-            fixed_rows = np.flatnonzero(~is_new)
-            have = pd.Series(1, index=pd.MultiIndex.from_arrays([stratum[fixed_rows], purpose[fixed_rows]])).groupby(level=[0, 1]).size().to_dict()
+        total = np.bincount(stratum)
+        fixed_rows = np.flatnonzero(~is_new)
+        have = Counter(zip(stratum[fixed_rows].tolist(), purpose[fixed_rows]))  # (stratum, purpose) -> kept keys
         assigned = np.full(len(new), fallback, dtype=object)  # in sorted order
         starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]]) if len(ss) else np.array([], dtype=np.int64)
         for b0, b1 in zip(starts, [*starts[1:], len(ss)]):
@@ -135,7 +135,7 @@ class SampleSplit:
             edge = 0
             for p in PURPOSES:
                 if p in targets:
-                    deficit = max(targets[p] - int(have.get((c, p), 0)), 0)
+                    deficit = max(targets[p] - have[(c, p)], 0)
                     lo, edge = edge, edge + deficit
                     assigned[b0 + min(lo, b1 - b0): b0 + min(edge, b1 - b0)] = p
         purpose[new[order]] = assigned
