@@ -81,7 +81,14 @@ def main() -> None:
     parser.add_argument("--formats", default="bmp,png,jpg")
     parser.add_argument("--skip-scale", action="store_true", help="skip the split/sampler/listing scale section")
     parser.add_argument("--skip-remote", action="store_true", help="skip the S3 section")
+    parser.add_argument("--remote-rounds", type=int, default=5, help="interleaved rounds of the S3 section")
+    parser.add_argument("--only-remote", action="store_true", help="run only the S3 section (printed, RESULTS.md untouched)")
     args = parser.parse_args()
+    if args.only_remote:
+        from benchmarks.remote import remote_section
+
+        print("\n".join(remote_section(per_class=args.per_class, rounds=args.remote_rounds)))
+        return
     data = make_data(args.per_class)
     formats = [f for f in args.formats.split(",") if f]
     plan = []
@@ -137,7 +144,7 @@ def main() -> None:
     if not args.skip_remote:
         from benchmarks.remote import remote_section
 
-        lines += ["", *remote_section(data["bmp"])]
+        lines += ["", *remote_section(per_class=args.per_class, rounds=args.remote_rounds)]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

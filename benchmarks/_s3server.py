@@ -7,7 +7,8 @@ server, not the S3 logic, is the bottleneck: about 330 requests/s for the S3 app
 This front runs the same WSGI app on one event loop and sleeps the latency without a thread,
 so a benchmark measures the client rather than the test server.
 
-``python -m benchmarks._s3server PORT LATENCY_SECONDS``; ``set_latency`` changes it while running.
+``python -m benchmarks._s3server PORT LATENCY_SECONDS``; ``set_latency`` changes it while running,
+``server_cpu`` reads the server's CPU time.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def _populate(bucket: str, prefix: str, count: int, classes: int = 3) -> None:
 
 def serve(app: Any, port: int, latency: float) -> None:
     """Serve ``app``; ``PUT /_latency`` (body: seconds) changes the latency, ``PUT /_populate``
-    (body: JSON arguments of :func:`_populate`) creates objects without HTTP uploads."""
+    (body: JSON arguments of :func:`_populate`) creates objects without HTTP uploads, ``GET /_cpu``
+    answers the server's CPU seconds."""
     delay = [latency]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -95,6 +97,10 @@ def serve(app: Any, port: int, latency: float) -> None:
                     else:
                         _populate(**json.loads(body))
                     writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                if target == "/_cpu":  # this process's CPU seconds, to tell the client's share from the server's
+                    cpu = repr(time.process_time()).encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(cpu), cpu))
                     continue
                 if delay[0]:
                     await asyncio.sleep(delay[0])
@@ -130,6 +136,12 @@ def serve(app: Any, port: int, latency: float) -> None:
 
 def set_latency(endpoint: str, seconds: float) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_latency", data=str(seconds).encode(), method="PUT"), timeout=10).close()
+
+
+def server_cpu(endpoint: str) -> float:
+    """CPU seconds the server process has used so far."""
+    with urllib.request.urlopen(f"{endpoint}/_cpu", timeout=10) as response:
+        return float(response.read())
 
 
 def populate(endpoint: str, bucket: str, prefix: str, count: int) -> None:

@@ -59,17 +59,28 @@ class Prefetch:
     """Remote files being fetched into the local cache by a background thread (see
     :meth:`IoTools.prefetch`)."""
 
-    def __init__(self, io: IoTools, paths: list[str], todo: list[tuple[int, str, str]]) -> None:
+    def __init__(self, io: IoTools, paths: list[str], todo: list[tuple[int, str, str]], start: bool = True) -> None:
         self.paths = paths
         self._chunk_of = {i: k // _CHUNK for k, (i, _, _) in enumerate(todo)}
         self._done: set[int] = set()  # chunks fetched
         self._error: BaseException | None = None
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._started = False
         if todo:
-            log.info("Fetching %d files into the local cache in the background", len(todo))
+            self._count = len(todo)
             self._thread = threading.Thread(target=self._run, args=(io, todo), name="brevetti-pipe-prefetch", daemon=True)
-            self._thread.start()
+            if start:
+                self.start()
+
+    def start(self) -> None:
+        """Start fetching (once; ``wait`` and ``join`` start it too)."""
+        with self._cond:
+            if self._thread is None or self._started:
+                return
+            self._started = True
+        log.info("Fetching %d files into the local cache in the background", self._count)
+        self._thread.start()
 
     def _run(self, io: IoTools, todo: list[tuple[int, str, str]]) -> None:
         def done(chunk: int) -> None:
@@ -90,12 +101,13 @@ class Prefetch:
     @property
     def done(self) -> bool:
         """True when every file is local (or the fetch failed)."""
-        return self._thread is None or not self._thread.is_alive()
+        return self._thread is None or (self._started and not self._thread.is_alive())
 
     def wait(self, index: int) -> str:
         """Block until the file at ``index`` is local; return its path (raises the fetch error)."""
         chunk = self._chunk_of.get(index)
         if chunk is not None:
+            self.start()
             with self._cond:
                 while chunk not in self._done and self._error is None:
                     self._cond.wait()
@@ -106,6 +118,7 @@ class Prefetch:
     def join(self, raise_error: bool = True) -> None:
         """Wait for the whole fetch."""
         if self._thread is not None:
+            self.start()
             self._thread.join()
         if raise_error and self._error is not None:
             raise self._error
@@ -301,9 +314,10 @@ class IoTools:
         for protocol, pairs in by_protocol.items():
             fs, _ = self.fs(pairs[0][0])
             rpaths = [fs._strip_protocol(u) for u, _ in pairs]
-            tmp = [f"{local}.{uuid.uuid4().hex[:8]}.part" for _, local in pairs]
-            for t in tmp:
-                os.makedirs(os.path.dirname(t), exist_ok=True)
+            tag = uuid.uuid4().hex[:8]
+            tmp = [f"{local}.{tag}.part" for _, local in pairs]
+            for folder in {os.path.dirname(t) for t in tmp}:
+                os.makedirs(folder, exist_ok=True)
 
             presigned = (self.presigned_fetch and protocol in ("s3", "s3a")
                          and _s3fetch.supported(self.storage_options.get(protocol, {})))
@@ -358,13 +372,14 @@ class IoTools:
                 self._fetch_chunks(todo, lambda k: bar.update(min(_CHUNK, len(todo) - k * _CHUNK)))
         return out
 
-    def prefetch(self, urls: Sequence[str], order: Sequence[int] | None = None) -> Prefetch:
+    def prefetch(self, urls: Sequence[str], order: Sequence[int] | None = None, start: bool = True) -> Prefetch:
         """Like :meth:`localize`, but fetch in a background thread, in ``order`` (indices into
         ``urls``; default: as given), and return at once. ``Prefetch.paths`` are the local paths;
         ``Prefetch.wait(i)`` blocks until ``urls[i]`` is there, so work can start on the first
-        files while the rest arrive."""
+        files while the rest arrive. With ``start=False`` the fetch begins at ``Prefetch.start()``
+        (or the first ``wait``), e.g. once the caller's own set-up is done."""
         out, todo = self._plan(urls, order)
-        pending = Prefetch(self, out, todo)
+        pending = Prefetch(self, out, todo, start=start)
         if todo:
             self._prefetches.append(pending)
         return pending

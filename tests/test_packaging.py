@@ -20,6 +20,9 @@ def test_wheel_ships_configs_and_recipes(tmp_path):
     assert build.returncode == 0, build.stderr
     wheel = next((tmp_path / "dist").glob("brevetti_pipe-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
+    package = REPO / "brevetti_pipe"
+    modules = sorted(f"brevetti_pipe/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py"))
+    assert [m for m in modules if m not in names] == [], "every module of the checkout ships in the wheel"
     assert "brevetti_pipe/_configs/config.yaml" in names
     assert "brevetti_pipe/_configs/recipe/vials_classification.yaml" in names
     assert "brevetti_pipe/recipes/vials_classification.py" in names
@@ -35,3 +38,9 @@ def test_wheel_ships_configs_and_recipes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert str(target) in proc.stderr, "the installed copy, not the checkout, must be imported"
     assert yaml.safe_load(proc.stdout)["run"] == "vials_classification"
+    # every module imports from the installed copy alone (a package left out of the wheel fails here)
+    walk = ("import importlib, pkgutil, brevetti_pipe; "
+            "[importlib.import_module(m.name) for m in pkgutil.walk_packages(brevetti_pipe.__path__, 'brevetti_pipe.')]")
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {walk}"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr

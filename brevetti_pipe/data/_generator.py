@@ -209,7 +209,9 @@ class DataGenerator:
                 and not any(st.prepare_reads_files(samples) for st in stages)):
             samples = localize_samples(samples, self.io, columns=("annotation_path",))
             order = first_order()
-            pending = self.io.prefetch(paths.astype(str).tolist(), order=order)
+            # started once the graph is built: the fetch thread's Python work competes for the
+            # GIL with tracing, which takes it hundreds of times
+            pending = self.io.prefetch(paths.astype(str).tolist(), order=order, start=False)
             self._prefetch, self._prefetch_order = pending, order
             samples = samples.assign(**({} if "url" in samples.columns else {"url": paths}), path=pending.paths)
         else:
@@ -424,7 +426,10 @@ class DataGenerator:
         options.deterministic = True
         # sharding across workers is explicit (``shard``), by sample and before decoding
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        return ds.with_options(options)
+        ds = ds.with_options(options)
+        if pending is not None:
+            pending.start()
+        return ds
 
     @staticmethod
     def _arriving_first_epoch(

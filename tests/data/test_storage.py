@@ -195,3 +195,57 @@ def test_prefetch_fetches_in_the_given_order_and_wait_returns_local_files(s3, tm
     assert pending.done and all(os.path.exists(p) for p in pending.paths)
     again = io.prefetch(urls)
     assert again.done and again.paths == pending.paths, "nothing left to fetch"
+
+
+@pytest.mark.parametrize("options", [
+    {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s"},
+    {"key": "AKIDEXAMPLE", "secret": "s", "token": "tok/+=", "client_kwargs": {"region_name": "eu-west-1"}},
+    {"key": "AKIDEXAMPLE", "secret": "s", "config_kwargs": {"s3": {"addressing_style": "virtual"}}},
+    {"key": "AKIDEXAMPLE", "secret": "s", "config_kwargs": {"s3": {"addressing_style": "path"}}},
+    {"anon": True, "client_kwargs": {"region_name": "eu-west-1"}},
+], ids=["endpoint", "session-token", "virtual-host", "path-style", "anonymous"])
+@pytest.mark.parametrize("bucket", ["bucket", "dotted.bucket"])
+def test_presigned_urls_are_botocore_s_own(options, bucket):
+    """Keys signed on the probe's URL layout give exactly ``generate_presigned_url``'s URLs."""
+    import datetime
+    from unittest import mock
+
+    from fsspec.asyn import sync
+
+    from brevetti_pipe import _s3fetch
+
+    fs, _ = IoTools({"s3": {**options, "skip_instance_cache": True}}).fs("s3://bucket")
+    keys = ["a/b.png", "with space/ü+x~y.jpg", "x%41/y?z#w", "dir//double/slash", "=&;:,@$!'()*.bmp"]
+
+    async def urls() -> tuple[bool, list[tuple[str, str]]]:
+        await fs.set_session()
+        client = await fs.get_s3(bucket)
+        with mock.patch("botocore.auth.get_current_datetime", return_value=datetime.datetime(2026, 12, 1, 12, 0, 0)):
+            presigner = await _s3fetch._Presigner.create(client, bucket)
+            return presigner.prefix is not None, [
+                (await presigner.url(k, None), await client.generate_presigned_url(
+                    "get_object", Params={"Bucket": bucket, "Key": k}, ExpiresIn=_s3fetch._EXPIRES))
+                for k in keys]
+
+    fast, pairs = sync(fs.loop, urls)
+    assert fast is ("anon" not in options), "signed clients use the one-probe path"
+    for ours, botocore in pairs:
+        assert ours == botocore
+
+
+def test_deferred_prefetch_starts_on_start_or_wait(s3, tmp_path):
+    import os
+
+    io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "cache"))
+    generate_vials("s3://bucket/ds", io=io, per_class=2, size=16)
+    urls = get_image_samples("s3://bucket/ds", io=io)["path"].tolist()
+    pending = io.prefetch(urls, start=False)
+    assert not pending.done and not any(os.path.exists(p) for p in pending.paths), "nothing fetched before start"
+    assert open(pending.wait(0), "rb").read() == s3.fs().cat_file(urls[0]), "wait starts the fetch"
+    pending.join()
+    assert pending.done and all(os.path.exists(p) for p in pending.paths)
+    later = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "other")).prefetch(urls, start=False)
+    later.start()
+    later.start()  # once
+    later.join()
+    assert later.done and [open(p, "rb").read() for p in later.paths] == [open(p, "rb").read() for p in pending.paths]
