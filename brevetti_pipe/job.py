@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from brevetti_pipe import _secrets
+from brevetti_pipe._category import category_label
 from brevetti_pipe._retry import RetryPolicy
 from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback
 from brevetti_pipe.config._errors import validate_model
@@ -447,7 +448,7 @@ class Job:
                 self._classes = list(dict.fromkeys(listed))
             else:
                 samples = self.get_samples()
-                self._classes = sorted({"/".join(c) for c in samples["category"]})
+                self._classes = sorted({category_label(c) for c in samples["category"]})
         return self._classes
 
     def _validate_pipeline(self) -> None:

@@ -128,13 +128,13 @@ class StageConformance:
         import tensorflow as tf
 
         from brevetti_pipe.data import DataGenerator
+        from brevetti_pipe.data._generator import _column_values
 
         stage = self.make_stage()
         chain = [*self.make_upstream(), stage]
         gen = DataGenerator(self.make_samples(tmp_path), batch_size=None)
         samples = gen._prepared(chain)
-        element = {c: tf.constant(samples[c].map(lambda v: "/".join(v) if isinstance(v, tuple) else ("" if v is None else v)).iloc[0])
-                   for c in samples.columns}
+        element = {c: tf.constant(_column_values(samples[c])[0]) for c in samples.columns}  # as the generator feeds it
 
         def apply(x: dict[str, Any], s: Any) -> dict[str, Any]:
             for st in chain:

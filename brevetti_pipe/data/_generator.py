@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import pandas as pd
 
+from brevetti_pipe._category import category_label
 from brevetti_pipe.errors import StageError
 from brevetti_pipe.io import IoTools, Prefetch, is_local
 
@@ -35,15 +36,7 @@ def _column_values(series: pd.Series) -> np.ndarray:
     """A column as a numpy array TensorFlow accepts (tuples joined with '/', None -> '')."""
     if series.dtype.kind in "biuf":
         return series.to_numpy()
-
-    def text(v: Any) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        if isinstance(v, tuple):
-            return "/".join(map(str, v))
-        return str(v)
-
-    return np.array([text(v) for v in series], dtype=object).astype(bytes)
+    return np.array([category_label(v) for v in series], dtype=object).astype(bytes)
 
 
 def _decode(value: Any) -> Any:

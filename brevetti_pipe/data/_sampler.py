@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from brevetti_pipe._category import category_label
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
@@ -25,10 +26,7 @@ def group_labels(samples: pd.DataFrame, groupby: Sequence[str]) -> pd.Series:
             f"Available: {list(samples.columns)}.{did_you_mean(missing[0], samples.columns)}"
         )
 
-    def label(v: Any) -> str:
-        return "/".join(map(str, v)) if isinstance(v, tuple) else str(v)
-
-    parts = [samples[c].map(label) for c in groupby]
+    parts = [samples[c].map(category_label) for c in groupby]
     out = parts[0]
     for p in parts[1:]:
         out = out + "|" + p

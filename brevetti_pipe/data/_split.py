@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from brevetti_pipe._category import category_label
 from brevetti_pipe.config._schema import PURPOSES
 from brevetti_pipe.errors import SplitError, StorageError
 from brevetti_pipe.io import IoTools
@@ -102,7 +103,11 @@ class SampleSplit:
             fixed.update(dict(zip(keys[manual != ""], manual[manual != ""])))
         strata = pd.Series("", index=samples.index)
         for i, column in enumerate(self.stratify):  # vectorised: a row-wise join is 10x slower
-            part = samples[column].astype(str)
+            values = samples[column]
+            part = values.astype(str)
+            missing = values.isna()
+            if missing.any():  # one stratum "", whatever astype(str) makes of None/NaN (pandas 3 keeps NaN)
+                part = part.where(~missing, "")
             strata = part if i == 0 else strata + "\x1f" + part
         # one entry per distinct key (its first row's stratum); positional numpy from here on
         codes, uniques = pd.factorize(keys)
@@ -182,7 +187,7 @@ class SampleSplit:
             "purpose": samples["purpose"],
             "path": samples["path"] if "path" in samples else "",
             "dataset_id": samples["dataset_id"] if "dataset_id" in samples else "",
-            "category": samples["category"].map(lambda c: "/".join(c) if isinstance(c, tuple) else str(c))
+            "category": samples["category"].map(category_label)
             if "category" in samples else "",
         })
         if self.unique_key not in table.columns and self.unique_key in samples.columns:

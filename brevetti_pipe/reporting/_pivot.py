@@ -8,13 +8,14 @@ from typing import Any
 
 import pandas as pd
 
+from brevetti_pipe._category import category_label
 from brevetti_pipe.io import IoTools, join_url
 
 __all__ = ["export_pivot_table", "pivot_counts"]
 
 
 def _labels(series: pd.Series) -> pd.Series:
-    return series.map(lambda v: "/".join(map(str, v)) if isinstance(v, tuple) else ("" if v is None else str(v)))
+    return series.map(category_label)
 
 
 def pivot_counts(samples: pd.DataFrame, rows: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """Map stages: registered, configurable per-sample transforms chained into the tf.data graph."""
 
+from brevetti_pipe._category import category_label
 from brevetti_pipe.stages._base import STAGES, Stage
 from brevetti_pipe.stages.augmenter import ImageAugmenter, ImageDeformation, ImageFiltering, ImageNoise, RandomTransformer
 from brevetti_pipe.stages.image_pipeline import ImagePipeline
@@ -32,7 +33,7 @@ def build_image_data_generator(samples, classes=None, image=None, augmentation=N
     from brevetti_pipe.data import DataGenerator
 
     if classes is None:
-        classes = sorted({"/".join(c) if isinstance(c, tuple) else str(c) for c in samples["category"]})
+        classes = sorted({category_label(c) for c in samples["category"]})
     kwargs.setdefault("output_structure", ("img", "onehot"))
     gen = DataGenerator(samples, **kwargs).map(ImagePipeline(**(image or {})))
     if augmentation is not None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
+from brevetti_pipe._category import category_label
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StageError
 from brevetti_pipe.stages._base import Stage
@@ -36,7 +37,7 @@ class OneHotEncoderParams(StrictModel):
         if value is not None and not isinstance(value, (list, tuple, str)):
             value = list(value)  # numpy arrays, pandas Index, ...
         if isinstance(value, (list, tuple)):
-            value = ["/".join(v) if isinstance(v, tuple) else str(v) for v in value]
+            value = [category_label(v) for v in value]
             if len(set(value)) != len(value):
                 raise ValueError(f"classes must be unique, got {value}")
         return value
@@ -67,7 +68,7 @@ class OneHotEncoder(Stage, name="onehot_encoder"):
         p = self.params
         if p.multi_label or not p.classes or p.input_key not in samples.columns:
             return samples
-        labels = samples[p.input_key].map(lambda v: "/".join(map(str, v)) if isinstance(v, tuple) else str(v))
+        labels = samples[p.input_key].map(category_label)
         index = labels.map({c: i for i, c in enumerate(p.classes)})
         unknown = sorted(set(labels[index.isna()]))
         if unknown:
