@@ -660,6 +660,7 @@ class Job:
         except Exception as cb_error:
             log.error("A callback failed while ending the failed job: %s", cb_error)
         log.error("Job %s failed: %s", self.id, self.error)
+        self._remove_temp_dir()
 
     def complete(self, model: Any = None) -> str | None:
         """Export ``model`` (a Keras model or a local path) to artifacts/model.tar.gz and finish.
@@ -674,7 +675,19 @@ class Job:
         self.upload_job_output()
         self.callbacks.on_job_end(job=self, status="completed", error=None)
         log.info("Job %s completed. Output: %s", self.id, _secrets.redact(self.artifact_path("output.json")))
+        self._remove_temp_dir()
         return self.model_path
+
+    def _remove_temp_dir(self) -> None:
+        """Delete the scratch directory this job created (with the local cache of remote files,
+        unless ``platform.cache_dir`` holds it): a sweep of many runs must not fill the disk. A
+        ``job.temp_dir`` given in the config is the user's and stays."""
+        with self._lock:
+            if self._temp_dir is None or self.config.job.temp_dir is not None:
+                return
+            if self.io.cache_root and os.path.abspath(self.io.cache_root).startswith(os.path.abspath(self._temp_dir) + os.sep):
+                self.io.cache_root = None  # a later temp_path() makes the folder and the cache anew
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
 
     def export_model(self, model: Any, name: str = "model.tar.gz") -> str:
         """Write ``model`` with a metadata.json into artifacts/``name``; returns the relative path."""

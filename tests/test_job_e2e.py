@@ -15,8 +15,12 @@ OUTPUT_KEYS = {"job", "status", "settings", "metrics", "model_path", "environmen
 
 def test_recipe_writes_all_artifacts(tmp_path, tiny_vials):
     root = tmp_path / "p"
-    proc = run_cli(*TINY_ARGS, "job.seed=3", f"platform.root={root}", f"datasets.vials.url={tiny_vials}", cwd=tmp_path)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = run_cli(*TINY_ARGS, "job.seed=3", f"platform.root={root}", f"datasets.vials.url={tiny_vials}", cwd=tmp_path,
+                   env={"TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(scratch.glob("brevetti-pipe-job-*")), "the job's own scratch directory is removed at the end"
     job_dir = only_job_dir(root)
     artifacts = job_dir / "artifacts"
     for name in ("output.json", "progress.jsonl", "sample_identification.csv", "model.tar.gz"):
@@ -74,11 +78,15 @@ def test_user_config_dir_with_own_dataset_and_experiment(tmp_path, tiny_vials):
 
 def test_failing_run_step_marks_job_failed(tmp_path):
     root = tmp_path / "p"
+    kept = tmp_path / "scratch"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("the user's")
     proc = run_cli(
         "recipe=vials_classification", f"platform.root={root}", f"datasets.vials.url={tmp_path / 'nowhere'}",
-        "~datasets.vials.generator", cwd=tmp_path,
+        "~datasets.vials.generator", f"job.temp_dir={kept}", cwd=tmp_path,
     )
     assert proc.returncode == 1
+    assert (kept / "mine.txt").read_text() == "the user's", "a job.temp_dir from the config is the user's: kept"
     assert "Dataset 'vials' not found" in proc.stderr
     out = read_output(only_job_dir(root))
     assert out["status"] == "failed"

@@ -75,6 +75,15 @@ def localize_samples(samples: pd.DataFrame, io: IoTools, columns: Sequence[str] 
     return out
 
 
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (some containers)
+        return str(os.getuid()) if hasattr(os, "getuid") else "user"
+
+
 def _prefix_runner(prefix: Sequence[Stage]) -> Any:
     """A function running the deterministic ``prefix`` stages on one element, returning only the keys they add."""
     import tensorflow as tf
@@ -210,7 +219,9 @@ class DataGenerator:
         else:
             samples = localize_samples(samples, self.io)
         if stages:
-            cache_dir = self.io.cache_root or tempfile.mkdtemp(prefix="brevetti-pipe-prepare-")
+            # stages cache their files by content (atomically), so one folder per user serves every
+            # run without a cache root: converted TIFFs and masks are reused, not copied per run
+            cache_dir = self.io.cache_root or os.path.join(tempfile.gettempdir(), f"brevetti-pipe-prepare-{_user()}")
             for stage in stages:
                 samples = stage.prepare(samples, cache_dir)
         return samples
