@@ -87,16 +87,14 @@ class _Presigner:
     _AUTH = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
              "X-Amz-Security-Token", "X-Amz-Signature"}
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, prefix: str | None = None, auth: Any = None) -> None:
         self.client, self.bucket = client, bucket
-        self.prefix: str | None = None
-        self.auth: Any = None
+        self.prefix, self.auth = prefix, auth  # both None: generate_presigned_url per key
 
     @classmethod
     async def create(cls, client: Any, bucket: str) -> _Presigner:
         from urllib.parse import parse_qs
 
-        self = cls(client, bucket)
         url = await client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": cls._PROBE}, ExpiresIn=_EXPIRES)
         base, _, query = url.partition("?")
         fields = parse_qs(query, keep_blank_values=True)
@@ -105,11 +103,12 @@ class _Presigner:
         if (base.endswith("/" + cls._PROBE) and set(fields) <= cls._AUTH and len(scope) == 5
                 and fields.get("X-Amz-Algorithm") == ["AWS4-HMAC-SHA256"] and signer is not None):
             try:  # the client's own signer: same (refreshed) credentials, same signature version
-                self.auth = await signer.get_auth_instance(scope[3], scope[2], signature_version="s3v4-query", expires=_EXPIRES)
-                self.prefix = base[: -len(cls._PROBE)]
+                auth = await signer.get_auth_instance(scope[3], scope[2], signature_version="s3v4-query", expires=_EXPIRES)
             except Exception:  # an unusual signer: keep the per-key path
-                self.auth = self.prefix = None
-        return self
+                pass
+            else:
+                return cls(client, bucket, base[: -len(cls._PROBE)], auth)
+        return cls(client, bucket)
 
     async def url(self, key: str, version: str | None) -> str:
         if self.prefix is None or version:
