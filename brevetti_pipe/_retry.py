@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Exception types (matched by class name anywhere in the MRO, so botocore, aiohttp and urllib3
-# need not be importable) that mean "the connection or the server failed, try again".
+# need not be importable) that mean "the connection or the server failed, try again"; the
+# botocore ones include those s3fs itself retries (``s3fs.core.S3_RETRYABLE_ERRORS``).
 _TRANSIENT_TYPES = {
     "ConnectionError", "TimeoutError", "FSTimeoutError", "EndpointConnectionError", "ConnectTimeoutError",
-    "ReadTimeoutError", "ConnectionClosedError", "ProxyConnectionError", "ClientConnectorError", "ClientOSError",
-    "ServerDisconnectedError", "ServerTimeoutError", "ClientPayloadError", "IncompleteRead",
-    "ResponseStreamingError", "ChecksumError", "RemoteDisconnected",
+    "ReadTimeoutError", "ConnectionClosedError", "ProxyConnectionError", "HTTPClientError", "ResponseParserError",
+    "ClientConnectorError", "ClientOSError", "ServerDisconnectedError", "ServerTimeoutError", "ClientPayloadError",
+    "IncompleteRead", "ResponseStreamingError", "ChecksumError", "RemoteDisconnected",
 }
 # botocore error codes that are worth retrying (the ones botocore's own retry handlers use)
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
