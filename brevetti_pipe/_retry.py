@@ -50,19 +50,23 @@ class RetryPolicy:
         initial_delay: first backoff delay (doubles each retry, with jitter).
         max_delay: cap of one backoff delay.
         attempts: at most this many attempts (``None``: as many as fit in ``total_seconds``).
+        store_retries: let the store client retry single requests inside an attempt (botocore's
+            retries, which a batch of many requests needs to get through lost requests).
     """
 
     def __init__(self, total_seconds: float = 60.0, initial_delay: float = 0.2, max_delay: float = 5.0,
-                 attempts: int | None = None) -> None:
+                 attempts: int | None = None, store_retries: bool = True) -> None:
         self.total_seconds = total_seconds
         self.initial_delay = initial_delay
         self.max_delay = max_delay
         self.attempts = attempts
+        self.store_retries = store_retries
 
     def best_effort(self) -> RetryPolicy:
-        """The policy of a write the job can live without (progress, report): one backoff, then give up,
-        within at most 5 seconds."""
-        return RetryPolicy(min(self.total_seconds, 5.0), self.initial_delay, self.max_delay, attempts=2)
+        """The policy of a write the job can live without (progress, report): two single requests
+        with one backoff between them, within at most 5 seconds."""
+        return RetryPolicy(min(self.total_seconds, 5.0), self.initial_delay, self.max_delay, attempts=2,
+                           store_retries=False)
 
     def __repr__(self) -> str:
         return f"RetryPolicy(total_seconds={self.total_seconds}, attempts={self.attempts})"

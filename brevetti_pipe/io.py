@@ -197,19 +197,23 @@ class IoTools:
         """The filesystem and in-filesystem path for ``url`` (with this object's options)."""
         protocol = url.split("://", 1)[0] if "://" in url else "file"
         options = dict(self.storage_options.get(protocol, {}))
+        single = False
         if protocol in ("s3", "s3a"):
             # botocore's default pool (10 connections) throttles concurrent fetches of many files
             config = dict(options.get("config_kwargs") or {})
             config.setdefault("max_pool_connections", _CHUNK * _IN_FLIGHT)
             # presigned URLs (the cache fetch) must be SigV4: S3 refuses SigV2 for newer buckets
             config.setdefault("signature_version", "s3v4")
-            if self.retry.attempts:  # best effort: no per-request retries under IoTools.call's
-                config.setdefault("retries", {"total_max_attempts": 1})
+            # best effort: no per-request retries under IoTools.call's one backoff (this config
+            # differs, so fsspec hands out a separate client and the essential one keeps its retries)
+            single = not self.retry.store_retries and "retries" not in config
+            if single:
+                config["retries"] = {"total_max_attempts": 1}
             options["config_kwargs"] = config
         try:
             fs, path = url_to_fs(url, **options)
-            if self.retry.attempts and protocol in ("s3", "s3a"):
-                fs.retries = 1  # s3fs's own retry loop (a separate client: its config differs)
+            if single:
+                fs.retries = 1  # s3fs's own retry loop
             return fs, path
         except ImportError as exc:
             extra = _BACKEND_EXTRAS.get(protocol)
@@ -238,7 +242,7 @@ class IoTools:
 
     # -- writing -------------------------------------------------------------------------
     @staticmethod
-    def _write_local(path: str, write: Callable[[BinaryIO], None]) -> None:
+    def _write_local(path: str, write: Callable[[BinaryIO], object]) -> None:
         """Write a local file atomically: a temporary name in the same folder, then a rename.
 
         The file gets the process umask's permissions (0644 under umask 022), like any file a
