@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -39,8 +40,10 @@ def _post_once(url: str, body: bytes, headers: dict[str, str], timeout: float) -
 
     def cut() -> None:
         expired.set()
-        if conn.sock is not None:
-            conn.sock.shutdown(socket.SHUT_RDWR)
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                sock.shutdown(socket.SHUT_RDWR)
 
     timer = threading.Timer(timeout, cut)
     timer.daemon = True
