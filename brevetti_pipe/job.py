@@ -20,11 +20,12 @@ import tempfile
 import threading
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from brevetti_pipe import _secrets
 from brevetti_pipe._category import category_label
+from brevetti_pipe._paths import check_relative
 from brevetti_pipe._retry import RetryPolicy
 from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback
 from brevetti_pipe.config._errors import validate_model
@@ -68,13 +69,6 @@ def _environment() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return {"python": _platform.python_version(), "platform": _platform.platform(), "packages": versions}
-
-
-def _check_relative(parts: Sequence[str], where: str) -> str:
-    rel = PurePosixPath(*[str(p).replace("\\", "/") for p in parts]) if parts else PurePosixPath(".")
-    if rel.is_absolute() or any(p == ".." for p in rel.parts) or (parts and str(parts[0]).startswith("~")):
-        raise ValueError(f"{where} takes a path relative to its folder; got {'/'.join(map(str, parts))!r}")
-    return rel.as_posix()
 
 
 class Job:
@@ -219,7 +213,7 @@ class Job:
 
     def temp_path(self, *parts: str, dir: bool = False) -> str:
         """A local path inside the job's temp dir; ``dir=True`` creates it as a directory."""
-        rel = _check_relative(parts, "temp_path")
+        rel = check_relative(parts, "temp_path")
         path = os.path.join(self.temp_dir, *rel.split("/"))
         os.makedirs(path if dir else os.path.dirname(path), exist_ok=True)
         return path
@@ -297,7 +291,7 @@ class Job:
             parts: path parts relative to ``<root>/jobs/<id>/artifacts`` (no ``..``, not absolute).
             dir: create the folder (local artifacts only; object stores have no folders).
         """
-        rel = _check_relative(parts, "artifact_path")
+        rel = check_relative(parts, "artifact_path")
         url = join_url(self.artifacts_url, rel) if rel != "." else self.artifacts_url
         if dir and is_local(url):
             os.makedirs(url, exist_ok=True)

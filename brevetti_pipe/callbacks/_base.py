@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
+from brevetti_pipe._paths import check_relative
 from brevetti_pipe._registry import Registry
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import StrictModel
+from brevetti_pipe.errors import ConfigError
 
 if TYPE_CHECKING:
     from brevetti_pipe.job import Job
@@ -27,7 +29,8 @@ class JobCallback:
 
     Hooks take keyword arguments plus ``**kwargs`` so new arguments never break old callbacks.
     Set ``required = True`` for a callback whose failure must fail the job; otherwise a failing
-    hook is logged once as a warning and the job goes on.
+    hook is logged once as a warning and the job goes on. A parameter named ``file`` or ending
+    in ``dir`` is a path inside the job's artifacts: relative, without ``..`` (checked here).
 
     Subclass with a registry name and a parameter model::
 
@@ -54,6 +57,15 @@ class JobCallback:
         else:
             merged = {**(params or {}), **kwargs}
             self.params = validate_model(self.Params, merged, prefix=f"callbacks.{self.name}")
+        for field, value in self.params.model_dump().items():
+            if isinstance(value, str) and (field == "file" or field.endswith("dir")):
+                try:
+                    check_relative([value], field)
+                except ValueError:
+                    raise ConfigError(
+                        f"callbacks.{self.name}.{field} must be a path inside the job's artifacts (relative, "
+                        f"no '..'). Received: callbacks.{self.name}.{field}={value!r}"
+                    ) from None
 
     def on_job_start(self, *, job: Job, **kwargs: Any) -> None: ...
 

@@ -74,10 +74,9 @@ class HtmlReport(JobCallback, name="report"):
         file: str = Field("report.html", description="Report file name in the artifacts")
 
     def on_job_end(self, *, job: Job, status: str, **kwargs: Any) -> None:
-        from brevetti_pipe.io import join_url
         from brevetti_pipe.reporting import render_report
 
-        url = join_url(job.artifacts_url, self.params.file)
+        url = job.artifact_path(self.params.file)
         io = job.io.best_effort()  # the report can be rebuilt later: a store that is down costs one backoff
         io.write_file(url, render_report(job.artifacts_url, io))
         log.info("Report: %s", url)
