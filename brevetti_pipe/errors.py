@@ -10,6 +10,7 @@ __all__ = [
     "BrevettiPipeError",
     "ConfigError",
     "DatasetError",
+    "JobLockedError",
     "SplitError",
     "StageError",
     "StorageError",
@@ -28,6 +29,10 @@ class ConfigError(BrevettiPipeError, ValueError):
 
 class DatasetError(BrevettiPipeError):
     """A dataset cannot be listed, is empty, or its samples are unusable."""
+
+
+class JobLockedError(BrevettiPipeError):
+    """Another live process runs the same job id (its lock under the job folder is held)."""
 
 
 class SplitError(BrevettiPipeError):
