@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from brevetti_pipe import _secrets
 from brevetti_pipe._category import category_label
+from brevetti_pipe._kept import KeptFiles
+from brevetti_pipe._lease import JobLease
 from brevetti_pipe._paths import check_relative
 from brevetti_pipe._retry import RetryPolicy
 from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback
@@ -130,6 +132,8 @@ class Job:
         self.status = "created"
         self.error: str | None = None
         self.model_path: str | None = None
+        self.kept_model: str | None = None
+        self.attempt = 1
         self.bad_samples = 0
         self.started_at: str | None = None
         self.ended_at: str | None = None
@@ -138,6 +142,9 @@ class Job:
         self._classes: list[str] | None = None
         self._lock = threading.Lock()
         self._strategy: Any = None
+        self._lease: JobLease | None = None
+        self._output_error: BaseException | None = None
+        self._trained = False
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -550,6 +557,8 @@ class Job:
             "metrics": dict(self.metrics),
             "output": dict(self.metrics),
             "model_path": self.model_path,
+            "kept_model": self.kept_model,
+            "attempt": self.attempt,
             "environment": environment(),
             "error": self.error,
             "bad_samples": self.bad_samples,
@@ -561,7 +570,11 @@ class Job:
         """Write artifacts/output.json atomically and return its URL (failures raise)."""
         url = self.artifact_path("output.json")
         log.debug("Uploading output.json to %s", _secrets.redact(url))
-        self.io.write_file(url, json.dumps(self.output(), indent=2, allow_nan=False))
+        try:
+            self.io.write_file(url, json.dumps(self.output(), indent=2, allow_nan=False))
+        except Exception as exc:
+            self._output_error = exc  # _fail does not wait out the same write's retries again
+            raise
         return url
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -596,19 +609,20 @@ class Job:
             log.warning("Could not enable TensorFlow op determinism: %s", exc)
 
     def start(self, complete: bool = True) -> Any:
-        """Run the job: write output.json (running), call :meth:`run`, then :meth:`complete`.
+        """Run the job: take its lock, write output.json (running), call :meth:`run`, then :meth:`complete`.
 
         A failure (or SIGTERM/SIGINT) marks the job ``failed`` with the reason in output.json
         and re-raises; nothing written before is lost.
+
+        Raises:
+            JobLockedError: another live process runs the same ``job.id``.
         """
-        self.status = "running"
-        self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        self.upload_job_output()
+        self._begin()
         log.info("Job %s started; artifacts at %s", self.id, _secrets.redact(self.artifacts_url))
-        if self.config.distribution.strategy != "default":
-            _ = self.strategy  # multi-worker strategies must exist before other TensorFlow work
         previous = self._install_signal_handlers()
         try:
+            if self.config.distribution.strategy != "default":
+                _ = self.strategy  # multi-worker strategies must exist before other TensorFlow work
             self.callbacks.on_job_start(job=self)
             if self.config.run is not None or "tensorflow" in sys.modules:
                 self.seed_frameworks()
@@ -617,11 +631,97 @@ class Job:
                 self.complete(result)
             return result
         except BaseException as exc:
-            if self.status != "completed":
+            if self.status == "running":
                 self._fail(exc)
             raise
         finally:
             self._restore_signal_handlers(previous)
+
+    def _begin(self) -> None:
+        """Take the job's lock, clean up after an interrupted run, upload a model an earlier run kept,
+        start a fresh progress file for this attempt and write output.json (running)."""
+        if self.is_chief:
+            lease = JobLease(self.io, join_url(self.job_url, ".lock"), self.id)
+            lease.acquire()  # before anything is written: a refused run changes nothing
+            self._lease = lease
+        try:
+            self.attempt = self._previous_attempts() + 1
+            self._remove_leftover_temp_files()
+            if self.is_chief:
+                self._upload_kept_model()
+            self.status = "running"
+            self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            self.upload_job_output()
+            if self.attempt > 1:
+                self._set_aside_progress()
+        except BaseException as exc:
+            self.status, self.error = "failed", _secrets.redact(describe(exc))
+            self._end()
+            raise
+
+    @functools.cached_property
+    def _kept(self) -> KeptFiles:
+        return KeptFiles(self.job_url, self.id)
+
+    def _remove(self, url: str) -> None:
+        fs, path = self.io.fs(url)
+        self.io.call(lambda: fs.rm_file(path), url)
+
+    def _previous_attempts(self) -> int:
+        """Attempts recorded by earlier runs of this job id (output.json, else the local keep)."""
+        url = self.artifact_path("output.json")
+        try:
+            text = self.io.read_file(url) if self.io.exists(url) else self._kept.dir.joinpath("output.json").read_bytes()
+            return int(json.loads(text).get("attempt") or 1)
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    def _remove_leftover_temp_files(self) -> None:
+        """Delete the ``.*.tmp`` files an interrupted (kill -9) run left among the artifacts."""
+        fs, path = self.io.fs(self.artifacts_url)
+        try:
+            found = self.io.call(lambda: fs.find(path), self.artifacts_url)
+        except FileNotFoundError:
+            return
+        leftovers = [p for p in found if p.rsplit("/", 1)[-1].startswith(".") and p.endswith(".tmp")]
+        for p in leftovers:
+            self.io.call(lambda p=p: fs.rm_file(p), self.artifacts_url)
+        if leftovers:
+            log.info("Removed %d temporary file(s) left by an interrupted run of job %s", len(leftovers), self.id)
+
+    def _upload_kept_model(self) -> None:
+        """Upload the model archive an earlier run of this job id could not upload (see :meth:`export_model`)."""
+        record = self._kept.read()
+        model, name = record.get("model"), str(record.get("name") or "model.tar.gz")
+        if model and os.path.isfile(model):
+            url = self.artifact_path(name)
+            if self.io.exists(url):
+                log.warning("Not uploading the model kept at %s: the artifacts already hold %s", model, name)
+                return
+            try:
+                self.io.upload(model, url)
+            except Exception as exc:
+                log.warning("Could not upload the model kept from an earlier run (%s); it stays at %s", exc, model)
+                return
+            self.model_path = name
+            log.info("Uploaded the model kept from an earlier run of job %s (%s) to %s", self.id, model, _secrets.redact(url))
+        if record:
+            self._kept.clear()
+
+    def _set_aside_progress(self) -> None:
+        """A rerun trains from the first epoch: the earlier attempts' progress moves to ``<file>.attempt-N``."""
+        from brevetti_pipe.callbacks.progress import Progress
+
+        for cb in self.callbacks:
+            if not isinstance(cb, Progress):
+                continue
+            url = self.artifact_path(cb.params.file)
+            if self.io.exists(url):
+                stem, dot, ext = cb.params.file.rpartition(".")
+                aside = f"{stem}.attempt-{self.attempt - 1}.{ext}" if dot else f"{ext}.attempt-{self.attempt - 1}"
+                self.io.write_file(self.artifact_path(aside), self.io.read_file(url))
+                self._remove(url)
+                log.info("Attempt %d of job %s: the progress of the earlier attempt is in %s", self.attempt, self.id, aside)
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -640,7 +740,9 @@ class Job:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> typing.NoReturn:
+        """Mark the job failed, record it and end it; raise ``exc``, or an error that also says
+        where the final output.json is kept when it could not be written."""
         if isinstance(exc, KeyboardInterrupt):
             reason = f"interrupted ({exc})" if str(exc) else "interrupted"
         else:
@@ -648,32 +750,72 @@ class Job:
         self.status = "failed"
         self.error = _secrets.redact(reason)
         self.ended_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        failure = exc
         try:
+            if exc is self._output_error:
+                raise exc
             self.upload_job_output()
-        except Exception as write_error:  # keep the original error as the one raised
-            log.error("Could not write output.json for the failed job: %s", write_error)
+        except Exception as write_error:
+            kept = self._kept.keep_output(self.output())
+            try:  # an output.json saying "running" would outlive this process
+                self._remove(self.artifact_path("output.json"))
+            except Exception:
+                pass
+            note = f"The final output.json is kept at {kept}"
+            if write_error is not exc:
+                note = f"output.json could not be written either ({describe(write_error)}). {note}"
+            log.error("%s", _secrets.redact(note))
+            if not isinstance(exc, KeyboardInterrupt):
+                failure = StorageError(_secrets.redact(f"{self.error}. {note}"))
         try:
             self.callbacks.on_job_end(job=self, status="failed", error=self.error)
         except Exception as cb_error:
             log.error("A callback failed while ending the failed job: %s", cb_error)
         log.error("Job %s failed: %s", self.id, self.error)
-        self._remove_temp_dir()
+        self._end()
+        if failure is exc:
+            raise exc
+        raise failure from exc
 
     def complete(self, model: Any = None) -> str | None:
         """Export ``model`` (a Keras model or a local path) to artifacts/model.tar.gz and finish.
 
         Returns:
             The artifact-relative model path, or None when there is no model.
+
+        Raises:
+            StorageError: the model or output.json could not be written; the error says where
+                the model (and the scratch folder) are kept for a rerun of the same ``job.id``.
         """
-        if model is not None:
-            self.model_path = self.export_model(model)
-        self.status = "completed"
-        self.ended_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        self.upload_job_output()
-        self.callbacks.on_job_end(job=self, status="completed", error=None)
-        log.info("Job %s completed. Output: %s", self.id, _secrets.redact(self.artifact_path("output.json")))
-        self._remove_temp_dir()
+        self._trained = True
+        try:
+            if model is not None:
+                self.model_path = self.export_model(model)
+            self.status = "completed"
+            self.ended_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            self.upload_job_output()
+        except BaseException as exc:
+            self._fail(exc)
+        try:
+            self.callbacks.on_job_end(job=self, status="completed", error=None)
+            log.info("Job %s completed. Output: %s", self.id, _secrets.redact(self.artifact_path("output.json")))
+        finally:
+            self._end()
         return self.model_path
+
+    def _end(self) -> None:
+        """Release the job's lock and remove its scratch folder (kept when a trained job failed)."""
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        if self.status == "failed" and self._trained and self._temp_dir and self.config.job.temp_dir is None:
+            log.warning("Keeping the scratch folder %s of the failed job %s", self._temp_dir, self.id)
+            try:
+                self._kept.note(scratch=self._temp_dir)  # the next run of this job id removes it
+            except OSError:
+                pass
+            return
+        self._remove_temp_dir()
 
     def _remove_temp_dir(self) -> None:
         """Delete the scratch directory this job created (with the local cache of remote files,
@@ -715,7 +857,17 @@ class Job:
                     tar.add(staging / item, arcname=item)
             shutil.rmtree(staging, ignore_errors=True)
         url = self.artifact_path(name)
-        self.io.upload(str(archive), url)
+        try:
+            self.io.upload(str(archive), url)
+        except Exception as exc:
+            scratch = self._temp_dir if self.config.job.temp_dir is None else None
+            self.kept_model = self._kept.keep_model(str(archive), name, scratch)
+            raise StorageError(
+                f"Could not upload the model to {_secrets.redact(url)} ({_secrets.redact(describe(exc))}). "
+                f"The trained model is kept at {self.kept_model}"
+                + (f" (scratch folder {scratch} kept too)" if scratch else "")
+                + f"; rerun job.id={self.id} to upload it."
+            ) from exc
         self.on_artifact(url)
         return name
 

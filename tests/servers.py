@@ -113,15 +113,19 @@ class FaultProxy:
 
     Failures alternate between an S3-style ``503 SlowDown`` answer and a dropped connection.
     Seeded, so a test run is repeatable; ``stats`` counts forwarded and failed requests.
+    With ``fail_put_key`` (settable while running), every PUT of a key ending with it answers
+    ``500 InternalError`` instead.
     """
 
-    def __init__(self, upstream: str, fail_rate: float, seed: int = 0, delay: float = 0.0) -> None:
+    def __init__(self, upstream: str, fail_rate: float, seed: int = 0, delay: float = 0.0,
+                 fail_put_key: str | None = None) -> None:
         import random
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import urlparse
 
         self.fail_rate = fail_rate
         self.delay = delay
+        self.fail_put_key = fail_put_key
         self.stats = {"forwarded": 0, "failed": 0}
         rng = random.Random(seed)
         lock = threading.Lock()
@@ -139,6 +143,17 @@ class FaultProxy:
                     time.sleep(proxy.delay)  # injected per-request latency
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                key = self.path.split("?", 1)[0]
+                if self.command == "PUT" and proxy.fail_put_key and key.endswith(proxy.fail_put_key):
+                    with lock:
+                        proxy.stats["failed"] += 1
+                    payload = b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 with lock:
                     fail = rng.random() < proxy.fail_rate
                     drop = fail and proxy.stats["failed"] % 2 == 1
