@@ -9,6 +9,7 @@ milliseconds apart may both proceed (best effort); a running owner is always see
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -20,7 +21,7 @@ import uuid
 from typing import Any
 
 from brevetti_pipe._secrets import redact
-from brevetti_pipe.errors import JobLockedError
+from brevetti_pipe.errors import JobLockedError, StorageError
 from brevetti_pipe.io import IoTools, is_local
 
 __all__ = ["JobLease", "LEASE_SECONDS"]
@@ -130,13 +131,21 @@ class JobLease:
                 return False
             self.io.write_file(self.url, record)
             return (self._read() or {}).get("token") == self.token  # a racing writer wins: we refuse
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        created = False
         try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            created = True
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(record)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(record)
+        except OSError as exc:
+            if created:  # an empty lock would refuse the next run for a whole lease
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+            raise StorageError(f"Cannot take the lock of job '{self.job_id}': writing {self.path} failed: "
+                               f"{exc.strerror or exc}") from None
         return True
 
     def _take_over(self, held: dict[str, Any]) -> bool:

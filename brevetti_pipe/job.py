@@ -98,6 +98,8 @@ class Job:
         io: fsspec-backed reads and writes (:class:`~brevetti_pipe.io.IoTools`).
         backend: the platform backend mapping ids to URLs.
         callbacks: the reporting callbacks (``callbacks.<name>`` in the config).
+        attempt: 1 for the first run of this job id, n + 1 for a rerun after n (in output.json).
+        kept_model: the local path of a model archive that could not be uploaded (in output.json).
     """
 
     settings: JobSettings

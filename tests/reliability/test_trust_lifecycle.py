@@ -257,3 +257,16 @@ def test_callback_file_options_must_stay_in_the_artifacts(tmp_path, override):
     with pytest.raises(ConfigError, match=rf"^{key} must be a path inside the job's artifacts .*Received: {key}="):
         NoModelJob.init(job_id="bounds", overrides=[f"platform.root={tmp_path / 'p'}", value])
     assert not (tmp_path / "escaped.html").exists()
+
+
+def test_read_only_root_fails_with_one_clear_line(tmp_path):
+    root = tmp_path / "ro"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(root)], check=True)
+    try:
+        with pytest.raises(StorageError) as err:
+            NoModelJob.init(job_id="ro", overrides=[f"platform.root={root}"]).start()
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+    assert "\n" not in str(err.value) and f"{root}/jobs/ro/.lock" in str(err.value)
+    assert "Read-only file system" in str(err.value)
