@@ -861,9 +861,11 @@ class Job:
         url = self.artifact_path(name)
         try:
             self.io.upload(str(archive), url)
-        except Exception as exc:
+        except BaseException as exc:  # an interrupted upload keeps the model too
             scratch = self._temp_dir if self.config.job.temp_dir is None else None
             self.kept_model = self._kept.keep_model(str(archive), name, scratch)
+            if not isinstance(exc, Exception):
+                raise
             raise StorageError(
                 f"Could not upload the model to {_secrets.redact(url)} ({_secrets.redact(describe(exc))}). "
                 f"The trained model is kept at {self.kept_model}"
