@@ -181,7 +181,7 @@ class JobLease:
                 if held is None or held.get("token") != self.token:
                     log.error("The lock of job %s was taken by another process; this run no longer holds it", self.job_id)
                     return
-                self.io.write_file(self.url, json.dumps({**held, **{k: v for k, v in self._record().items()
+                self.io.best_effort().write_file(self.url, json.dumps({**held, **{k: v for k, v in self._record().items()
                                                                    if k.startswith("expires")}}))
             except Exception as exc:  # renewal is best effort; the lease runs out on its own
                 log.warning("Could not renew the lock of job %s: %s", self.job_id, exc)

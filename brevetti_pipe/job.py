@@ -648,14 +648,14 @@ class Job:
             self._lease = lease
         try:
             self.attempt = self._previous_attempts() + 1
-            self._remove_leftover_temp_files()
+            self._tidy("removing temp files an interrupted run left", self._remove_leftover_temp_files)
             if self.is_chief:
                 self._upload_kept_model()
             self.status = "running"
             self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             self.upload_job_output()
             if self.attempt > 1:
-                self._set_aside_progress()
+                self._tidy("setting the earlier progress aside", self._set_aside_progress)
         except BaseException as exc:
             self.status, self.error = "failed", _secrets.redact(describe(exc))
             self._end()
@@ -667,7 +667,14 @@ class Job:
 
     def _remove(self, url: str) -> None:
         fs, path = self.io.fs(url)
-        self.io.call(lambda: fs.rm_file(path), url)
+        self.io.best_effort().call(lambda: fs.rm_file(path), url)
+
+    def _tidy(self, what: str, step: Any) -> None:
+        """Run a clean-up step at the start of a rerun; a failure is a warning, not a failed job."""
+        try:
+            step()
+        except Exception as exc:
+            log.warning("Job %s: %s failed (%s); the job goes on", self.id, what, exc)
 
     def _previous_attempts(self) -> int:
         """Attempts recorded by earlier runs of this job id (output.json, else the local keep)."""
@@ -687,7 +694,7 @@ class Job:
             return
         leftovers = [p for p in found if p.rsplit("/", 1)[-1].startswith(".") and p.endswith(".tmp")]
         for p in leftovers:
-            self.io.call(lambda p=p: fs.rm_file(p), self.artifacts_url)
+            self.io.best_effort().call(lambda p=p: fs.rm_file(p), self.artifacts_url)
         if leftovers:
             log.info("Removed %d temporary file(s) left by an interrupted run of job %s", len(leftovers), self.id)
 
@@ -721,7 +728,7 @@ class Job:
             if self.io.exists(url):
                 stem, dot, ext = cb.params.file.rpartition(".")
                 aside = f"{stem}.attempt-{self.attempt - 1}.{ext}" if dot else f"{ext}.attempt-{self.attempt - 1}"
-                self.io.write_file(self.artifact_path(aside), self.io.read_file(url))
+                self.io.best_effort().write_file(self.artifact_path(aside), self.io.read_file(url))
                 self._remove(url)
                 log.info("Attempt %d of job %s: the progress of the earlier attempt is in %s", self.attempt, self.id, aside)
 
