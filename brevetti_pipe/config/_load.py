@@ -8,6 +8,7 @@ on top and then re-applies the command-line overrides so they keep the last word
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from brevetti_pipe import _secrets
+from brevetti_pipe.config._compose import MAX_DEPTH, check_size
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig
 from brevetti_pipe.errors import ConfigError, StorageError, did_you_mean
@@ -58,6 +60,8 @@ def load_settings_json(
         raise ConfigError(f"Cannot read settings JSON {_secrets.redact(url)!r}: {_secrets.redact(str(exc))}") from None
     try:
         doc = json.loads(raw.decode("utf-8-sig"))
+    except RecursionError:
+        raise ConfigError(f"Settings JSON {url!r} is too large: nested more than {MAX_DEPTH} levels deep.") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"Settings JSON {url!r} is not UTF-8 text: {exc.reason}") from None
     except json.JSONDecodeError as exc:
@@ -66,6 +70,7 @@ def load_settings_json(
         ) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"Settings JSON {url!r} must hold a JSON object, got {type(doc).__name__}")
+    check_size(doc, _json_children, repr(url))
     for key in list(doc):
         if _secrets.SECRET_KEYS.search(key) and isinstance(doc[key], str):
             if key.lower().replace("-", "_") == "api_key":
@@ -79,6 +84,28 @@ def load_settings_json(
             f"Allowed top-level keys: {', '.join(JSON_KEYS)}."
         )
     return doc
+
+
+def _json_children(node: object) -> list[object]:
+    if isinstance(node, dict):
+        return list(node.values())
+    return list(node) if isinstance(node, list) else []
+
+
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
+
+
+def _literal(value: Any) -> Any:
+    """A JSON value with every ``${...}`` escaped: platform-injected text is data, never an
+    interpolation or a resolver call (``${oc.env:DB_PASSWORD}`` stays those characters)."""
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    if isinstance(value, str) and "${" in value:
+        # OmegaConf: a run of 2n backslashes before ${ is n backslashes, \${ is a literal ${
+        return _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", value)
+    return value
 
 
 def _group_package(group: str, package: str | None) -> str | None:
@@ -144,7 +171,7 @@ def resolve_config(
         retry = float(OmegaConf.select(work, "platform.retry_seconds", default=60.0) or 60.0)
         doc = load_settings_json(url, required=bool(explicit), storage_options=options, retry_seconds=retry)
         if doc:
-            for key, value in doc.items():
+            for key, value in _literal(doc).items():
                 replace = key == "datasets"  # a platform's dataset list is the whole selection
                 if replace or not isinstance(value, dict) or not isinstance(work.get(key), DictConfig):
                     work[key] = value
@@ -152,6 +179,8 @@ def resolve_config(
                     work[key] = OmegaConf.merge(work[key], value)
             _reapply_overrides(work, composed, overrides, set(groups))
         data = OmegaConf.to_container(work, resolve=True)
+        if isinstance(data, dict):
+            _secrets.restore(data)
         _secrets.collect_secrets(data)
     except (ConfigError, StorageError):
         raise
