@@ -321,8 +321,11 @@ class Job:
         if not ds.config.generator:
             return
         fs, path = self.io.fs(ds.url)
-        if self.io.call(lambda: fs.exists(path) and bool(fs.find(path, maxdepth=2)), ds.url):
-            return
+        try:
+            if self.io.call(lambda: fs.exists(path) and bool(fs.find(path, maxdepth=2)), ds.url):
+                return
+        except PermissionError:
+            return  # listing the dataset next says "access denied", naming it; generating would fail too
         from brevetti_pipe.data import GENERATORS
         from brevetti_pipe.data import _demo  # noqa: F401  (registers the built-in generators)
 

@@ -8,11 +8,15 @@ from pydantic import Field
 
 from brevetti_pipe.config import JobSettings
 from brevetti_pipe.recipe import recipe
+from brevetti_pipe.recipes._input import check_input_size, check_pipeline_size
 
 if TYPE_CHECKING:
     from brevetti_pipe.job import Job
 
 __all__ = ["VialsClassificationSettings", "build_model", "run"]
+
+_MODEL = "vials_cnn (3 pooling steps)"
+_MIN_SIZE = 8  # each MaxPooling2D halves the size
 
 
 class VialsClassificationSettings(JobSettings):
@@ -25,8 +29,14 @@ class VialsClassificationSettings(JobSettings):
 
 
 def build_model(input_shape: tuple[int, ...], num_classes: int, filters: int, learning_rate: float) -> Any:
-    """A three-block CNN with a flattened softmax head (caps are small, position-bound features)."""
+    """A three-block CNN with a flattened softmax head (caps are small, position-bound features).
+
+    Raises:
+        ConfigError: for an input smaller than 8x8.
+    """
     import keras
+
+    check_input_size(input_shape, _MODEL, _MIN_SIZE)
 
     inputs = keras.Input(shape=input_shape)
     x = inputs
@@ -48,6 +58,7 @@ def build_model(input_shape: tuple[int, ...], num_classes: int, filters: int, le
 def run(job: Job) -> Any:
     """Train on the train split, report per-epoch progress, evaluate on devel, return the model."""
     s: VialsClassificationSettings = job.settings  # type: ignore[assignment]
+    check_pipeline_size(job, _MODEL, _MIN_SIZE)
     samples = job.get_samples()
     train = samples[samples.purpose == "train"]
     devel = samples[samples.purpose == "devel"]

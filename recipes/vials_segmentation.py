@@ -9,11 +9,15 @@ from pydantic import Field
 
 from brevetti_pipe.config import JobSettings
 from brevetti_pipe.recipe import recipe
+from brevetti_pipe.recipes._input import check_input_size, check_pipeline_size
 
 if TYPE_CHECKING:
     from brevetti_pipe.job import Job
 
 __all__ = ["VialsSegmentationSettings", "build_unet", "iou_per_class", "run"]
+
+_MODEL = "vials_unet (2 pooling steps whose upsampled outputs join the skips)"
+_MULTIPLE = 4
 
 
 class VialsSegmentationSettings(JobSettings):
@@ -26,7 +30,11 @@ class VialsSegmentationSettings(JobSettings):
 
 
 def build_unet(input_shape: tuple[int, ...], num_classes: int, filters: int, learning_rate: float) -> Any:
-    """A two-level U-Net with a softmax over ``num_classes`` (background included)."""
+    """A two-level U-Net with a softmax over ``num_classes`` (background included).
+
+    Raises:
+        ConfigError: for an input whose height or width is not a multiple of 4.
+    """
     import keras
     from keras import layers
 
@@ -34,6 +42,7 @@ def build_unet(input_shape: tuple[int, ...], num_classes: int, filters: int, lea
         x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
         return layers.Conv2D(f, 3, padding="same", activation="relu")(x)
 
+    check_input_size(input_shape, _MODEL, _MULTIPLE, _MULTIPLE)
     inputs = keras.Input(shape=input_shape)
     e1 = block(inputs, filters)
     e2 = block(layers.MaxPooling2D()(e1), filters * 2)
@@ -58,6 +67,7 @@ def iou_per_class(confusion: np.ndarray) -> np.ndarray:
 def run(job: Job) -> Any:
     """Train the U-Net on train, report IoU per class and ``devel_mean_iou`` (foreground classes) on devel."""
     s: VialsSegmentationSettings = job.settings  # type: ignore[assignment]
+    check_pipeline_size(job, _MODEL, _MULTIPLE, _MULTIPLE)
     samples = job.get_samples()
     train = samples[samples.purpose == "train"]
     devel = samples[samples.purpose == "devel"]

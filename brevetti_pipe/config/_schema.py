@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "StrictModel",
@@ -21,6 +22,9 @@ __all__ = [
 ]
 
 PURPOSES = ("train", "devel", "test")
+
+# A job id names one folder under <root>/jobs: one path part, never '..', '/', '\\' or '~'.
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class StrictModel(BaseModel):
@@ -70,6 +74,18 @@ class JobSection(StrictModel):
     deterministic: bool = Field(True, description="Enable TensorFlow op determinism for bit-exact runs")
     temp_dir: str | None = Field(None, description="Local scratch directory; default: a fresh temp dir")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _check_id(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # job.id=42 on the command line
+        if isinstance(value, str) and (not _JOB_ID.fullmatch(value) or ".." in value):
+            raise ValueError(
+                "a job id is one folder name under <platform.root>/jobs: 1-128 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit, without '..'"
+            )
+        return value
 
 
 class DatasetConfig(StrictModel):
@@ -138,11 +154,23 @@ class DataConfig(StrictModel):
         "fail", description="Unreadable samples: fail naming the file, or skip them (listed in bad_samples.csv)"
     )
     check_samples: bool = Field(True, description="Check every sample (full decode, annotations) before training")
-    num_parallel_calls: int | Literal["autotune"] = Field("autotune", description="Parallel map calls")
-    prefetch: int | Literal["autotune"] = Field("autotune", description="Batches to prefetch")
+    num_parallel_calls: int | Literal["autotune"] = Field(
+        "autotune", description="Parallel map calls: autotune (or -1, tf.data.AUTOTUNE) or a count >= 1"
+    )
+    prefetch: int | Literal["autotune"] = Field(
+        "autotune", description="Batches to prefetch: autotune (or -1, tf.data.AUTOTUNE) or a count >= 0"
+    )
     cache: bool | str = Field(
         False, description="Cache the deterministic prefix of the stage chain (decode, resize, ...): true (memory) or a local directory"
     )
+
+    @field_validator("num_parallel_calls", "prefetch")
+    @classmethod
+    def _check_count(cls, value: int | str, info: ValidationInfo) -> int | str:
+        least = 1 if info.field_name == "num_parallel_calls" else 0
+        if isinstance(value, int) and value != -1 and value < least:
+            raise ValueError(f"allowed: 'autotune', -1 (the same) or a count >= {least}")
+        return value
 
 
 class DistributionConfig(StrictModel):

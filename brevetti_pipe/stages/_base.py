@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, PositiveInt
 
 from brevetti_pipe._registry import Registry
 from brevetti_pipe.config._errors import validate_model
@@ -15,9 +15,22 @@ if TYPE_CHECKING:
     import pandas as pd
     import tensorflow as tf
 
-__all__ = ["Stage", "STAGES"]
+__all__ = ["Stage", "STAGES", "ImageSize", "Roi"]
 
 STAGES: Registry[type["Stage"]] = Registry("stage", config_group="pipeline")
+
+
+def _check_roi(roi: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = roi
+    if min(roi) < 0 or x0 >= x1 or y0 >= y1:
+        raise ValueError("a ROI is (x0, y0, x1, y1) in pixels with 0 <= x0 < x1 and 0 <= y0 < y1")
+    return roi
+
+
+#: (height, width) of an image stage's output, both >= 1.
+ImageSize = tuple[PositiveInt, PositiveInt]
+#: A region of interest (x0, y0, x1, y1): a non-empty box of pixels; errors name ``rois[i]``.
+Roi = Annotated[tuple[int, int, int, int], AfterValidator(_check_roi)]
 
 
 class Stage:

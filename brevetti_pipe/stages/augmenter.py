@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt, field_validator
 
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StageError
@@ -67,7 +67,7 @@ class ImageFiltering(StrictModel):
 
     chance: float = Field(0.5, ge=0, le=1, description="Probability that the filter block is applied")
     emboss_strength: float = Field(0.0, ge=0, le=1, description="Blend in up to this much of an emboss filter")
-    avg_blur: tuple[int, int] = Field((1, 1), description="Box blur kernel (height, width); (1, 1) is none")
+    avg_blur: tuple[PositiveInt, PositiveInt] = Field((1, 1), description="Box blur kernel (height, width); (1, 1) is none")
     gaussian_blur_sigma: float = Field(0.0, ge=0, le=10, description="Gaussian blur with sigma drawn in [0, this]")
 
     @property
@@ -102,6 +102,13 @@ class ImageAugmenterParams(StrictModel):
     image_deformation: ImageDeformation | None = Field(
         default_factory=ImageDeformation, description="Elastic deformation (inactive at alpha 0); null skips it"
     )
+
+    @field_validator("value_range")
+    @classmethod
+    def _low_below_high(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not value[0] < value[1]:
+            raise ValueError("value_range is (low, high) with low < high, e.g. [0, 1] after rescale=unit")
+        return value
 
 
 class ImageAugmenter(Stage, name="image_augmenter"):

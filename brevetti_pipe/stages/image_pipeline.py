@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from brevetti_pipe.config._schema import StrictModel
-from brevetti_pipe.stages._base import Stage
+from brevetti_pipe.stages._base import ImageSize, Roi, Stage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,8 +19,8 @@ __all__ = ["ImagePipeline", "ImagePipelineParams"]
 class ImagePipelineParams(StrictModel):
     """Parameters of :class:`ImagePipeline` (brevettiai 0.5 names)."""
 
-    target_size: tuple[int, int] | None = Field(None, description="Output (height, width); null keeps the size")
-    rois: list[tuple[int, int, int, int]] | None = Field(
+    target_size: ImageSize | None = Field(None, description="Output (height, width); null keeps the size")
+    rois: list[Roi] | None = Field(
         None, description="Regions of interest as (x0, y0, x1, y1) pixel boxes, cropped before resizing"
     )
     roi_mode: Literal["concatenate_height", "concatenate_width", "stack"] = Field(
@@ -50,12 +50,29 @@ class ImagePipelineParams(StrictModel):
     path_key: str = Field("path", description="Element key holding the file path")
     output_key: str = Field("img", description="Element key receiving the image")
 
-    @field_validator("target_size")
+    @field_validator("roi_mode")
     @classmethod
-    def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and min(value) <= 0:
-            raise ValueError(f"target_size must be positive, got {value}")
-        return value
+    def _rois_combine(cls, mode: str, info: ValidationInfo) -> str:
+        rois = info.data.get("rois")
+        if rois and info.data.get("target_size") is None:
+            sizes = [(y1 - y0, x1 - x0) for (x0, y0, x1, y1) in rois]
+            what, got = {"concatenate_height": ("width", [w for _, w in sizes]),
+                         "concatenate_width": ("height", [h for h, _ in sizes])}.get(mode, ("size", sizes))
+            if len(set(got)) > 1:
+                raise ValueError(f"{mode} needs ROIs of one {what} unless target_size resizes them; the rois have {got}")
+        return mode
+
+    def output_size(self) -> tuple[int, int] | None:
+        """(height, width) of the output when the config fixes it (``target_size`` or ``rois``);
+        None when it depends on the images. With ``roi_mode=stack``, the size of one crop."""
+        sizes = [self.target_size or (y1 - y0, x1 - x0) for (x0, y0, x1, y1) in self.rois or []] or [self.target_size]
+        if sizes[0] is None:
+            return None
+        if self.roi_mode == "concatenate_height":
+            return sum(h for h, _ in sizes), sizes[0][1]
+        if self.roi_mode == "concatenate_width":
+            return sizes[0][0], sum(w for _, w in sizes)
+        return sizes[0]
 
 
 class ImagePipeline(Stage, name="image_pipeline"):

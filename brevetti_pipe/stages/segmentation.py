@@ -7,11 +7,11 @@ import os
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StageError
-from brevetti_pipe.stages._base import Stage
+from brevetti_pipe.stages._base import ImageSize, Roi, Stage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,22 +28,29 @@ class SegmentationLoaderParams(StrictModel):
     ignore_labels: list[str] = Field(default_factory=list, description="Labels that are not drawn")
     mask_mode: Literal["onehot", "integer"] = Field("onehot", description="One-hot float32 or integer class ids")
     include_background: bool = Field(True, description="One-hot: channel 0 is the background")
-    target_size: tuple[int, int] | None = Field(None, description="Output (height, width); match the ImagePipeline")
-    rois: list[tuple[int, int, int, int]] | None = Field(None, description="ROIs (x0, y0, x1, y1) as in the ImagePipeline")
+    target_size: ImageSize | None = Field(None, description="Output (height, width); match the ImagePipeline")
+    rois: list[Roi] | None = Field(None, description="ROIs (x0, y0, x1, y1) as in the ImagePipeline")
     roi_mode: Literal["concatenate_height", "concatenate_width", "stack"] = Field("concatenate_height")
     keep_aspect_ratio: bool = Field(False, description="Pad instead of stretching, as in the ImagePipeline")
     annotation_key: str = Field("annotation_path", description="Element key holding the annotation JSON path")
     path_key: str = Field("path", description="Element key holding the image path (for the mask size)")
     output_key: str = Field("segmentation", description="Element key receiving the mask")
 
-    @model_validator(mode="after")
-    def _check(self) -> SegmentationLoaderParams:
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"classes must be unique, got {self.classes}")
-        unknown = sorted(set(self.mapping.values()) - set(self.classes))
-        if unknown:
-            raise ValueError(f"mapping targets {unknown} are not in classes {self.classes}")
-        return self
+    @field_validator("classes")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("classes must be unique")
+        return value
+
+    @field_validator("mapping")
+    @classmethod
+    def _targets_are_classes(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        classes = info.data.get("classes")
+        unknown = sorted(set(value.values()) - set(classes or []))
+        if classes is not None and unknown:  # invalid classes are reported on their own
+            raise ValueError(f"mapping targets {unknown} are not in classes {classes}")
+        return value
 
 
 def _points(raw: Any) -> list[tuple[float, float]]:
