@@ -19,10 +19,11 @@ import hydra
 from omegaconf import DictConfig
 
 from brevetti_pipe import _secrets
+from brevetti_pipe._overrides import guard_overrides, hydra_literal
 from brevetti_pipe._resources import config_dir
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe
 
-__all__ = ["main", "translate_argv"]
+__all__ = ["guard_overrides", "main", "translate_argv"]
 
 log = logging.getLogger("brevetti_pipe")
 
@@ -35,10 +36,6 @@ _HYDRA_FLAGS = {
     "--experimental-rerun": True,
 }
 _OWN_FLAGS = ("--verbose", "--job_id", "--job-id", "--api_key", "--api-key")
-_PLAIN = re.compile(r"^[A-Za-z0-9_./:\-+]*$")
-#: ``_target_`` values a command line may set: our sweep summary and Hydra's own classes.
-_ALLOWED_TARGETS = ("brevetti_pipe.sweep.SweepSummary",)
-_ALLOWED_TARGET_PREFIXES = ("hydra.experimental.callbacks.", "hydra._internal.core_plugins.", "hydra_plugins.")
 
 
 def _sections() -> tuple[str, ...]:
@@ -47,45 +44,14 @@ def _sections() -> tuple[str, ...]:
     return tuple(JobConfig.model_fields)
 
 
-def _hydra_literal(value: Any) -> str:
-    """Render a Python value in Hydra's override grammar."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ",".join(_hydra_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = []
-        for k, v in value.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(k)):
-                raise ConfigError(f"Dict keys in flag values must be identifiers; got {k!r}")
-            items.append(f"{k}:{_hydra_literal(v)}")
-        return "{" + ",".join(items) + "}"
-    text = str(value)
-    if text and _PLAIN.match(text) and text.lower() not in ("null", "true", "false") and not _is_number(text):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _flag_value(raw: str) -> str:
     try:
         parsed = json.loads(raw)
     except (json.JSONDecodeError, ValueError):
-        return _hydra_literal(raw)
+        return hydra_literal(raw)
     if isinstance(parsed, (dict, list)):
-        return _hydra_literal(parsed)
-    return raw if isinstance(parsed, (int, float, bool)) or parsed is None else _hydra_literal(parsed)
+        return hydra_literal(parsed)
+    return raw if isinstance(parsed, (int, float, bool)) or parsed is None else hydra_literal(parsed)
 
 
 def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
@@ -132,7 +98,7 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
             if key in ("api_key", "api-key"):
                 _secrets.set_api_key(value)
             elif key in ("job_id", "job-id"):
-                out.append(f"job.id={_hydra_literal(value)}")
+                out.append(f"job.id={hydra_literal(value)}")
             else:
                 target = key if key.split(".")[0] in sections else f"settings.{key}"
                 out.append(f"{target}={_flag_value(value)}")
@@ -187,83 +153,6 @@ def _refuse_misspelt_flag(name: str, argv: Sequence[str]) -> None:
         f"Unknown flag '{name}'. Did you mean '{suggestion}'? Settings flags (--name VALUE) must name a key of "
         "settings; Hydra's flags are listed by --help."
     )
-
-
-def _target_error(path: str, value: Any) -> ConfigError | None:
-    leaf = path.rsplit(".", 1)[-1]
-    if isinstance(value, dict):
-        return next((e for k, v in value.items() if (e := _target_error(f"{path}.{k}", v))), None)
-    if isinstance(value, list):
-        return next((e for v in value if (e := _target_error(path, v))), None)
-    if leaf == "_target_" and not (value in _ALLOWED_TARGETS or str(value).startswith(_ALLOWED_TARGET_PREFIXES)):
-        allowed = ", ".join(_ALLOWED_TARGETS)
-        return ConfigError(
-            f"'_target_' {value!r} is not allowed. Received: {path}={value}. Allowed: {allowed} and Hydra's own "
-            f"classes ({', '.join(p + '*' for p in _ALLOWED_TARGET_PREFIXES)})."
-        )
-    if leaf == "class" and re.match(r"^hydra\.(job|hydra)_logging\.", path) and not str(value).startswith("logging."):
-        return ConfigError(f"Logging handler class {value!r} is not allowed. Received: {path}={value}. Allowed: logging.*.")
-    return None
-
-
-def _mask_value(value: Any, path: str) -> Any:
-    """``value`` with secrets (values of secret-looking keys, URL credentials) masked; the real ones are held."""
-    if isinstance(value, dict):
-        return {k: _mask_value(v, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        _secrets.collect_secrets(value)
-        return value
-    if not isinstance(value, str) or not value or "${" in value:
-        return value
-    shown = _secrets.MASK if _secrets.is_secret_key(path.rsplit(".", 1)[-1]) else _secrets.redact_url(value)
-    if shown != value:
-        _secrets.hold(path, value, shown)
-    return shown
-
-
-def guard_overrides(overrides: Sequence[str]) -> list[str]:
-    """Check and mask command-line overrides before Hydra sees (and saves, logs, prints) them.
-
-    A ``_target_`` outside the allowlist is refused; secret values (``+datasets.X.storage_options.secret=S``,
-    a token dict's ``private_key``, ``s3://KEY:SECRET@bucket`` URLs) are replaced by ``***`` and
-    their real values handed to the job through :func:`brevetti_pipe._secrets.restore`.
-
-    Raises:
-        ConfigError: naming the override with a forbidden ``_target_``.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    out = []
-    for arg in overrides:
-        head, eq, raw = arg.partition("=")
-        if not eq or arg.startswith("-"):
-            out.append(arg)
-            continue
-        try:
-            ov = parser.parse_override(arg)
-            values = list(ov.sweep_iterator()) if ov.is_sweep_override() else [ov.value()]
-        except Exception:  # Hydra reports the syntax error; keep its text free of the value
-            if _secrets.is_secret_key(head.rsplit(".", 1)[-1]):
-                _secrets.add_secret(raw)
-            _secrets.collect_secrets(raw)
-            out.append(arg)
-            continue
-        key = ov.key_or_group
-        for value in values:
-            error = _target_error(key, value)
-            if error:
-                raise error
-        if ov.package is not None or ov.is_delete() or key.startswith("hydra"):
-            out.append(arg)
-        elif ov.is_sweep_override():
-            for value in values:
-                _secrets.collect_secrets({key.rsplit(".", 1)[-1]: value})
-            out.append(arg)
-        else:
-            masked = _mask_value(values[0], key)
-            out.append(arg if masked == values[0] else f"{head}={_hydra_literal(masked)}")
-    return out
 
 
 _RUN_ERRORS: list[BaseException] = []
