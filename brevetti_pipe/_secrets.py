@@ -133,11 +133,18 @@ def hold(path: str, value: str, shown: str = MASK) -> None:
     os.environ[HELD_ENV] = json.dumps(_held)
 
 
-def restore(data: dict[str, Any]) -> None:
-    """Put the held real values back into a resolved config wherever it still shows the masked text."""
+def restore(data: dict[str, Any], prefix: str = "") -> None:
+    """Put the held real values back into a resolved config wherever it still shows the masked text.
+
+    Args:
+        data: the resolved config, or the part of it at ``prefix`` (e.g. ``platform``).
+    """
     held = _held or json.loads(os.environ.get(HELD_ENV) or "{}")
+    start = prefix + "." if prefix else ""
     for path, (shown, value) in held.items():
-        *parents, leaf = path.split(".")
+        if not path.startswith(start):
+            continue
+        *parents, leaf = path[len(start):].split(".")
         node: Any = data
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None

@@ -167,6 +167,7 @@ def resolve_config(
         root = str(OmegaConf.select(work, "platform.root", default="."))
         options = OmegaConf.select(work, "platform.storage_options", default=None)
         options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+        _secrets.restore({"storage_options": options}, prefix="platform")
         url = str(explicit) if explicit else f"{root.rstrip('/')}/jobs/{job_id}/job.json"
         retry = float(OmegaConf.select(work, "platform.retry_seconds", default=60.0) or 60.0)
         doc = load_settings_json(url, required=bool(explicit), storage_options=options, retry_seconds=retry)
