@@ -128,5 +128,3 @@ def guard_overrides(overrides: Sequence[str]) -> list[str]:
             out.append(arg if masked == values[0] else f"{head}={hydra_literal(masked)}")
     return out
 
-
-_RUN_ERRORS: list[BaseException] = []

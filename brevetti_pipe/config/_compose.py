@@ -1,4 +1,4 @@
-"""Hydra composition for Python callers (``Job.init``) and translation of Hydra's errors."""
+"""Hydra composition for Python callers (``Job.init``), translation of Hydra's errors, and size caps on config files."""
 
 from __future__ import annotations
 
@@ -92,10 +92,6 @@ def _accepts_new_keys(parent: str) -> bool:
     return parts[:1] != ["settings"] and accepts_extra_keys(JobConfig, tuple(parts))
 
 
-class _TooBig(Exception):
-    pass
-
-
 def check_size(root: object, children: Callable[[object], list[object]], where: str) -> None:
     """Refuse a document deeper than MAX_DEPTH or with more than MAX_NODES values once expanded.
 
@@ -103,7 +99,7 @@ def check_size(root: object, children: Callable[[object], list[object]], where: 
     microseconds instead of being expanded.
 
     Raises:
-        ConfigError: naming ``where`` and the limit.
+        ConfigError: starting with ``where`` (e.g. ``Config file PATH``), naming the limit.
     """
     memo: dict[int, tuple[int, int]] = {}
     active: set[int] = set()
@@ -117,11 +113,11 @@ def check_size(root: object, children: Callable[[object], list[object]], where: 
             if size > MAX_NODES or depth > MAX_DEPTH:
                 what = f"nested more than {MAX_DEPTH} levels deep" if depth > MAX_DEPTH else (
                     f"more than {MAX_NODES} values once its anchors/aliases are expanded")
-                raise ConfigError(f"Config file {where} is too large: {what}.")
+                raise ConfigError(f"{where} is too large: {what}.")
             memo[key] = (size, depth)
             active.discard(key)
         elif key in active:
-            raise ConfigError(f"Config file {where} refers to itself (a recursive anchor/alias).")
+            raise ConfigError(f"{where} refers to itself (a recursive anchor/alias).")
         elif key not in memo:
             active.add(key)
             stack.append((node, True))
@@ -153,7 +149,7 @@ def check_config_folder(folder: str | os.PathLike[str]) -> None:
         except yaml.YAMLError:
             continue  # Hydra reports syntax errors itself, naming the file
         if node is not None:
-            check_size(node, _yaml_children, str(path))
+            check_size(node, _yaml_children, f"Config file {path}")
 
 
 def _hydra_overrides_with_dir(overrides: Sequence[str], config_dir: str | os.PathLike[str] | None) -> list[str]:

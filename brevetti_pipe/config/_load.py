@@ -70,7 +70,7 @@ def load_settings_json(
         ) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"Settings JSON {url!r} must hold a JSON object, got {type(doc).__name__}")
-    check_size(doc, _json_children, repr(url))
+    check_size(doc, _json_children, f"Settings JSON {url!r}")
     for key in list(doc):
         if _secrets.SECRET_KEYS.search(key) and isinstance(doc[key], str):
             if key.lower().replace("-", "_") == "api_key":

@@ -55,6 +55,14 @@ def test_yaml_anchor_bomb_is_refused_naming_the_file(tmp_path):
     assert time.monotonic() - start < 30
 
 
+def test_recursive_alias_is_refused_naming_the_file(tmp_path):
+    from brevetti_pipe.config import check_config_folder
+
+    (tmp_path / "loop.yaml").write_text("a: &a\n  - 1\n  - *a\n")
+    with pytest.raises(ConfigError, match=r"loop\.yaml refers to itself"):
+        check_config_folder(tmp_path)
+
+
 def test_deep_yaml_and_json_are_refused_naming_the_file(tmp_path):
     folder = tmp_path / "cfg" / "experiment"
     folder.mkdir(parents=True)
@@ -62,9 +70,10 @@ def test_deep_yaml_and_json_are_refused_naming_the_file(tmp_path):
     proc = run_cli("--config-dir", str(tmp_path / "cfg"), "+experiment=deep", "--cfg", "job", cwd=tmp_path)
     assert "deep.yaml is too large: nested more than" in _one_line_error(proc)
     doc = tmp_path / "deep.json"
-    doc.write_text('{"settings": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}")
-    with pytest.raises(ConfigError, match=r"deep\.json.* too large: nested more than \d+ levels deep"):
-        Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"job.settings_json={doc}"])
+    for depth in (100_000, 150):  # past the JSON parser's recursion, and within it
+        doc.write_text('{"settings": {"x": ' + "[" * depth + "]" * depth + "}}")
+        with pytest.raises(ConfigError, match=r"Settings JSON .*deep\.json.* too large: nested more than \d+ levels deep"):
+            Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"job.settings_json={doc}"])
     doc.write_text(json.dumps({"settings": {"x": [[[["ok"]]]]}}))
     with pytest.raises(ConfigError, match="Unknown key 'settings.x'"):  # within the caps: validated as usual
         Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"job.settings_json={doc}"])
