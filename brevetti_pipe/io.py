@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import concurrent.futures
+import copy
+import errno
 import hashlib
 import logging
 import os
 import posixpath
+import shutil
 import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -30,6 +33,13 @@ log = logging.getLogger(__name__)
 LOCAL_PROTOCOLS = ("file", "local")
 
 _BACKEND_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+
+# Local write failures a user must act on, named in plain words (the file is named too).
+_DISK_ERRORS = {
+    errno.ENOSPC: "failed: no space left on device",
+    errno.EDQUOT: "failed: disk quota exceeded",
+    errno.EROFS: "failed: read-only file system",
+}
 
 
 def is_local(url: str) -> bool:
@@ -151,16 +161,31 @@ class IoTools:
         state["_prefetches"] = []  # threads stay with the process that started them
         return state
 
+    def best_effort(self) -> IoTools:
+        """This object for writes the job can live without (progress, report): on a store that is
+        down, a call backs off once and fails within 5 seconds instead of the whole retry budget."""
+        view = copy.copy(self)
+        view.retry = self.retry.best_effort()
+        return view
+
     def call(self, fn: Any, what: str) -> Any:
-        """Run a storage call with this object's retry policy (transient faults only)."""
+        """Run a storage call with this object's retry policy (transient faults only).
+
+        The call ends within ``retry.total_seconds`` of wall time, a hanging attempt included.
+        """
         if what.startswith(LOCAL_PROTOCOLS) or "://" not in what:
             return fn()
         return retry_call(fn, redact(what), self.retry)
 
     @staticmethod
     def _fail(action: str, url: str, exc: BaseException) -> StorageError:
-        kind = "gave up after retrying transient faults" if is_transient(exc) else "failed"
-        return StorageError(f"{action} {redact(url)} {kind}: {redact(str(exc)) or type(exc).__name__}")
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+            reason = f"{_DISK_ERRORS[exc.errno]} [Errno {exc.errno}]"
+        elif is_transient(exc):
+            reason = f"gave up after retrying transient faults: {redact(str(exc)) or type(exc).__name__}"
+        else:
+            reason = f"failed: {redact(str(exc)) or type(exc).__name__}"
+        return StorageError(f"{action} {redact(url)} {reason}")
 
     def set_cache_root(self, path: str | None) -> None:
         """Cache remote files read through :meth:`localize` under ``path`` (a local directory)."""
@@ -172,15 +197,24 @@ class IoTools:
         """The filesystem and in-filesystem path for ``url`` (with this object's options)."""
         protocol = url.split("://", 1)[0] if "://" in url else "file"
         options = dict(self.storage_options.get(protocol, {}))
+        single = False
         if protocol in ("s3", "s3a"):
             # botocore's default pool (10 connections) throttles concurrent fetches of many files
             config = dict(options.get("config_kwargs") or {})
             config.setdefault("max_pool_connections", _CHUNK * _IN_FLIGHT)
             # presigned URLs (the cache fetch) must be SigV4: S3 refuses SigV2 for newer buckets
             config.setdefault("signature_version", "s3v4")
+            # best effort: no per-request retries under IoTools.call's one backoff (this config
+            # differs, so fsspec hands out a separate client and the essential one keeps its retries)
+            single = not self.retry.store_retries and "retries" not in config
+            if single:
+                config["retries"] = {"total_max_attempts": 1}
             options["config_kwargs"] = config
         try:
-            return url_to_fs(url, **options)
+            fs, path = url_to_fs(url, **options)
+            if single:
+                fs.retries = 1  # s3fs's own retry loop
+            return fs, path
         except ImportError as exc:
             extra = _BACKEND_EXTRAS.get(protocol)
             hint = f" Install brevetti_pipe[{extra}] to read {protocol}:// URLs." if extra else ""
@@ -207,6 +241,25 @@ class IoTools:
             raise self._fail("Checking", url, exc) from exc
 
     # -- writing -------------------------------------------------------------------------
+    @staticmethod
+    def _write_local(path: str, write: Callable[[BinaryIO], object]) -> None:
+        """Write a local file atomically: a temporary name in the same folder, then a rename.
+
+        The file gets the process umask's permissions (0644 under umask 022), like any file a
+        user's tools create, so colleagues and web servers can read the artifacts.
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def write_file(self, url: str, data: bytes | str) -> str:
         """Write ``data`` to ``url`` atomically and return ``url``.
 
@@ -217,18 +270,7 @@ class IoTools:
         fs, path = self.fs(url)
         try:
             if is_local(url):
-                target = Path(path)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(payload)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, target)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                self._write_local(path, lambda fh: fh.write(payload))
             else:
                 self.call(lambda: fs.pipe_file(path, payload), url)
         except StorageError:
@@ -239,26 +281,15 @@ class IoTools:
 
     def upload(self, local_path: str, url: str) -> str:
         """Copy a local file to ``url`` atomically."""
-        if is_local(url):
-            fs, path = self.fs(url)
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                with open(local_path, "rb") as src, open(tmp, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        dst.write(chunk)
-                    dst.flush()
-                    os.fsync(dst.fileno())
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
-            return url
         fs, path = self.fs(url)
         try:
-            self.call(lambda: fs.put_file(local_path, path), url)
+            if is_local(url):
+                with open(local_path, "rb") as src:
+                    self._write_local(path, lambda fh: shutil.copyfileobj(src, fh, 1 << 20))
+            else:
+                self.call(lambda: fs.put_file(local_path, path), url)
         except Exception as exc:
-            raise self._fail("Uploading to", url, exc) from exc
+            raise self._fail("Uploading to" if not is_local(url) else "Writing", url, exc) from exc
         return url
 
     def put_tree(self, local_dir: str, url: str) -> None:

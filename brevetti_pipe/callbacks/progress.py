@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from brevetti_pipe import _secrets
 from brevetti_pipe.callbacks._base import JobCallback
 from brevetti_pipe.config._schema import StrictModel
+from brevetti_pipe.errors import StorageError
 
 if TYPE_CHECKING:
     from brevetti_pipe.job import Job
@@ -23,38 +27,97 @@ __all__ = ["Progress"]
 log = logging.getLogger(__name__)
 
 
+def _post_once(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+    """POST ``body`` to ``url`` and return the HTTP status, within ``timeout`` seconds in total.
+
+    Redirects are not followed (the API key must never reach another host), and a server that
+    trickles its answer byte by byte is cut at the deadline: the socket is shut down then.
+    """
+    parts = urllib.parse.urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname or "", parts.port, timeout=timeout)
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        conn.connect()
+        if expired.is_set():
+            raise TimeoutError
+        conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        if expired.is_set():
+            raise TimeoutError(f"no answer within {timeout:g}s") from None
+        raise
+    finally:
+        timer.cancel()
+        conn.close()
+
+
 class Progress(JobCallback, name="progress"):
     """Appends ``{"epoch": n, ...metrics}`` to artifacts/progress.jsonl after every epoch.
 
     The file is rewritten atomically each time, so a reader (or a crash) never sees a half
     line. With ``url`` set, the same JSON is POSTed there; the API key travels in the
-    ``Authorization`` header only. A server that is down is warned about once; the job goes on.
+    ``Authorization`` header only, never across a redirect (redirects are not followed), and each
+    attempt ends within ``timeout`` seconds in total. A store or server that is down is warned
+    about once; the job goes on.
     """
 
     class Params(StrictModel):
         file: str = Field("progress.jsonl", description="Artifact file receiving one JSON line per epoch")
         url: str | None = Field(None, description="HTTP endpoint receiving each progress line as a POST")
-        timeout: float = Field(5.0, gt=0, description="Seconds per POST attempt")
+        timeout: float = Field(5.0, gt=0, description="Seconds per POST attempt, in total (connect, send and answer)")
         retries: int = Field(2, ge=0, description="Extra attempts per POST on connection errors and 5xx")
         backoff: float = Field(0.5, ge=0, description="Seconds before the first retry (doubles each time)")
+
+        @field_validator("url")
+        @classmethod
+        def _http_url(cls, url: str | None) -> str | None:
+            if url is not None and (urllib.parse.urlsplit(url).scheme not in ("http", "https") or "://" not in url):
+                raise ValueError("expected an http:// or https:// URL")
+            return url
 
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
         self._lines: list[str] = []
-        self._post_failed = False
+        self._warned: set[str] = set()
+
+    def _warn_once(self, what: str, message: str, *args: Any) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(message + "; training goes on, further failures are not logged.", *args)
 
     def on_job_start(self, *, job: Job, **kwargs: Any) -> None:
         # A rerun of the same job id continues its progress file.
         url = job.artifact_path(self.params.file)
-        if job.io.exists(url):
-            text = job.io.read_file(url).decode("utf-8", "replace")
-            self._lines = [ln for ln in text.splitlines() if ln.strip()]
+        try:
+            io = job.io.best_effort()
+            if io.exists(url):
+                text = io.read_file(url).decode("utf-8", "replace")
+                self._lines = [ln for ln in text.splitlines() if ln.strip()]
+        except StorageError as exc:
+            self._warn_once("read", "Could not read the earlier progress (%s)", exc)
 
     def on_epoch_end(self, *, job: Job, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
         record = {"epoch": int(epoch), **{k: float(v) for k, v in metrics.items()}}
         line = json.dumps(record, sort_keys=False)
         self._lines.append(line)
-        job.io.write_file(job.artifact_path(self.params.file), "\n".join(self._lines) + "\n")
+        try:  # progress is not worth the storage retry budget of every epoch: one backoff, then on
+            job.io.best_effort().write_file(job.artifact_path(self.params.file), "\n".join(self._lines) + "\n")
+        except StorageError as exc:
+            self._warn_once("write", "Progress write failed (%s)", exc)
         if self.params.url:
             self._post(job, record)
 
@@ -67,25 +130,17 @@ class Progress(JobCallback, name="progress"):
         delay = self.params.backoff
         error: str = ""
         for attempt in range(self.params.retries + 1):
-            request = urllib.request.Request(self.params.url or "", data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.params.timeout) as response:
-                    if 200 <= response.status < 300:
-                        return
-                    error = f"HTTP {response.status}"
-            except urllib.error.HTTPError as exc:
-                error = f"HTTP {exc.code}"
-                if exc.code < 500 and exc.code != 429:
+                status = _post_once(self.params.url or "", body, headers, self.params.timeout)
+                if 200 <= status < 300:
+                    return
+                error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+                if status < 500 and status != 429:
                     break
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                error = str(getattr(exc, "reason", exc))
+            except (OSError, http.client.HTTPException) as exc:
+                error = str(exc) or type(exc).__name__
             if attempt < self.params.retries:
                 time.sleep(delay)
                 delay *= 2
-        if not self._post_failed:
-            self._post_failed = True
-            log.warning(
-                "Progress POST to %s failed (%s); training goes on, further failures are not logged.",
-                _secrets.redact(self.params.url or ""),
-                _secrets.redact(error),
-            )
+        self._warn_once("post", "Progress POST to %s failed (%s)", _secrets.redact(self.params.url or ""),
+                        _secrets.redact(error))

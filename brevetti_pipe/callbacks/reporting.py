@@ -32,7 +32,7 @@ class PivotReport(JobCallback, name="pivot"):
         from brevetti_pipe.reporting import export_pivot_table
 
         export_pivot_table(job.artifact_path("pivot"), job.samples, self.params.rows, self.params.cols,
-                           self.params.agg, io=job.io)
+                           self.params.agg, io=job.io.best_effort())
 
 
 class FacetsReport(JobCallback, name="facets"):
@@ -64,7 +64,7 @@ class FacetsReport(JobCallback, name="facets"):
         gen = DataGenerator(chosen, batch_size=16, io=job.io).map(
             ImagePipeline(target_size=(size, size), color_mode=color, antialias=True, rescale="unit")
         )
-        build_facets(gen, job.artifact_path("facets"), count=self.params.count, io=job.io)
+        build_facets(gen, job.artifact_path("facets"), count=self.params.count, io=job.io.best_effort())
 
 
 class HtmlReport(JobCallback, name="report"):
@@ -78,5 +78,6 @@ class HtmlReport(JobCallback, name="report"):
         from brevetti_pipe.reporting import render_report
 
         url = join_url(job.artifacts_url, self.params.file)
-        job.io.write_file(url, render_report(job.artifacts_url, job.io))
+        io = job.io.best_effort()  # the report can be rebuilt later: a store that is down costs one backoff
+        io.write_file(url, render_report(job.artifacts_url, io))
         log.info("Report: %s", url)
