@@ -11,14 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from brevetti_pipe import _secrets
+from brevetti_pipe.config._load import target_error
 from brevetti_pipe.errors import ConfigError
 
 __all__ = ["guard_overrides", "hydra_literal"]
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:\-+]*$")
-#: ``_target_`` values a command line may set: our sweep summary and Hydra's own classes.
-_ALLOWED_TARGETS = ("brevetti_pipe.sweep.SweepSummary",)
-_ALLOWED_TARGET_PREFIXES = ("hydra.experimental.callbacks.", "hydra._internal.core_plugins.", "hydra_plugins.")
 
 
 def hydra_literal(value: Any) -> str:
@@ -50,23 +48,6 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _target_error(path: str, value: Any) -> ConfigError | None:
-    leaf = path.rsplit(".", 1)[-1]
-    if isinstance(value, dict):
-        return next((e for k, v in value.items() if (e := _target_error(f"{path}.{k}", v))), None)
-    if isinstance(value, list):
-        return next((e for v in value if (e := _target_error(path, v))), None)
-    if leaf == "_target_" and not (value in _ALLOWED_TARGETS or str(value).startswith(_ALLOWED_TARGET_PREFIXES)):
-        allowed = ", ".join(_ALLOWED_TARGETS)
-        return ConfigError(
-            f"'_target_' {value!r} is not allowed. Received: {path}={value}. Allowed: {allowed} and Hydra's own "
-            f"classes ({', '.join(p + '*' for p in _ALLOWED_TARGET_PREFIXES)})."
-        )
-    if leaf == "class" and re.match(r"^hydra\.(job|hydra)_logging\.", path) and not str(value).startswith("logging."):
-        return ConfigError(f"Logging handler class {value!r} is not allowed. Received: {path}={value}. Allowed: logging.*.")
-    return None
 
 
 def _mask_value(value: Any, path: str) -> Any:
@@ -114,7 +95,7 @@ def guard_overrides(overrides: Sequence[str]) -> list[str]:
             continue
         key = ov.key_or_group
         for value in values:
-            error = _target_error(key, value)
+            error = target_error(key, value)
             if error:
                 raise error
         if ov.package is not None or ov.is_delete() or key.startswith("hydra"):

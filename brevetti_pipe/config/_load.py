@@ -22,8 +22,11 @@ from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig
 from brevetti_pipe.errors import ConfigError, StorageError, did_you_mean
 
-__all__ = ["JSON_KEYS", "load_settings_json", "resolve_config"]
+__all__ = ["JSON_KEYS", "load_settings_json", "resolve_config", "target_error"]
 
+#: ``_target_`` values a command line or settings JSON may hold: our sweep summary and Hydra's own classes.
+_ALLOWED_TARGETS = ("brevetti_pipe.sweep.SweepSummary",)
+_ALLOWED_TARGET_PREFIXES = ("hydra.experimental.callbacks.", "hydra._internal.core_plugins.", "hydra_plugins.")
 #: Top-level keys a platform settings JSON may set.
 JSON_KEYS = ("settings", "datasets", "split", "sampler", "pipeline", "data")
 
@@ -84,6 +87,24 @@ def load_settings_json(
             f"Allowed top-level keys: {', '.join(JSON_KEYS)}."
         )
     return doc
+
+
+def target_error(path: str, value: Any) -> ConfigError | None:
+    """The error for a ``_target_`` (or a logging handler ``class``) at or under ``path`` outside the allowlist."""
+    leaf = path.rsplit(".", 1)[-1]
+    if isinstance(value, dict):
+        return next((e for k, v in value.items() if (e := target_error(f"{path}.{k}" if path else str(k), v))), None)
+    if isinstance(value, list):
+        return next((e for v in value if (e := target_error(path, v))), None)
+    if leaf == "_target_" and not (value in _ALLOWED_TARGETS or str(value).startswith(_ALLOWED_TARGET_PREFIXES)):
+        allowed = ", ".join(_ALLOWED_TARGETS)
+        return ConfigError(
+            f"'_target_' {value!r} is not allowed. Received: {path}={value}. Allowed: {allowed} and Hydra's own "
+            f"classes ({', '.join(p + '*' for p in _ALLOWED_TARGET_PREFIXES)})."
+        )
+    if leaf == "class" and re.match(r"^hydra\.(job|hydra)_logging\.", path) and not str(value).startswith("logging."):
+        return ConfigError(f"Logging handler class {value!r} is not allowed. Received: {path}={value}. Allowed: logging.*.")
+    return None
 
 
 def _json_children(node: object) -> list[object]:
@@ -187,4 +208,11 @@ def resolve_config(
         raise
     except OmegaConfBaseException as exc:
         raise ConfigError(f"Invalid config: {exc}".replace("\n", " ")) from None
-    return validate_model(JobConfig, data, source=url if doc else None)
+    config = validate_model(JobConfig, data, source=url if doc else None)
+    # a _target_ the schema let through (under storage_options, generator_params, ...) runs nowhere, but
+    # is refused all the same so that no later code path can ever instantiate it; stages and callbacks
+    # refuse unknown parameters (a _target_ among them) themselves, naming the key
+    error = target_error("", {k: v for k, v in data.items() if k not in ("pipeline", "callbacks")})
+    if error:
+        raise ConfigError(f"{error}{f' (in {url})' if doc else ''}")
+    return config

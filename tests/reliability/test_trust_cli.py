@@ -32,6 +32,15 @@ def test_foreign_target_from_the_command_line_runs_nothing(tmp_path):
     assert dst.read_text() == "precious"
 
 
+def test_foreign_target_from_a_settings_json_is_refused(tmp_path):
+    doc = tmp_path / "job.json"
+    doc.write_text(json.dumps({"datasets": {"vials": {"url": "memory://v", "storage_options": {
+        "client_kwargs": {"_target_": "os.system", "command": "true"}}}}}))
+    with pytest.raises(ConfigError, match=r"'_target_' 'os.system' is not allowed\. Received: "
+                                          r"datasets\.vials\.storage_options\.client_kwargs\._target_=os\.system.*job\.json"):
+        Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"job.settings_json={doc}"])
+
+
 def test_hydra_own_callbacks_stay_allowed(tmp_path):
     proc = run_cli("+hydra.callbacks.log._target_=hydra.experimental.callbacks.LogJobReturnCallback",
                    "recipe=vials_classification", "--cfg", "job", cwd=tmp_path)
