@@ -6,6 +6,7 @@ argv -> seed-style flags translated (``--job_id``, ``--api_key``, ``--a.b VALUE`
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -18,10 +19,11 @@ import hydra
 from omegaconf import DictConfig
 
 from brevetti_pipe import _secrets
+from brevetti_pipe._overrides import guard_overrides, hydra_literal
 from brevetti_pipe._resources import config_dir
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe
 
-__all__ = ["main", "translate_argv"]
+__all__ = ["guard_overrides", "main", "translate_argv"]
 
 log = logging.getLogger("brevetti_pipe")
 
@@ -33,41 +35,23 @@ _HYDRA_FLAGS = {
     "--config-name": True, "-cn": True, "--config-dir": True, "-cd": True, "--info": False, "-i": False,
     "--experimental-rerun": True,
 }
-_TOP_LEVEL = ("job", "platform", "datasets", "split", "sampler", "data", "pipeline", "callbacks", "settings")
-_PLAIN = re.compile(r"^[A-Za-z0-9_./:\-+]*$")
+_OWN_FLAGS = ("--verbose", "--job_id", "--job-id", "--api_key", "--api-key")
 
 
-def _hydra_literal(value: Any) -> str:
-    """Render a Python value in Hydra's override grammar."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ",".join(_hydra_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = []
-        for k, v in value.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(k)):
-                raise ConfigError(f"Dict keys in flag values must be identifiers; got {k!r}")
-            items.append(f"{k}:{_hydra_literal(v)}")
-        return "{" + ",".join(items) + "}"
-    text = str(value)
-    if text and _PLAIN.match(text) and text.lower() not in ("null", "true", "false"):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+def _sections() -> tuple[str, ...]:
+    from brevetti_pipe.config import JobConfig
+
+    return tuple(JobConfig.model_fields)
 
 
 def _flag_value(raw: str) -> str:
     try:
         parsed = json.loads(raw)
     except (json.JSONDecodeError, ValueError):
-        return _hydra_literal(raw)
+        return hydra_literal(raw)
     if isinstance(parsed, (dict, list)):
-        return _hydra_literal(parsed)
-    return raw if isinstance(parsed, (int, float, bool)) or parsed is None else _hydra_literal(parsed)
+        return hydra_literal(parsed)
+    return raw if isinstance(parsed, (int, float, bool)) or parsed is None else hydra_literal(parsed)
 
 
 def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
@@ -77,7 +61,12 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
     ``--a.b VALUE`` (or ``--a.b=VALUE``) -> ``settings.a.b=VALUE`` with JSON values for
     lists/dicts; a first part naming a top-level section (``--job.seed 3``) targets it directly.
     ``--verbose`` shows full tracebacks.
+
+    Raises:
+        ConfigError: for a flag without a value, or a misspelt Hydra flag (``--multi-run``) that is
+            not a settings key either.
     """
+    sections = _sections()
     out: list[str] = []
     verbose = False
     args = list(argv)
@@ -98,6 +87,7 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
             continue
         if arg.startswith("--") and len(arg) > 2:
             key = name[2:]
+            _refuse_misspelt_flag(name, args)
             if eq:
                 value = inline
             elif i + 1 < len(args):
@@ -108,15 +98,61 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
             if key in ("api_key", "api-key"):
                 _secrets.set_api_key(value)
             elif key in ("job_id", "job-id"):
-                out.append(f"job.id={_hydra_literal(value)}")
+                out.append(f"job.id={hydra_literal(value)}")
             else:
-                target = key if key.split(".")[0] in _TOP_LEVEL else f"settings.{key}"
+                target = key if key.split(".")[0] in sections else f"settings.{key}"
                 out.append(f"{target}={_flag_value(value)}")
             i += 1
             continue
         out.append(arg)
         i += 1
     return out, verbose
+
+
+def _split_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(overrides, config folders named by --config-dir/--config-path) of a Hydra command line."""
+    overrides: list[str] = []
+    folders: list[str] = []
+    i = 0
+    while i < len(argv):
+        name, eq, inline = argv[i].partition("=")
+        if name in _HYDRA_FLAGS:
+            value = inline if eq else (argv[i + 1] if _HYDRA_FLAGS[name] and i + 1 < len(argv) else None)
+            if name in ("--config-dir", "-cd", "--config-path", "-cp") and value:
+                folders.append(value)
+            i += 2 if _HYDRA_FLAGS[name] and not eq else 1
+            continue
+        if not argv[i].startswith("-"):
+            overrides.append(argv[i])
+        i += 1
+    return overrides, folders
+
+
+def _refuse_misspelt_flag(name: str, argv: Sequence[str]) -> None:
+    """``--multi-run`` would become ``settings.multi-run`` and swallow the next argument: refuse a flag
+    that is close to one of Hydra's (or ours) unless it names a key of the composed settings."""
+    flags = [f for f in (*_HYDRA_FLAGS, *_OWN_FLAGS) if f.startswith("--")]
+    close = difflib.get_close_matches(name.replace("_", "-"), [f.replace("_", "-") for f in flags], n=1, cutoff=0.85)
+    if not close or name in _OWN_FLAGS:
+        return
+    from omegaconf import DictConfig, OmegaConf
+
+    from brevetti_pipe.config import compose
+
+    overrides, folders = _split_args(argv)
+    try:
+        cfg, _, _ = compose([o for o in overrides if not o.startswith("hydra")], config_dir=(folders or [None])[0])
+        parent, _, leaf = f"settings.{name[2:]}".rpartition(".")
+        node = OmegaConf.select(cfg, parent)
+        if isinstance(node, DictConfig) and leaf in node:
+            return
+    except Exception:  # a command line that does not compose cannot make the flag a setting
+        pass
+    suggestion = flags[[f.replace("_", "-") for f in flags].index(close[0])]
+    raise ConfigError(
+        f"Unknown flag '{name}'. Did you mean '{suggestion}'? Settings flags (--name VALUE) must name a key of "
+        "settings; Hydra's flags are listed by --help."
+    )
 
 
 _RUN_ERRORS: list[BaseException] = []
@@ -161,8 +197,8 @@ def _hydra_main(cfg: DictConfig) -> Any:
     record: dict[str, Any] = {"overrides": task, "status": "failed", "metrics": {}}
     job = None
     try:
-        config = resolve_config(cfg, task, list(hc.runtime.choices.keys()))
         _redact_hydra_outputs(hc.runtime.output_dir, hc.output_subdir)
+        config = resolve_config(cfg, task, list(hc.runtime.choices.keys()))
         job = Job.from_config(config)
         record.update(job_id=job.id, artifacts=job.artifacts_url)
         job.start()
@@ -194,21 +230,11 @@ def _explain_composition_error(exc: BaseException, argv: list[str]) -> ConfigErr
     """Recompose with the compose API to name the bad key with suggestions (Hydra's own text as fallback)."""
     from brevetti_pipe.config import compose, translate_hydra_error
 
-    overrides, config_dir, i = [], None, 0
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, inline = arg.partition("=")
-        if name in ("--config-dir", "-cd"):
-            config_dir = inline if eq else (argv[i + 1] if i + 1 < len(argv) else None)
-            i += 1 if eq else 2
-            continue
-        if name in _HYDRA_FLAGS:
-            i += 2 if _HYDRA_FLAGS[name] and not eq else 1
-            continue
-        overrides.append(arg)
-        i += 1
+    if "Could not find" in str(exc):  # a missing group option: Hydra's text names it and its options
+        return translate_hydra_error(exc)
+    overrides, folders = _split_args(argv)
     try:
-        compose([o for o in overrides if not o.startswith("hydra.")], config_dir=config_dir)
+        compose([o for o in overrides if not o.startswith("hydra.")], config_dir=(folders or [None])[0])
     except ConfigError as err:
         return err
     except Exception:
@@ -227,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         translated, verbose = translate_argv(args)
+        translated = guard_overrides(translated)
+        _check_config_folders(translated)
     except ConfigError as exc:
         _fail(str(exc), 2)
         return
@@ -237,6 +265,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     from brevetti_pipe.sweep import LAST_SWEEP
 
     LAST_SWEEP.clear()
+    with _secrets.redacting_streams():
+        _run_hydra(verbose or user_full_error, translated)
+
+
+def _check_config_folders(argv: list[str]) -> None:
+    """Refuse config bombs (anchor expansion, deep nesting) in the user's config folders before Hydra loads them."""
+    from brevetti_pipe.config import check_config_folder
+
+    overrides, folders = _split_args(argv)
+    for arg in overrides:
+        if arg.lstrip("+").startswith("hydra.searchpath="):
+            folders += re.findall(r"file://([^,\]'\"]+)", arg)
+    for folder in folders:
+        check_config_folder(folder)
+
+
+def _run_hydra(verbose: bool, translated: list[str]) -> None:
+    from brevetti_pipe.sweep import LAST_SWEEP
+
     try:
         _hydra_main()
         if _RUN_ERRORS:
@@ -249,10 +296,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("brevetti-pipe: interrupted", file=sys.stderr)
         sys.exit(130)
     except BaseException as exc:
-        if verbose or user_full_error:
+        if verbose:
             raise
-        from brevetti_pipe.config import translate_hydra_error
-
         if isinstance(exc, ConfigError):
             _fail(str(exc), 2)
         if isinstance(exc, BrevettiPipeError):

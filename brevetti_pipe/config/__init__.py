@@ -1,6 +1,6 @@
 """Configuration: Hydra-composed YAML + platform JSON + CLI -> one validated JobConfig."""
 
-from brevetti_pipe.config._compose import compose, translate_hydra_error
+from brevetti_pipe.config._compose import check_config_folder, compose, translate_hydra_error
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._load import JSON_KEYS, load_settings_json, resolve_config
 from brevetti_pipe.config._schema import (
@@ -28,6 +28,7 @@ __all__ = [
     "SamplerConfig",
     "SplitConfig",
     "StrictModel",
+    "check_config_folder",
     "compose",
     "load_settings_json",
     "resolve_config",

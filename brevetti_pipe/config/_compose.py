@@ -1,4 +1,4 @@
-"""Hydra composition for Python callers (``Job.init``) and translation of Hydra's errors."""
+"""Hydra composition for Python callers (``Job.init``), translation of Hydra's errors, and size caps on config files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,20 @@ from omegaconf import DictConfig, OmegaConf
 from brevetti_pipe._resources import config_dir as bundled_config_dir
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
-__all__ = ["compose", "translate_hydra_error"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "check_config_folder", "check_size", "compose", "translate_hydra_error"]
+
+#: Caps on one config document: nesting depth, and values after YAML anchors/aliases are expanded.
+MAX_DEPTH = 100
+MAX_NODES = 200_000
+#: Hydra plugins by group and option -> what to install to get them.
+_PLUGINS = {
+    "hydra/launcher": {
+        "joblib": "brevetti_pipe[joblib]", "submitit_local": "brevetti_pipe[submitit]",
+        "submitit_slurm": "brevetti_pipe[submitit]", "ray": "brevetti_pipe[ray]", "ray_aws": "brevetti_pipe[ray]",
+        "rq": "hydra-rq-launcher",
+    },
+    "hydra/sweeper": {"optuna": "brevetti_pipe[optuna]", "ax": "hydra-ax-sweeper", "nevergrad": "hydra-nevergrad-sweeper"},
+}
 
 _MISSING_RE = re.compile(r"Could not find '([^']+)'")
 _OPTIONS_RE = re.compile(r"Available options in '([^']+)':\s*\n((?:\s*\S+\s*\n?)+)")
@@ -36,6 +49,13 @@ def translate_hydra_error(exc: BaseException, keys_at: Callable[[str], list[str]
         if not options:
             options_match = _OPTIONS_RE.search(text)
             options = options_match.group(2).split("Config search path")[0].split() if options_match else []
+        plugin = _PLUGINS.get(group, {}).get(option)
+        if plugin and option not in options:
+            kind = group.split("/")[-1].capitalize()
+            return ConfigError(
+                f"{kind} '{option}' is not installed. Received: {group}={option}. Install {plugin} "
+                f"(pip install '{plugin}').{' Installed: ' + ', '.join(options) + '.' if options else ''}"
+            )
         if group and options:
             return ConfigError(
                 f"Unknown option '{option}' for config group '{group}'. Received: {group}={option}. "
@@ -54,10 +74,82 @@ def translate_hydra_error(exc: BaseException, keys_at: Callable[[str], list[str]
                 allowed = []
             hint = did_you_mean(leaf, allowed)
         allowed_txt = f" Allowed keys here: {', '.join(allowed)}." if allowed else ""
-        return ConfigError(f"Unknown key '{key}'.{hint}{allowed_txt} To add a new key use +{key}=VALUE.")
+        add = f" To add a new key use +{key}=VALUE." if _accepts_new_keys(parent) else ""
+        return ConfigError(f"Unknown key '{key}'.{hint}{allowed_txt}{add}")
     first = text.splitlines()[0] if text else type(exc).__name__
     rest = " ".join(line.strip() for line in text.splitlines()[1:] if line.strip())
     return ConfigError(f"{first} {rest}".strip())
+
+
+def _accepts_new_keys(parent: str) -> bool:
+    """Whether the validated config takes keys a user adds under ``parent`` (so ``+key=VALUE`` is worth offering)."""
+    from brevetti_pipe.config._errors import accepts_extra_keys
+    from brevetti_pipe.config._schema import JobConfig
+
+    parts = parent.split(".") if parent else []
+    if parts[:1] == ["hydra"]:
+        return parts[:2] == ["hydra", "callbacks"]
+    return parts[:1] != ["settings"] and accepts_extra_keys(JobConfig, tuple(parts))
+
+
+def check_size(root: object, children: Callable[[object], list[object]], where: str) -> None:
+    """Refuse a document deeper than MAX_DEPTH or with more than MAX_NODES values once expanded.
+
+    Shared sub-trees (YAML aliases) are measured once, so a billion-laughs file is refused in
+    microseconds instead of being expanded.
+
+    Raises:
+        ConfigError: starting with ``where`` (e.g. ``Config file PATH``), naming the limit.
+    """
+    memo: dict[int, tuple[int, int]] = {}
+    active: set[int] = set()
+    stack: list[tuple[object, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            kids = [memo[id(k)] for k in children(node)]
+            size, depth = 1 + sum(k[0] for k in kids), 1 + max((k[1] for k in kids), default=0)
+            if size > MAX_NODES or depth > MAX_DEPTH:
+                what = f"nested more than {MAX_DEPTH} levels deep" if depth > MAX_DEPTH else (
+                    f"more than {MAX_NODES} values once its anchors/aliases are expanded")
+                raise ConfigError(f"{where} is too large: {what}.")
+            memo[key] = (size, depth)
+            active.discard(key)
+        elif key in active:
+            raise ConfigError(f"{where} refers to itself (a recursive anchor/alias).")
+        elif key not in memo:
+            active.add(key)
+            stack.append((node, True))
+            stack.extend((k, False) for k in children(node))
+
+
+def _yaml_children(node: object) -> list[object]:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def check_config_folder(folder: str | os.PathLike[str]) -> None:
+    """Check every YAML file under a user's config folder with :func:`check_size` before Hydra loads it.
+
+    Raises:
+        ConfigError: naming the file that is too deep, too large once expanded, or self-referencing.
+    """
+    import yaml
+
+    root = Path(str(folder).removeprefix("file://")).expanduser()
+    for path in sorted(root.rglob("*.y*ml")) if root.is_dir() else []:
+        try:
+            node = yaml.compose(path.read_text(encoding="utf-8", errors="replace"), Loader=yaml.SafeLoader)
+        except RecursionError:
+            raise ConfigError(f"Config file {path} is too large: nested more than {MAX_DEPTH} levels deep.") from None
+        except yaml.YAMLError:
+            continue  # Hydra reports syntax errors itself, naming the file
+        if node is not None:
+            check_size(node, _yaml_children, f"Config file {path}")
 
 
 def _hydra_overrides_with_dir(overrides: Sequence[str], config_dir: str | os.PathLike[str] | None) -> list[str]:
@@ -66,6 +158,7 @@ def _hydra_overrides_with_dir(overrides: Sequence[str], config_dir: str | os.Pat
         path = Path(config_dir).expanduser().resolve()
         if not path.is_dir():
             raise ConfigError(f"Config directory not found. Received: config_dir={str(config_dir)!r}")
+        check_config_folder(path)
         out.append(f"hydra.searchpath=[file://{path}]")
     return out
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
-__all__ = ["config_error_from_validation", "validate_model"]
+__all__ = ["accepts_extra_keys", "config_error_from_validation", "validate_model"]
 
 M = typing.TypeVar("M", bound=BaseModel)
 
@@ -24,8 +24,7 @@ def _unwrap(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names allowed at ``loc`` inside ``model`` (best effort; [] when unknown)."""
+def _annotations_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[Any]:
     current: list[Any] = [model]
     for part in loc:
         nxt: list[Any] = []
@@ -41,6 +40,22 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
                     if args:
                         nxt.append(args[-1] if origin is not tuple else args[0])
         current = nxt
+    return current
+
+
+def accepts_extra_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> bool:
+    """Whether the value at ``loc`` inside ``model`` is a mapping or a model that allows extra keys."""
+    for ann in _annotations_at(model, loc):
+        for cand in _unwrap(ann):
+            # a component's extra keys are its parameters, validated strictly by the component itself
+            if typing.get_origin(cand) in (dict, typing.Mapping) or cand in (dict, Any):
+                return True
+    return False
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at ``loc`` inside ``model`` (best effort; [] when unknown)."""
+    current = _annotations_at(model, loc)
     names: list[str] = []
     for ann in current:
         for cand in _unwrap(ann):

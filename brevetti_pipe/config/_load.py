@@ -8,6 +8,7 @@ on top and then re-applies the command-line overrides so they keep the last word
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -16,12 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from brevetti_pipe import _secrets
+from brevetti_pipe.config._compose import MAX_DEPTH, check_size
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig
 from brevetti_pipe.errors import ConfigError, StorageError, did_you_mean
 
-__all__ = ["JSON_KEYS", "load_settings_json", "resolve_config"]
+__all__ = ["JSON_KEYS", "load_settings_json", "resolve_config", "target_error"]
 
+#: ``_target_`` values a command line or settings JSON may hold: our sweep summary and Hydra's own classes.
+_ALLOWED_TARGETS = ("brevetti_pipe.sweep.SweepSummary",)
+_ALLOWED_TARGET_PREFIXES = ("hydra.experimental.callbacks.", "hydra._internal.core_plugins.", "hydra_plugins.")
 #: Top-level keys a platform settings JSON may set.
 JSON_KEYS = ("settings", "datasets", "split", "sampler", "pipeline", "data")
 
@@ -58,6 +63,8 @@ def load_settings_json(
         raise ConfigError(f"Cannot read settings JSON {_secrets.redact(url)!r}: {_secrets.redact(str(exc))}") from None
     try:
         doc = json.loads(raw.decode("utf-8-sig"))
+    except RecursionError:
+        raise ConfigError(f"Settings JSON {url!r} is too large: nested more than {MAX_DEPTH} levels deep.") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"Settings JSON {url!r} is not UTF-8 text: {exc.reason}") from None
     except json.JSONDecodeError as exc:
@@ -66,6 +73,7 @@ def load_settings_json(
         ) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"Settings JSON {url!r} must hold a JSON object, got {type(doc).__name__}")
+    check_size(doc, _json_children, f"Settings JSON {url!r}")
     for key in list(doc):
         if _secrets.SECRET_KEYS.search(key) and isinstance(doc[key], str):
             if key.lower().replace("-", "_") == "api_key":
@@ -79,6 +87,46 @@ def load_settings_json(
             f"Allowed top-level keys: {', '.join(JSON_KEYS)}."
         )
     return doc
+
+
+def target_error(path: str, value: Any) -> ConfigError | None:
+    """The error for a ``_target_`` (or a logging handler ``class``) at or under ``path`` outside the allowlist."""
+    leaf = path.rsplit(".", 1)[-1]
+    if isinstance(value, dict):
+        return next((e for k, v in value.items() if (e := target_error(f"{path}.{k}" if path else str(k), v))), None)
+    if isinstance(value, list):
+        return next((e for v in value if (e := target_error(path, v))), None)
+    if leaf == "_target_" and not (value in _ALLOWED_TARGETS or str(value).startswith(_ALLOWED_TARGET_PREFIXES)):
+        allowed = ", ".join(_ALLOWED_TARGETS)
+        return ConfigError(
+            f"'_target_' {value!r} is not allowed. Received: {path}={value}. Allowed: {allowed} and Hydra's own "
+            f"classes ({', '.join(p + '*' for p in _ALLOWED_TARGET_PREFIXES)})."
+        )
+    if leaf == "class" and re.match(r"^hydra\.(job|hydra)_logging\.", path) and not str(value).startswith("logging."):
+        return ConfigError(f"Logging handler class {value!r} is not allowed. Received: {path}={value}. Allowed: logging.*.")
+    return None
+
+
+def _json_children(node: object) -> list[object]:
+    if isinstance(node, dict):
+        return list(node.values())
+    return list(node) if isinstance(node, list) else []
+
+
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
+
+
+def _literal(value: Any) -> Any:
+    """A JSON value with every ``${...}`` escaped: platform-injected text is data, never an
+    interpolation or a resolver call (``${oc.env:DB_PASSWORD}`` stays those characters)."""
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    if isinstance(value, str) and "${" in value:
+        # OmegaConf: a run of 2n backslashes before ${ is n backslashes, \${ is a literal ${
+        return _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", value)
+    return value
 
 
 def _group_package(group: str, package: str | None) -> str | None:
@@ -140,11 +188,12 @@ def resolve_config(
         root = str(OmegaConf.select(work, "platform.root", default="."))
         options = OmegaConf.select(work, "platform.storage_options", default=None)
         options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+        _secrets.restore({"storage_options": options}, prefix="platform")
         url = str(explicit) if explicit else f"{root.rstrip('/')}/jobs/{job_id}/job.json"
         retry = float(OmegaConf.select(work, "platform.retry_seconds", default=60.0) or 60.0)
         doc = load_settings_json(url, required=bool(explicit), storage_options=options, retry_seconds=retry)
         if doc:
-            for key, value in doc.items():
+            for key, value in _literal(doc).items():
                 replace = key == "datasets"  # a platform's dataset list is the whole selection
                 if replace or not isinstance(value, dict) or not isinstance(work.get(key), DictConfig):
                     work[key] = value
@@ -152,9 +201,18 @@ def resolve_config(
                     work[key] = OmegaConf.merge(work[key], value)
             _reapply_overrides(work, composed, overrides, set(groups))
         data = OmegaConf.to_container(work, resolve=True)
+        if isinstance(data, dict):
+            _secrets.restore(data)
         _secrets.collect_secrets(data)
     except (ConfigError, StorageError):
         raise
     except OmegaConfBaseException as exc:
         raise ConfigError(f"Invalid config: {exc}".replace("\n", " ")) from None
-    return validate_model(JobConfig, data, source=url if doc else None)
+    config = validate_model(JobConfig, data, source=url if doc else None)
+    # a _target_ the schema let through (under storage_options, generator_params, ...) runs nowhere, but
+    # is refused all the same so that no later code path can ever instantiate it; stages and callbacks
+    # refuse unknown parameters (a _target_ among them) themselves, naming the key
+    error = target_error("", {k: v for k, v in data.items() if k not in ("pipeline", "callbacks")})
+    if error:
+        raise ConfigError(f"{error}{f' (in {url})' if doc else ''}")
+    return config
