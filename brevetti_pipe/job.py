@@ -28,6 +28,7 @@ from brevetti_pipe._category import category_label
 from brevetti_pipe._kept import KeptFiles
 from brevetti_pipe._lease import JobLease
 from brevetti_pipe._paths import check_relative
+from brevetti_pipe._overrides import hydra_literal
 from brevetti_pipe._retry import RetryPolicy
 from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback
 from brevetti_pipe.config._errors import validate_model
@@ -185,7 +186,7 @@ class Job:
             _secrets.set_api_key(api_key)
         overrides = list(overrides)
         if job_id:
-            overrides.append(f"job.id={job_id}")
+            overrides.append(f"job.id={hydra_literal(str(job_id))}")
         cfg, task_overrides, groups = compose(overrides, config_dir=config_dir, config_name=config_name)
         from brevetti_pipe.config import resolve_config
 

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from brevetti_pipe import _secrets
 from brevetti_pipe.config._compose import MAX_DEPTH, check_size
 from brevetti_pipe.config._errors import validate_model
-from brevetti_pipe.config._schema import JobConfig
+from brevetti_pipe.config._schema import JobConfig, JobSection
 from brevetti_pipe.errors import ConfigError, StorageError, did_you_mean
 
 __all__ = ["JSON_KEYS", "load_settings_json", "resolve_config", "target_error"]
@@ -184,6 +184,7 @@ def resolve_config(
         if OmegaConf.select(work, "job.id") in (None, ""):
             OmegaConf.update(work, "job.id", str(uuid.uuid4()), force_add=True)
         job_id = str(OmegaConf.select(work, "job.id"))
+        validate_model(JobSection, {"id": job_id}, prefix="job")  # before it names a file to read
         explicit = OmegaConf.select(work, "job.settings_json")
         root = str(OmegaConf.select(work, "platform.root", default="."))
         options = OmegaConf.select(work, "platform.storage_options", default=None)

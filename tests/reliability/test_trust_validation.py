@@ -34,6 +34,22 @@ def test_job_id_flag_reaches_the_same_rule(tmp_path):
         Job.init(overrides=[f"platform.root={tmp_path / 'p'}", *overrides])
 
 
+def test_job_id_is_checked_before_a_settings_json_is_read_through_it(tmp_path):
+    outside = tmp_path / "outside" / "job.json"
+    outside.parent.mkdir()
+    outside.write_text('{not json: this file must never be read')
+    (tmp_path / "p" / "jobs").mkdir(parents=True)  # so that the OS resolves p/jobs/../../outside
+    with pytest.raises(ConfigError, match=r"^Invalid value for 'job\.id'"):
+        Job.init(job_id="../../outside", overrides=[f"platform.root={tmp_path / 'p'}"])
+
+
+@pytest.mark.parametrize("job_id", ["a\\b", "x=y", "a b", "[1,2]"])
+def test_job_init_job_id_with_override_syntax_is_one_line(tmp_path, job_id):
+    with pytest.raises(ConfigError, match=r"job\.id") as err:
+        Job.init(job_id=job_id, overrides=[f"platform.root={tmp_path / 'p'}"])
+    assert "\n" not in str(err.value)
+
+
 def test_job_id_keeps_usual_ids(tmp_path):
     for job_id in ("abc", "job-1", "2024_01.run", "7c9e6679-7425-40de-944b-e07fc1f90ae7"):
         assert Job.init(job_id=job_id, overrides=[f"platform.root={tmp_path}"]).id == job_id
