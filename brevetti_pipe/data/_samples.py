@@ -23,7 +23,8 @@ __all__ = ["Dataset", "get_image_samples", "IMAGE_EXTENSIONS", "GENERATORS", "SA
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
-SAMPLE_COLUMNS = ("path", "category", "folder", "etag", "dataset", "dataset_id", "url", "annotation_path")
+SAMPLE_COLUMNS = ("path", "category", "folder", "etag", "size", "dataset", "dataset_id", "url", "annotation_path",
+                  "annotation_etag", "annotation_size")
 
 #: Dataset generators (name -> callable(url, io, seed, **params)) used when a dataset is missing.
 GENERATORS: Registry[Any] = Registry("dataset generator")
@@ -65,6 +66,17 @@ def _etag(info: dict[str, Any]) -> str | None:
                     return value
             return value
     return None
+
+
+def _version_tag(info: dict[str, Any]) -> str | None:
+    """The ETag/MD5, else the modification time: what changes when the file is replaced."""
+    mtime = next((info[k] for k in ("mtime", "LastModified", "updated", "created") if info.get(k)), None)
+    return _etag(info) or (f"mtime:{mtime}" if mtime is not None else None)
+
+
+def _size(info: dict[str, Any]) -> int | None:
+    size = info.get("size")
+    return int(size) if size is not None else None
 
 
 def _full_url(protocol: str, path: str) -> str:
@@ -149,10 +161,13 @@ def get_image_samples(
             "category": tuple(mapped),
             "folder": folder,
             "etag": _etag(info),
+            "size": _size(info),
             "dataset": ds.name,
             "dataset_id": ds.id,
             "url": url,
             "annotation_path": _full_url(protocol, annotation) if annotation else None,
+            "annotation_etag": _version_tag(listing[annotation]) if annotation else None,
+            "annotation_size": _size(listing[annotation]) if annotation else None,
         })
     if cfg.category_map and unknown_maps == set(cfg.category_map):
         raise DatasetError(

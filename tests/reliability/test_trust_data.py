@@ -1,0 +1,79 @@
+"""Data integrity: fetched bytes are verified against the listing and the cache follows object versions."""
+
+from __future__ import annotations
+
+import io as _io
+import numpy as np
+import pytest
+from PIL import Image
+
+from brevetti_pipe._retry import RetryPolicy
+from brevetti_pipe.data import get_image_samples
+from brevetti_pipe.data._demo import generate_vials
+from brevetti_pipe.data._generator import localize_samples
+from brevetti_pipe.errors import StorageError
+from brevetti_pipe.io import IoTools
+from brevetti_pipe.stages import ImagePipeline
+from tests.servers import FaultProxy
+
+_QUICK = RetryPolicy(total_seconds=20, initial_delay=0.01, max_delay=0.2)
+
+
+def _bmp(array: np.ndarray, mode: str | None = None) -> bytes:
+    img = Image.fromarray(array)
+    img = img.convert(mode) if mode and mode != "P" else img
+    if mode == "P":
+        img = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    buf = _io.BytesIO()
+    img.save(buf, format="BMP")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("presigned", [True, False], ids=["presigned", "fsspec"])
+def test_truncated_bodies_are_refetched_never_bad_samples(s3, tmp_path, presigned):
+    generate_vials("s3://bucket/ds", io=IoTools({"s3": s3.options}), per_class=10, size=32)
+    with FaultProxy(s3.endpoint, fail_rate=0.0, truncate_rate=0.2, seed=4) as proxy:
+        io = IoTools({"s3": {"endpoint_url": proxy.endpoint}}, cache_root=str(tmp_path / "cache"), retry=_QUICK)
+        io.presigned_fetch = presigned
+        samples = get_image_samples("s3://bucket/ds", io=io)
+        local = localize_samples(samples, io)
+    assert proxy.stats["truncated"] >= 3, proxy.stats
+    assert ImagePipeline(target_size=(16, 16)).check(local) == {}, "healthy images reported as bad"
+    fs = s3.fs()
+    assert [open(p, "rb").read() for p in local["path"]] == [fs.cat_file(u) for u in samples["path"]]
+
+
+def test_truncation_that_never_heals_is_a_storage_error_naming_the_url(s3, tmp_path):
+    generate_vials("s3://bucket/ds", io=IoTools({"s3": s3.options}), per_class=1, size=32)
+    with FaultProxy(s3.endpoint, fail_rate=0.0, truncate_rate=1.0) as proxy:
+        io = IoTools({"s3": {"endpoint_url": proxy.endpoint}}, cache_root=str(tmp_path / "cache"),
+                     retry=RetryPolicy(total_seconds=0.5, initial_delay=0.01))
+        samples = get_image_samples("s3://bucket/ds", io=io)
+        with pytest.raises(StorageError, match=r"gave up after retrying.*s3://bucket/ds/\w+/\w+\.bmp: got \d+ bytes, the listing says \d+"):
+            localize_samples(samples, io)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()], "nothing unverified is left in the cache"
+
+
+def test_replaced_object_is_fetched_anew_and_a_damaged_cache_copy_is_replaced(s3, tmp_path):
+    fs = s3.fs()
+    first = _bmp(np.zeros((8, 8, 3), np.uint8))
+    second = _bmp(np.full((8, 8, 3), 200, np.uint8))
+    fs.pipe_file("bucket/ds/good/a.bmp", first)
+    cache = str(tmp_path / "shared-cache")  # platform.cache_dir: shared by runs
+
+    def run() -> tuple[str, bytes, str]:
+        io = IoTools({"s3": s3.options}, cache_root=cache)
+        samples = get_image_samples("s3://bucket/ds", io=io)
+        path = localize_samples(samples, io)["path"][0]
+        return samples["etag"][0], open(path, "rb").read(), path
+
+    etag, data, path = run()
+    assert data == first
+    fs.pipe_file("bucket/ds/good/a.bmp", second)  # replaced in place, same size, new ETag
+    new_etag, data, _ = run()
+    assert new_etag != etag and data == second, "the replaced object must not be served from the cache"
+    fs.pipe_file("bucket/ds/good/a.bmp", first)
+    _, _, path = run()
+    with open(path, "r+b") as fh:  # e.g. a copy truncated by an older version or by a full disk
+        fh.truncate(10)
+    assert run()[1] == first
