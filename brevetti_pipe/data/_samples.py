@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
@@ -79,6 +80,26 @@ def _size(info: dict[str, Any]) -> int | None:
     return int(size) if size is not None else None
 
 
+def _follow_links(fs: Any, listing: dict[str, Any], walked: list[str]) -> dict[str, Any]:
+    """A local listing with symlinked folders replaced by their files, listed under the link's path.
+
+    One rule: a linked folder is walked unless it lies inside the dataset or inside a folder
+    already walked (a link back up the tree, or a second link to one folder); those are skipped
+    with a warning naming the link. Links to files stay as they are.
+    """
+    out: dict[str, Any] = {}
+    for path, info in listing.items():
+        real = os.path.realpath(path) if info.get("islink") else ""
+        if not (real and os.path.isdir(real)):
+            out[path] = info
+        elif any(real == w or real.startswith(w.rstrip(os.sep) + os.sep) for w in walked):
+            log.warning("Skipping the folder link %s -> %s: that folder is listed already", path, real)
+        else:
+            walked.append(real)
+            out.update(_follow_links(fs, fs.find(path, detail=True, withdirs=False), walked))
+    return out
+
+
 def _full_url(protocol: str, path: str) -> str:
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
 
@@ -107,8 +128,8 @@ def get_image_samples(
         ``annotation_path`` (the ``<image>.json`` beside the image, or None).
 
     Raises:
-        DatasetError: naming the dataset when it is missing, empty or unreadable, or when
-            the category map matches no folder.
+        DatasetError: naming the dataset when it is missing, empty, unreadable or a file rather
+            than a folder, or when the category map matches no folder.
     """
     ds = url_or_dataset if isinstance(url_or_dataset, Dataset) else Dataset(
         name or posixpath.basename(str(url_or_dataset).rstrip("/")), str(url_or_dataset),
@@ -133,6 +154,13 @@ def get_image_samples(
         raise DatasetError(f"Cannot list dataset '{ds.name}' at {redact(ds.url)}: {redact(str(exc))}") from None
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     root = root.rstrip("/")
+    if root in listing:
+        raise DatasetError(
+            f"Dataset '{ds.name}' at {redact(ds.url)} is a file, not a folder: a dataset URL names a folder "
+            "of category folders (e.g. <root>/good/*.bmp)"
+        )
+    if is_local(ds.url):
+        listing = _follow_links(fs, listing, [os.path.realpath(root)])
     names = set(listing)
     rows = []
     unknown_maps = set((cfg.category_map or {}).keys())

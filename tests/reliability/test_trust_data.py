@@ -1,8 +1,11 @@
-"""Data integrity: fetched bytes are verified against the listing and the cache follows object versions."""
+"""Data integrity: fetched bytes are verified, the cache follows object versions, odd datasets and
+images are named instead of silently mis-read."""
 
 from __future__ import annotations
 
 import io as _io
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -11,7 +14,7 @@ from brevetti_pipe._retry import RetryPolicy
 from brevetti_pipe.data import get_image_samples
 from brevetti_pipe.data._demo import generate_vials
 from brevetti_pipe.data._generator import localize_samples
-from brevetti_pipe.errors import StorageError
+from brevetti_pipe.errors import DatasetError, StorageError
 from brevetti_pipe.io import IoTools
 from brevetti_pipe.stages import ImagePipeline
 from tests.servers import FaultProxy
@@ -77,3 +80,28 @@ def test_replaced_object_is_fetched_anew_and_a_damaged_cache_copy_is_replaced(s3
     with open(path, "r+b") as fh:  # e.g. a copy truncated by an older version or by a full disk
         fh.truncate(10)
     assert run()[1] == first
+
+
+def test_a_file_as_dataset_url_is_an_error_naming_the_dataset(s3, tmp_path):
+    image = tmp_path / "one.bmp"
+    image.write_bytes(_bmp(np.zeros((4, 4, 3), np.uint8)))
+    with pytest.raises(DatasetError, match=r"Dataset 'one\.bmp' at .*one\.bmp is a file, not a folder"):
+        get_image_samples(str(image))
+    s3.fs().pipe_file("bucket/x/img.bmp", image.read_bytes())
+    with pytest.raises(DatasetError, match=r"Dataset 'cams' at s3://bucket/x/img\.bmp is a file, not a folder"):
+        get_image_samples("s3://bucket/x/img.bmp", io=IoTools({"s3": s3.options}), name="cams")
+
+
+def test_symlinked_class_folders_are_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "scratch_images"
+    elsewhere.mkdir(parents=True)
+    for i in range(2):
+        (elsewhere / f"s{i}.bmp").write_bytes(_bmp(np.zeros((4, 4, 3), np.uint8)))
+    root = tmp_path / "ds"
+    (root / "good").mkdir(parents=True)
+    (root / "good" / "g.bmp").write_bytes(_bmp(np.zeros((4, 4, 3), np.uint8)))
+    os.symlink(elsewhere, root / "scratch")
+    (root / "good" / "loop").symlink_to(root)  # a link back up the tree is not walked twice
+    samples = get_image_samples(str(root))
+    assert sorted(samples["category"]) == [("good",), ("scratch",), ("scratch",)]
+    assert sorted(p.rsplit(os.sep, 1)[-1] for p in samples["path"] if "scratch" in p) == ["s0.bmp", "s1.bmp"]
