@@ -32,11 +32,16 @@ _SEED_SALT = 0x5EED
 _RELEASE = 32
 
 
+def _utf8(values: Any) -> np.ndarray:
+    """Strings as UTF-8 bytes for TensorFlow (numpy's own ``astype(bytes)`` is ASCII only)."""
+    return np.array([v.encode("utf-8") for v in values], dtype=object)
+
+
 def _column_values(series: pd.Series) -> np.ndarray:
     """A column as a numpy array TensorFlow accepts (tuples joined with '/', None -> '')."""
     if series.dtype.kind in "biuf":
         return series.to_numpy()
-    return np.array([category_label(v) for v in series], dtype=object).astype(bytes)
+    return _utf8(category_label(v) for v in series)
 
 
 def _decode(value: Any) -> Any:
@@ -298,14 +303,14 @@ class DataGenerator:
         folder = self._cache_dir(prefix)
         os.makedirs(folder, exist_ok=True)
         ident = [hashlib.sha1(b"|".join(parts)).hexdigest()[:20] for parts in zip(
-            *(columns[k].astype(bytes) if columns[k].dtype.kind in "OSU" else columns[k].astype(str).astype(bytes)
+            *(columns[k] if columns[k].dtype.kind in "OS" else _utf8(columns[k].astype(str))
               for k in ("path", "etag") if k in columns))]
         inputs = {k: tf.constant(v) for k, v in columns.items()}
         run_prefix = _prefix_runner(prefix)
 
         spec = tf.data.Dataset.from_tensor_slices(inputs).map(run_prefix).element_spec
         keys = sorted(spec)
-        paths = {k: np.array([os.path.join(folder, f"{i}.{k}.tensor") for i in ident], dtype=object).astype(bytes) for k in keys}
+        paths = {k: _utf8(os.path.join(folder, f"{i}.{k}.tensor") for i in ident) for k in keys}
         missing = [i for i in range(len(ident)) if not all(os.path.exists(paths[k][i].decode()) for k in keys)]
         if missing:
             subset = {k: tf.gather(v, missing) for k, v in inputs.items()}

@@ -7,6 +7,7 @@ import io as _io
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -17,6 +18,7 @@ from brevetti_pipe.data._generator import localize_samples
 from brevetti_pipe.errors import DatasetError, StorageError
 from brevetti_pipe.io import IoTools
 from brevetti_pipe.stages import ImagePipeline
+from tests.conftest import TINY_ARGS, only_job_dir, read_output, run_cli
 from tests.servers import FaultProxy
 
 _QUICK = RetryPolicy(total_seconds=20, initial_delay=0.01, max_delay=0.2)
@@ -105,3 +107,44 @@ def test_symlinked_class_folders_are_followed(tmp_path):
     samples = get_image_samples(str(root))
     assert sorted(samples["category"]) == [("good",), ("scratch",), ("scratch",)]
     assert sorted(p.rsplit(os.sep, 1)[-1] for p in samples["path"] if "scratch" in p) == ["s0.bmp", "s1.bmp"]
+
+
+def _non_ascii_dataset(root):
+    for folder in ("ridse_æøå", "ü", "日本"):
+        for i in range(3):
+            value = 40 * i + len(folder) * 10
+            path = root / folder / f"bild_{i}_ø.bmp"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_bmp(np.full((8, 8, 3), value, np.uint8)))
+
+
+def test_non_ascii_folder_and_file_names_work_in_the_graph(s3, tmp_path):
+    from brevetti_pipe.data import DataGenerator
+    from brevetti_pipe.stages import OneHotEncoder
+
+    root = tmp_path / "daten"
+    _non_ascii_dataset(root)
+    classes = ["ridse_æøå", "ü", "日本"]
+    for url, io in ((str(root), IoTools()), ("s3://bucket/daten", IoTools({"s3": s3.options}, cache_root=str(tmp_path / "c")))):
+        if url.startswith("s3://"):
+            IoTools({"s3": s3.options}).put_tree(str(root), url)
+        samples = get_image_samples(url, io=io)
+        gen = (DataGenerator(samples, batch_size=0, io=io, output_structure=None)
+               .map(ImagePipeline(target_size=(8, 8))).map(OneHotEncoder(classes)))
+        rows = list(gen)
+        assert sorted(r["category"] for r in rows) == sorted(c for c in classes for _ in range(3))
+        assert all("bild_" in r["path"] and "_ø.bmp" in r["path"] for r in rows)
+        assert all(r["onehot"][classes.index(r["category"])] == 1 for r in rows)
+
+
+def test_non_ascii_dataset_trains_end_to_end(tmp_path):
+    data = tmp_path / "billeder_æøå"
+    _non_ascii_dataset(data)
+    # Hydra's override grammar takes non-ASCII values quoted
+    proc = run_cli(*TINY_ARGS, f"platform.root={tmp_path / 'p'}", f"datasets.vials.url='{data}'",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job_dir = only_job_dir(tmp_path / "p")
+    assert read_output(job_dir)["status"] == "completed"
+    split = pd.read_csv(job_dir / "artifacts" / "sample_identification.csv")
+    assert set(split["category"]) == {"ridse_æøå", "ü", "日本"} and split["path"].str.contains("_ø.bmp").all()
