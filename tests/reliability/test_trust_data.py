@@ -144,7 +144,32 @@ def test_non_ascii_dataset_trains_end_to_end(tmp_path):
     proc = run_cli(*TINY_ARGS, f"platform.root={tmp_path / 'p'}", f"datasets.vials.url='{data}'",
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "codec can't encode" not in proc.stderr, "no callback may fail on the names either"
     job_dir = only_job_dir(tmp_path / "p")
     assert read_output(job_dir)["status"] == "completed"
     split = pd.read_csv(job_dir / "artifacts" / "sample_identification.csv")
     assert set(split["category"]) == {"ridse_æøå", "ü", "日本"} and split["path"].str.contains("_ø.bmp").all()
+
+
+def test_bmps_tensorflow_misreads_are_bad_samples_by_name(tmp_path):
+    grey = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+    colour = np.stack([grey, 255 - grey, grey // 2], axis=-1)
+    files = {
+        "palette.bmp": _bmp(colour, "P"),  # 8-bit palette: TensorFlow returns the indices as grey
+        "bilevel.bmp": _bmp(grey, "1"),  # 1 bit per pixel: TensorFlow cannot decode it
+        "grey.bmp": _bmp(grey, "L"),  # 8-bit grey ramp palette: indices are the grey levels
+        "rgb.bmp": _bmp(colour),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    samples = pd.DataFrame({"path": [str(tmp_path / n) for n in files]})
+    bad = ImagePipeline().check(samples)
+    assert sorted(bad) == [0, 1], bad
+    assert "palette" in bad[0] and "24-bit" in bad[0]
+    assert "1 bit(s) per pixel" in bad[1]
+    import tensorflow as tf
+
+    for i in (2, 3):  # what passes the check decodes as Pillow does
+        decoded = tf.io.decode_image(files[samples["path"][i].rsplit(os.sep, 1)[-1]], channels=3, expand_animations=False)
+        expected = np.asarray(Image.open(samples["path"][i]).convert("RGB"))
+        np.testing.assert_array_equal(decoded.numpy(), expected)
