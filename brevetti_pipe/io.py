@@ -100,13 +100,16 @@ def _mismatch(path: str, url: str, version: FileVersion | None, etag_is_md5: boo
     return None
 
 
+def _as_checksum(exc: BaseException | None, where: str) -> BaseException | None:
+    """botocore's response checksum failure as a :class:`ChecksumError`: a damaged read like a
+    short one, so retried as one."""
+    if exc is not None and type(exc).__name__ == "FlexibleChecksumError":
+        return ChecksumError(f"{redact(where)}: {exc}")
+    return exc
+
+
 def _get_each(fs: fsspec.AbstractFileSystem, rpaths: Sequence[str], lpaths: Sequence[str]) -> list[BaseException | None]:
     """``fs.get`` file by file, concurrently on async stores: one failed file fails only itself."""
-    def integrity(exc: BaseException | None, rpath: str) -> BaseException | None:
-        # botocore's own response checksum check: a damaged read like ours, so retried as one
-        if exc is not None and type(exc).__name__ == "FlexibleChecksumError":
-            return ChecksumError(f"{rpath}: {exc}")
-        return exc
 
     if getattr(fs, "async_impl", False):
         from fsspec.asyn import sync
@@ -125,7 +128,7 @@ def _get_each(fs: fsspec.AbstractFileSystem, rpaths: Sequence[str], lpaths: Sequ
                 results.append(None)
             except Exception as exc:
                 results.append(exc)
-    return [integrity(exc, r) for exc, r in zip(results, rpaths)]
+    return [_as_checksum(exc, r) for exc, r in zip(results, rpaths)]
 
 
 def _exists(fs: fsspec.AbstractFileSystem, url: str) -> bool:
@@ -296,8 +299,18 @@ class IoTools:
     def read_file(self, url: str) -> bytes:
         """Return the bytes at ``url``."""
         fs, path = self.fs(url)
+
+        def read() -> bytes:
+            try:
+                return fs.cat_file(path)
+            except Exception as exc:
+                checked = _as_checksum(exc, url)
+                if checked is exc:
+                    raise
+                raise checked from exc
+
         try:
-            return self.call(lambda: fs.cat_file(path), url)
+            return self.call(read, url)
         except FileNotFoundError:
             raise StorageError(f"File not found: {redact(url)}") from None
         except Exception as exc:

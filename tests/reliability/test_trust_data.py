@@ -48,6 +48,30 @@ def test_truncated_bodies_are_refetched_never_bad_samples(s3, tmp_path, presigne
     assert [open(p, "rb").read() for p in local["path"]] == [fs.cat_file(u) for u in samples["path"]]
 
 
+def test_job_with_truncated_bodies_skips_no_healthy_image(s3, tmp_path):
+    generate_vials("s3://bucket/platform/datasets/vials", io=IoTools({"s3": s3.options}), per_class=10, size=48)
+    with FaultProxy(s3.endpoint, fail_rate=0.0, truncate_rate=0.2, seed=7) as proxy:
+        proc = run_cli(*TINY_ARGS, "platform.root=s3://bucket/platform", "data.on_bad_sample=skip", "job.id=trunc",
+                       f"+platform.storage_options.endpoint_url={proxy.endpoint}", cwd=tmp_path, env=s3.env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proxy.stats["truncated"] >= 3, proxy.stats
+    import json
+
+    out = json.loads(s3.fs().cat_file("bucket/platform/jobs/trunc/artifacts/output.json"))
+    assert out["status"] == "completed" and out["bad_samples"] == 0, out.get("bad_samples")
+
+
+def test_read_file_retries_a_damaged_body(s3):
+    fs = s3.fs()
+    blobs = {f"bucket/files/{i}.json": os.urandom(300 + i) for i in range(12)}
+    for path, data in blobs.items():
+        fs.pipe_file(path, data)
+    with FaultProxy(s3.endpoint, fail_rate=0.0, truncate_rate=0.3, seed=1) as proxy:
+        io = IoTools({"s3": {"endpoint_url": proxy.endpoint}}, retry=_QUICK)
+        assert {p: io.read_file(f"s3://{p}") for p in blobs} == blobs
+    assert proxy.stats["truncated"] >= 2, proxy.stats
+
+
 def test_truncation_that_never_heals_is_a_storage_error_naming_the_url(s3, tmp_path):
     generate_vials("s3://bucket/ds", io=IoTools({"s3": s3.options}), per_class=1, size=32)
     with FaultProxy(s3.endpoint, fail_rate=0.0, truncate_rate=1.0) as proxy:
