@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import os
 import random
 import re
@@ -122,7 +123,7 @@ class _Presigner:
         return request.prepare().url
 
 
-async def _get_one(session: Any, url: str, rpath: str, local: str) -> bool:
+async def _get_one(session: Any, url: str, rpath: str, local: str) -> str | None:
     """One object, with per-request retries of transient faults (as botocore does for ``fs.get``)."""
     for attempt in range(_ATTEMPTS):
         try:
@@ -133,9 +134,9 @@ async def _get_one(session: Any, url: str, rpath: str, local: str) -> bool:
             await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + _jitter.random()))
 
 
-async def _get_once(session: Any, url: str, rpath: str, local: str) -> bool:
-    """Write the object to ``local``; True when its ETag is the MD5 of the content (not for SSE-KMS
-    or SSE-C objects, whose ETags are not)."""
+async def _get_once(session: Any, url: str, rpath: str, local: str) -> str | None:
+    """Write the object to ``local``; return the MD5 of the bytes when the object's ETag is an MD5
+    (None for SSE-KMS and SSE-C objects, whose ETags are not)."""
     import aiohttp
     import yarl
 
@@ -159,10 +160,10 @@ async def _get_once(session: Any, url: str, rpath: str, local: str) -> bool:
         raise OSError(f"s3://{rpath}: HTTP {status}")
     with open(local, "wb") as f:
         f.write(data)
-    return not encrypted
+    return None if encrypted else hashlib.md5(data).hexdigest()
 
 
-async def _get_all(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> list[BaseException | bool]:
+async def _get_all(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> list[BaseException | str | None]:
     session = await _session()
     presigners: dict[str, _Presigner] = {}
     urls = []
@@ -175,10 +176,11 @@ async def _get_all(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> li
                                 return_exceptions=True)
 
 
-def get(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> list[BaseException | bool]:
+def get(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> list[BaseException | str | None]:
     """Fetch ``rpaths`` (bucket/key, no protocol) of s3fs filesystem ``fs`` into ``locals_``.
 
-    Returns, per file, its error, or whether the object's ETag is the MD5 of its content.
+    Returns, per file, its error, or the MD5 of the bytes fetched when the object's ETag is an MD5
+    (else None).
     """
     from fsspec.asyn import sync
 

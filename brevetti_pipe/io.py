@@ -81,22 +81,29 @@ _Todo = tuple[int, str, str, "FileVersion | None"]  # (index, url, cache path, v
 _MD5 = re.compile(r"[0-9a-f]{32}")
 
 
-def _mismatch(path: str, url: str, version: FileVersion | None, etag_is_md5: bool) -> ChecksumError | None:
-    """Why the fetched file at ``path`` is not ``url`` as listed (None when it is)."""
+def _mismatch(path: str, url: str, version: FileVersion | None, md5: str | bool | None) -> ChecksumError | None:
+    """Why the fetched file at ``path`` is not ``url`` as listed (None when it is).
+
+    ``md5``: the MD5 of the fetched bytes, True to hash the file, None when the store's ETag is
+    not an MD5 (only the size is checked then).
+    """
     if version is None:
         return None
     size = os.path.getsize(path)
     if version.size is not None and size != version.size:
         return ChecksumError(f"{redact(url)}: got {size} bytes, the listing says {version.size} "
                              "(a short read, or the file changed since it was listed)")
-    if etag_is_md5 and version.etag and _MD5.fullmatch(version.etag.lower()):
-        digest = hashlib.md5()
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        if digest.hexdigest() != version.etag.lower():
-            return ChecksumError(f"{redact(url)}: content MD5 {digest.hexdigest()} is not the listed ETag "
-                                 f"{version.etag} (a damaged read, or the file changed since it was listed)")
+    etag = (version.etag or "").lower()
+    if md5 and _MD5.fullmatch(etag):
+        if md5 is True:
+            digest = hashlib.md5()
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+            md5 = digest.hexdigest()
+        if md5 != etag:
+            return ChecksumError(f"{redact(url)}: content MD5 {md5} is not the listed ETag {version.etag} "
+                                 "(a damaged read, or the file changed since it was listed)")
     return None
 
 
@@ -451,10 +458,10 @@ class IoTools:
                     os.makedirs(folder, exist_ok=True)
                 rpaths = [fs._strip_protocol(u) for _, u, _, _ in pending]
                 try:
-                    if presigned:  # per file: the error, or whether the response's ETag is the MD5
-                        results: list[BaseException | bool] = _s3fetch.get(fs, rpaths, tmp)
+                    if presigned:  # per file: the error, or the MD5 of the bytes (None: the ETag is no MD5)
+                        results: list[BaseException | str | bool | None] = list(_s3fetch.get(fs, rpaths, tmp))
                     else:  # S3's ETag may not be the MD5 (SSE-KMS); GCS md5Hash and our content hashes are
-                        results = [exc or protocol not in ("s3", "s3a") for exc in _get_each(fs, rpaths, tmp)]
+                        results = [exc or protocol not in ("s3", "s3a") or None for exc in _get_each(fs, rpaths, tmp)]
                     failed: list[tuple[_Todo, BaseException]] = []
                     for t, item, result in zip(tmp, pending, results):
                         problem = result if isinstance(result, BaseException) else _mismatch(t, item[1], item[3], result)

@@ -83,6 +83,35 @@ def test_truncation_that_never_heals_is_a_storage_error_naming_the_url(s3, tmp_p
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()], "nothing unverified is left in the cache"
 
 
+@pytest.mark.parametrize("store", ["s3", "memory"])
+def test_same_size_change_after_listing_fails_the_md5_check_naming_the_file(request, tmp_path, store):
+    """S3 (presigned fetch: the MD5 of the bytes against the listed ETag) and stores without
+    ETags (memory://: the listing's content hash, the fetched file hashed)."""
+    import fsspec
+
+    if store == "s3":
+        s3 = request.getfixturevalue("s3")
+        fs, root, io = s3.fs(), "bucket/ds", IoTools({"s3": s3.options})
+    else:
+        fs, root, io = fsspec.filesystem("memory"), f"/trust-{tmp_path.name}/ds", IoTools()
+    io.set_cache_root(str(tmp_path / "cache"))
+    io.retry = RetryPolicy(total_seconds=0.3, initial_delay=0.01)
+    fs.pipe_file(f"{root}/good/a.bmp", _bmp(np.zeros((8, 8, 3), np.uint8)))
+    samples = get_image_samples(f"{store}://{root}", io=io)
+    fs.pipe_file(f"{root}/good/a.bmp", _bmp(np.full((8, 8, 3), 9, np.uint8)))  # same size, listed before
+    with pytest.raises(StorageError, match=rf"{store}://{root}/good/a\.bmp: content MD5 [0-9a-f]{{32}} is not the listed ETag"):
+        localize_samples(samples, io)
+
+
+def test_objects_whose_etag_is_no_md5_are_checked_by_size_only(s3, tmp_path):
+    fs = s3.fs()
+    data = _bmp(np.zeros((8, 8, 3), np.uint8))
+    fs.pipe_file("bucket/ds/good/a.bmp", data, ServerSideEncryption="aws:kms")  # SSE-KMS: the ETag is no MD5
+    io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "cache"), retry=RetryPolicy(total_seconds=0.3))
+    samples = get_image_samples("s3://bucket/ds", io=io).assign(etag="0" * 32)  # as S3 lists such objects
+    assert open(localize_samples(samples, io)["path"][0], "rb").read() == data
+
+
 def test_replaced_object_is_fetched_anew_and_a_damaged_cache_copy_is_replaced(s3, tmp_path):
     fs = s3.fs()
     first = _bmp(np.zeros((8, 8, 3), np.uint8))
