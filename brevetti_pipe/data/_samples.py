@@ -113,7 +113,9 @@ def get_image_samples(
 ) -> pd.DataFrame:
     """List every image below a dataset URL into a samples table.
 
-    One listing call walks the whole tree (paged by the store), not one call per file.
+    One listing call walks the whole tree (paged by the store), not one call per file. In a
+    local dataset, symlinked folders are followed, each real folder once (a link into the
+    dataset or to a folder already listed is skipped with a warning).
 
     Args:
         url_or_dataset: a dataset root URL (any fsspec URL) or a :class:`Dataset`.
