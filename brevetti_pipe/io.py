@@ -399,11 +399,11 @@ class IoTools:
 
     # -- local cache ---------------------------------------------------------------------
     def _cache_path(self, url: str, version: FileVersion | None = None) -> str:
-        """The cache file of ``url`` as ``version`` (its ETag, else size and modification time):
-        an object replaced in place gets a new cache file."""
+        """The cache file of ``url`` as ``version`` (its ETag or modification-time token, else its
+        size): an object replaced in place gets a new cache file."""
         assert self.cache_root is not None
         protocol, _, rest = url.partition("://")
-        key = url if version is None else f"{url}\0{version.etag or ''}\0{'' if version.etag else version.size}"
+        key = url if version is None or version == (None, None) else f"{url}\0{version.etag or version.size}"
         digest = hashlib.sha1(key.encode()).hexdigest()[:12]
         name = posixpath.basename(rest) or "file"
         return os.path.join(self.cache_root, protocol, digest[:2], f"{digest}-{name}")
