@@ -75,9 +75,9 @@ def test_read_file_retries_a_damaged_body(s3):
 def test_truncation_that_never_heals_is_a_storage_error_naming_the_url(s3, tmp_path):
     generate_vials("s3://bucket/ds", io=IoTools({"s3": s3.options}), per_class=1, size=32)
     with FaultProxy(s3.endpoint, fail_rate=0.0, truncate_rate=1.0) as proxy:
-        io = IoTools({"s3": {"endpoint_url": proxy.endpoint}}, cache_root=str(tmp_path / "cache"),
-                     retry=RetryPolicy(total_seconds=0.5, initial_delay=0.01))
+        io = IoTools({"s3": {"endpoint_url": proxy.endpoint}}, cache_root=str(tmp_path / "cache"))
         samples = get_image_samples("s3://bucket/ds", io=io)
+        io.retry = RetryPolicy(total_seconds=2, initial_delay=0.01)
         with pytest.raises(StorageError, match=r"gave up after retrying.*s3://bucket/ds/\w+/\w+\.bmp: got \d+ bytes, the listing says \d+"):
             localize_samples(samples, io)
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()], "nothing unverified is left in the cache"
@@ -95,9 +95,9 @@ def test_same_size_change_after_listing_fails_the_md5_check_naming_the_file(requ
     else:
         fs, root, io = fsspec.filesystem("memory"), f"/trust-{tmp_path.name}/ds", IoTools()
     io.set_cache_root(str(tmp_path / "cache"))
-    io.retry = RetryPolicy(total_seconds=0.3, initial_delay=0.01)
     fs.pipe_file(f"{root}/good/a.bmp", _bmp(np.zeros((8, 8, 3), np.uint8)))
     samples = get_image_samples(f"{store}://{root}", io=io)
+    io.retry = RetryPolicy(total_seconds=2, initial_delay=0.01)
     fs.pipe_file(f"{root}/good/a.bmp", _bmp(np.full((8, 8, 3), 9, np.uint8)))  # same size, listed before
     with pytest.raises(StorageError, match=rf"{store}://{root}/good/a\.bmp: content MD5 [0-9a-f]{{32}} is not the listed ETag"):
         localize_samples(samples, io)
@@ -107,7 +107,7 @@ def test_objects_whose_etag_is_no_md5_are_checked_by_size_only(s3, tmp_path):
     fs = s3.fs()
     data = _bmp(np.zeros((8, 8, 3), np.uint8))
     fs.pipe_file("bucket/ds/good/a.bmp", data, ServerSideEncryption="aws:kms")  # SSE-KMS: the ETag is no MD5
-    io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "cache"), retry=RetryPolicy(total_seconds=0.3))
+    io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "cache"), retry=RetryPolicy(total_seconds=5))
     samples = get_image_samples("s3://bucket/ds", io=io).assign(etag="0" * 32)  # as S3 lists such objects
     assert open(localize_samples(samples, io)["path"][0], "rb").read() == data
 
