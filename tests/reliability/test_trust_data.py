@@ -178,16 +178,19 @@ def test_non_ascii_folder_and_file_names_work_in_the_graph(s3, tmp_path):
     root = tmp_path / "daten"
     _non_ascii_dataset(root)
     classes = ["ridse_æøå", "ü", "日本"]
-    for url, io in ((str(root), IoTools()), ("s3://bucket/daten", IoTools({"s3": s3.options}, cache_root=str(tmp_path / "c")))):
-        if url.startswith("s3://"):
-            IoTools({"s3": s3.options}).put_tree(str(root), url)
+    cases = [(str(root), IoTools(), False), (str(root), IoTools(), str(tmp_path / "prefix_æ")),
+             ("s3://bucket/daten", IoTools({"s3": s3.options}, cache_root=str(tmp_path / "c_ø")), False)]
+    IoTools({"s3": s3.options}).put_tree(str(root), "s3://bucket/daten")
+    for url, io, cache in cases:  # local, through the on-disk prefix cache, and from S3 through the cache
         samples = get_image_samples(url, io=io)
-        gen = (DataGenerator(samples, batch_size=0, io=io, output_structure=None)
+        gen = (DataGenerator(samples, batch_size=0, io=io, output_structure=None, cache=cache)
                .map(ImagePipeline(target_size=(8, 8))).map(OneHotEncoder(classes)))
         rows = list(gen)
         assert sorted(r["category"] for r in rows) == sorted(c for c in classes for _ in range(3))
         assert all("bild_" in r["path"] and "_ø.bmp" in r["path"] for r in rows)
         assert all(r["onehot"][classes.index(r["category"])] == 1 for r in rows)
+        assert sorted(int(r["img"].mean()) for r in rows) == sorted(
+            int(np.asarray(Image.open(p)).mean()) for p in root.rglob("*.bmp")), "each image decoded from its own file"
 
 
 def test_non_ascii_dataset_trains_end_to_end(tmp_path):
