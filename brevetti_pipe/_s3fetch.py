@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import os
 import random
 import re
@@ -122,7 +123,7 @@ class _Presigner:
         return request.prepare().url
 
 
-async def _get_one(session: Any, url: str, rpath: str, local: str) -> None:
+async def _get_one(session: Any, url: str, rpath: str, local: str) -> str | None:
     """One object, with per-request retries of transient faults (as botocore does for ``fs.get``)."""
     for attempt in range(_ATTEMPTS):
         try:
@@ -133,7 +134,9 @@ async def _get_one(session: Any, url: str, rpath: str, local: str) -> None:
             await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + _jitter.random()))
 
 
-async def _get_once(session: Any, url: str, rpath: str, local: str) -> None:
+async def _get_once(session: Any, url: str, rpath: str, local: str) -> str | None:
+    """Write the object to ``local``; return the MD5 of the bytes when the object's ETag is an MD5
+    (None for SSE-KMS and SSE-C objects, whose ETags are not)."""
     import aiohttp
     import yarl
 
@@ -141,6 +144,8 @@ async def _get_once(session: Any, url: str, rpath: str, local: str) -> None:
         async with session.get(yarl.URL(url, encoded=True)) as response:
             status = response.status
             data = await response.read() if status == 200 else b""
+            encrypted = ("x-amz-server-side-encryption-customer-algorithm" in response.headers
+                         or response.headers.get("x-amz-server-side-encryption", "").startswith("aws:kms"))
     except aiohttp.ClientSSLError as exc:  # a certificate problem does not go away on retry
         raise OSError(f"s3://{rpath}: TLS: {_scrub(str(exc))}") from None
     except aiohttp.ClientError as exc:  # resets, refused and dropped connections: retried
@@ -155,9 +160,10 @@ async def _get_once(session: Any, url: str, rpath: str, local: str) -> None:
         raise OSError(f"s3://{rpath}: HTTP {status}")
     with open(local, "wb") as f:
         f.write(data)
+    return None if encrypted else hashlib.md5(data).hexdigest()
 
 
-async def _get_all(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> None:
+async def _get_all(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> list[BaseException | str | None]:
     session = await _session()
     presigners: dict[str, _Presigner] = {}
     urls = []
@@ -166,18 +172,19 @@ async def _get_all(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> No
         if bucket not in presigners:
             presigners[bucket] = await _Presigner.create(await fs.get_s3(bucket), bucket)
         urls.append(await presigners[bucket].url(key, version))
-    results = await asyncio.gather(*(_get_one(session, u, r, lp) for u, r, lp in zip(urls, rpaths, locals_)),
-                                   return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:  # the first non-transient error wins (a missing file is not retried)
-        raise next((e for e in errors if not is_transient(e)), errors[0])
+    return await asyncio.gather(*(_get_one(session, u, r, lp) for u, r, lp in zip(urls, rpaths, locals_)),
+                                return_exceptions=True)
 
 
-def get(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> None:
-    """Fetch ``rpaths`` (bucket/key, no protocol) of s3fs filesystem ``fs`` into ``locals_``."""
+def get(fs: Any, rpaths: Sequence[str], locals_: Sequence[str]) -> list[BaseException | str | None]:
+    """Fetch ``rpaths`` (bucket/key, no protocol) of s3fs filesystem ``fs`` into ``locals_``.
+
+    Returns, per file, its error, or the MD5 of the bytes fetched when the object's ETag is an MD5
+    (else None).
+    """
     from fsspec.asyn import sync
 
-    sync(fs.loop, _get_all, fs, rpaths, locals_)
+    return sync(fs.loop, _get_all, fs, rpaths, locals_)
 
 
 @atexit.register

@@ -9,13 +9,14 @@ import hashlib
 import logging
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -26,7 +27,7 @@ from brevetti_pipe._retry import RetryPolicy, is_transient, retry_call
 from brevetti_pipe._secrets import redact
 from brevetti_pipe.errors import StorageError
 
-__all__ = ["IoTools", "Prefetch", "is_local", "join_url", "LOCAL_PROTOCOLS"]
+__all__ = ["ChecksumError", "FileVersion", "IoTools", "Prefetch", "is_local", "join_url", "LOCAL_PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,85 @@ _CHUNK = 64  # files per concurrent batch (and per retry)
 _IN_FLIGHT = 2  # batches at a time
 
 
+class FileVersion(NamedTuple):
+    """What a listing said about a remote file: the cache keys on it and fetched bytes must match it.
+
+    Attributes:
+        size: bytes, or None when unknown.
+        etag: the store's ETag or MD5 (checked against the content when it is a plain MD5), else
+            any token of the content's version (e.g. the modification time); None when unknown.
+    """
+
+    size: int | None
+    etag: str | None = None
+
+
+class ChecksumError(StorageError):
+    """Fetched bytes differ from the listing (a short read, or the object changed): retried as a
+    transient fault, never handed on as a corrupt sample."""
+
+
+_Todo = tuple[int, str, str, "FileVersion | None"]  # (index, url, cache path, version)
+_MD5 = re.compile(r"[0-9a-f]{32}")
+
+
+def _mismatch(path: str, url: str, version: FileVersion | None, md5: str | bool | None) -> ChecksumError | None:
+    """Why the fetched file at ``path`` is not ``url`` as listed (None when it is).
+
+    ``md5``: the MD5 of the fetched bytes, True to hash the file, None when the store's ETag is
+    not an MD5 (only the size is checked then).
+    """
+    if version is None:
+        return None
+    size = os.path.getsize(path)
+    if version.size is not None and size != version.size:
+        return ChecksumError(f"{redact(url)}: got {size} bytes, the listing says {version.size} "
+                             "(a short read, or the file changed since it was listed)")
+    etag = (version.etag or "").lower()
+    if md5 and _MD5.fullmatch(etag):
+        if md5 is True:
+            digest = hashlib.md5()
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+            md5 = digest.hexdigest()
+        if md5 != etag:
+            return ChecksumError(f"{redact(url)}: content MD5 {md5} is not the listed ETag {version.etag} "
+                                 "(a damaged read, or the file changed since it was listed)")
+    return None
+
+
+def _as_checksum(exc: BaseException | None, where: str) -> BaseException | None:
+    """botocore's response checksum failure as a :class:`ChecksumError`: a damaged read like a
+    short one, so retried as one."""
+    if exc is not None and type(exc).__name__ == "FlexibleChecksumError":
+        return ChecksumError(f"{redact(where)}: {exc}")
+    return exc
+
+
+def _get_each(fs: fsspec.AbstractFileSystem, rpaths: Sequence[str], lpaths: Sequence[str]) -> list[BaseException | None]:
+    """``fs.get`` file by file, concurrently on async stores: one failed file fails only itself."""
+
+    if getattr(fs, "async_impl", False):
+        from fsspec.asyn import sync
+
+        async def run() -> list[Any]:
+            import asyncio
+
+            return await asyncio.gather(*(fs._get_file(r, lp) for r, lp in zip(rpaths, lpaths)), return_exceptions=True)
+
+        results = [r if isinstance(r, BaseException) else None for r in sync(fs.loop, run)]
+    else:
+        results = []
+        for r, lp in zip(rpaths, lpaths):
+            try:
+                fs.get_file(r, lp)
+                results.append(None)
+            except Exception as exc:
+                results.append(exc)
+    return [_as_checksum(exc, r) for exc, r in zip(results, rpaths)]
+
+
 def _exists(fs: fsspec.AbstractFileSystem, url: str) -> bool:
     try:
         return bool(fs.exists(fs._strip_protocol(url)))
@@ -69,9 +149,9 @@ class Prefetch:
     """Remote files being fetched into the local cache by a background thread (see
     :meth:`IoTools.prefetch`)."""
 
-    def __init__(self, io: IoTools, paths: list[str], todo: list[tuple[int, str, str]], start: bool = True) -> None:
+    def __init__(self, io: IoTools, paths: list[str], todo: list[_Todo], start: bool = True) -> None:
         self.paths = paths
-        self._chunk_of = {i: k // _CHUNK for k, (i, _, _) in enumerate(todo)}
+        self._chunk_of = {item[0]: k // _CHUNK for k, item in enumerate(todo)}
         self._done: set[int] = set()  # chunks fetched
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -92,7 +172,7 @@ class Prefetch:
         log.info("Fetching %d files into the local cache in the background", self._count)
         self._thread.start()
 
-    def _run(self, io: IoTools, todo: list[tuple[int, str, str]]) -> None:
+    def _run(self, io: IoTools, todo: list[_Todo]) -> None:
         def done(chunk: int) -> None:
             with self._cond:
                 self._done.add(chunk)
@@ -226,8 +306,18 @@ class IoTools:
     def read_file(self, url: str) -> bytes:
         """Return the bytes at ``url``."""
         fs, path = self.fs(url)
+
+        def read() -> bytes:
+            try:
+                return fs.cat_file(path)
+            except Exception as exc:
+                checked = _as_checksum(exc, url)
+                if checked is exc:
+                    raise
+                raise checked from exc
+
         try:
-            return self.call(lambda: fs.cat_file(path), url)
+            return self.call(read, url)
         except FileNotFoundError:
             raise StorageError(f"File not found: {redact(url)}") from None
         except Exception as exc:
@@ -308,15 +398,22 @@ class IoTools:
             raise self._fail("Uploading to", url, exc) from exc
 
     # -- local cache ---------------------------------------------------------------------
-    def _cache_path(self, url: str) -> str:
+    def _cache_path(self, url: str, version: FileVersion | None = None) -> str:
+        """The cache file of ``url`` as ``version`` (its ETag or modification-time token, else its
+        size): an object replaced in place gets a new cache file."""
         assert self.cache_root is not None
         protocol, _, rest = url.partition("://")
-        digest = hashlib.sha1(url.encode()).hexdigest()[:12]
+        key = url if version is None or version == (None, None) else f"{url}\0{version.etag or version.size}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
         name = posixpath.basename(rest) or "file"
         return os.path.join(self.cache_root, protocol, digest[:2], f"{digest}-{name}")
 
-    def _plan(self, urls: Sequence[str], order: Sequence[int] | None = None) -> tuple[list[str], list[tuple[int, str, str]]]:
-        """Local paths for ``urls`` and the (index, url, cache path) still to fetch, in ``order``."""
+    def _plan(self, urls: Sequence[str], order: Sequence[int] | None = None,
+              versions: Sequence[FileVersion | None] | None = None) -> tuple[list[str], list[_Todo]]:
+        """Local paths for ``urls`` and the (index, url, cache path, version) still to fetch, in ``order``.
+
+        A cache entry whose size differs from the listing's is fetched again.
+        """
         for pending in list(self._prefetches):
             pending.join(raise_error=False)  # files a background fetch is writing are not fetched twice
         out = [u[len("file://"):] if u.startswith("file://") else u for u in urls]
@@ -329,54 +426,68 @@ class IoTools:
             if i in seen or is_local(urls[i]):
                 continue
             seen.add(i)
-            out[i] = self._cache_path(urls[i])
-            if not os.path.exists(out[i]):
-                todo.append((i, urls[i], out[i]))
+            version = versions[i] if versions is not None else None
+            out[i] = self._cache_path(urls[i], version)
+            try:
+                size = os.path.getsize(out[i])
+            except OSError:  # not in the cache
+                size = None
+            if size is None or (version is not None and version.size is not None and size != version.size):
+                todo.append((i, urls[i], out[i], version))
         return out, todo
 
-    def _fetch_chunk(self, chunk: Sequence[tuple[int, str, str]]) -> None:
-        """Fetch one chunk of (index, url, cache path) as one concurrent batch per protocol.
+    def _fetch_chunk(self, chunk: Sequence[_Todo]) -> None:
+        """Fetch one chunk of (index, url, cache path, version) as one concurrent batch per protocol.
 
-        Files become cache entries only when their whole batch arrived, so a retry starts clean.
+        Each file is checked against its listing (size; MD5 where the ETag is one) and becomes a
+        cache entry by an atomic rename once it passed; a retry fetches only the files that did not.
         """
-        by_protocol: dict[str, list[tuple[str, str]]] = {}
-        for _, url, local in chunk:
-            by_protocol.setdefault(url.split("://", 1)[0], []).append((url, local))
-        for protocol, pairs in by_protocol.items():
-            fs, _ = self.fs(pairs[0][0])
-            rpaths = [fs._strip_protocol(u) for u, _ in pairs]
-            tag = uuid.uuid4().hex[:8]
-            tmp = [f"{local}.{tag}.part" for _, local in pairs]
-            for folder in {os.path.dirname(t) for t in tmp}:
-                os.makedirs(folder, exist_ok=True)
-
+        by_protocol: dict[str, list[_Todo]] = {}
+        for item in chunk:
+            by_protocol.setdefault(item[1].split("://", 1)[0], []).append(item)
+        for protocol, items in by_protocol.items():
+            fs, _ = self.fs(items[0][1])
             presigned = (self.presigned_fetch and protocol in ("s3", "s3a")
                          and _s3fetch.supported(self.storage_options.get(protocol, {})))
+            pending = list(items)
 
             def fetch() -> None:
+                tag = uuid.uuid4().hex[:8]
+                tmp = [f"{local}.{tag}.part" for _, _, local, _ in pending]
+                for folder in {os.path.dirname(t) for t in tmp}:
+                    os.makedirs(folder, exist_ok=True)
+                rpaths = [fs._strip_protocol(u) for _, u, _, _ in pending]
                 try:
-                    if presigned:
-                        _s3fetch.get(fs, rpaths, tmp)
-                    else:
-                        fs.get(rpaths, tmp)
-                    for t, (_, local) in zip(tmp, pairs):
-                        os.replace(t, local)
+                    if presigned:  # per file: the error, or the MD5 of the bytes (None: the ETag is no MD5)
+                        results: list[BaseException | str | bool | None] = list(_s3fetch.get(fs, rpaths, tmp))
+                    else:  # S3's ETag may not be the MD5 (SSE-KMS); GCS md5Hash and our content hashes are
+                        results = [exc or protocol not in ("s3", "s3a") or None for exc in _get_each(fs, rpaths, tmp)]
+                    failed: list[tuple[_Todo, BaseException]] = []
+                    for t, item, result in zip(tmp, pending, results):
+                        problem = result if isinstance(result, BaseException) else _mismatch(t, item[1], item[3], result)
+                        if problem is None:
+                            os.replace(t, item[2])
+                        else:
+                            failed.append((item, problem))
                 finally:
                     for t in tmp:
                         if os.path.exists(t):
                             os.unlink(t)
+                pending[:] = [item for item, _ in failed]
+                if failed:  # the first non-transient error wins (a missing file is not retried)
+                    raise next((e for _, e in failed if not is_transient(e)), failed[0][1])
 
             try:
-                self.call(fetch, pairs[0][0])
+                self.call(fetch, items[0][1])
             except FileNotFoundError as exc:
                 # the store's message rarely names the key: find the missing ones (error path only)
-                gone = [u for u, _ in pairs if not _exists(fs, u)] or [pairs[0][0]]
+                gone = [u for _, u, _, _ in pending if not _exists(fs, u)] or [pending[0][1]]
                 more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
                 raise StorageError(f"File not found while caching: {redact(gone[0])}{more}: {redact(str(exc))}") from None
             except Exception as exc:
-                raise self._fail("Fetching", pairs[0][0].rsplit("/", 1)[0] + "/...", exc) from exc
+                raise self._fail("Fetching", items[0][1].rsplit("/", 1)[0] + "/...", exc) from exc
 
-    def _fetch_chunks(self, todo: Sequence[tuple[int, str, str]], done: Callable[[int], None]) -> None:
+    def _fetch_chunks(self, todo: Sequence[_Todo], done: Callable[[int], None]) -> None:
         """Fetch ``todo`` in chunks, ``_IN_FLIGHT`` at a time and started in order (a slow last
         answer of one chunk does not idle the connection pool); ``done(k)`` after chunk k."""
         chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
@@ -390,26 +501,32 @@ class IoTools:
                 for future in futures:
                     future.cancel()
 
-    def localize(self, urls: Sequence[str]) -> list[str]:
+    def localize(self, urls: Sequence[str], versions: Sequence[FileVersion | None] | None = None) -> list[str]:
         """Return local file paths for ``urls``, fetching remote ones concurrently into the cache.
 
         Local paths are returned unchanged. Remote files already in the cache are not fetched
         again, so a second epoch (or a second run sharing ``platform.cache_dir``) reads from disk.
+        With ``versions`` (what the listing said of each URL) the cache keys on the version, so a
+        replaced object is fetched anew, and fetched bytes are checked against it: a short or
+        damaged read is fetched again within the retry budget, then a :class:`StorageError`
+        naming the URL.
         """
-        out, todo = self._plan(urls)
+        out, todo = self._plan(urls, versions=versions)
         if todo:
             log.info("Fetching %d files into the local cache", len(todo))
             with ProgressBar(len(todo), "Caching remote files") as bar:
                 self._fetch_chunks(todo, lambda k: bar.update(min(_CHUNK, len(todo) - k * _CHUNK)))
         return out
 
-    def prefetch(self, urls: Sequence[str], order: Sequence[int] | None = None, start: bool = True) -> Prefetch:
+    def prefetch(self, urls: Sequence[str], order: Sequence[int] | None = None, start: bool = True,
+                 versions: Sequence[FileVersion | None] | None = None) -> Prefetch:
         """Like :meth:`localize`, but fetch in a background thread, in ``order`` (indices into
         ``urls``; default: as given), and return at once. ``Prefetch.paths`` are the local paths;
         ``Prefetch.wait(i)`` blocks until ``urls[i]`` is there, so work can start on the first
         files while the rest arrive. With ``start=False`` the fetch begins at ``Prefetch.start()``
-        (or the first ``wait``), e.g. once the caller's own set-up is done."""
-        out, todo = self._plan(urls, order)
+        (or the first ``wait``), e.g. once the caller's own set-up is done. ``versions``: as for
+        :meth:`localize`."""
+        out, todo = self._plan(urls, order, versions)
         pending = Prefetch(self, out, todo, start=start)
         if todo:
             self._prefetches.append(pending)

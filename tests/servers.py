@@ -112,13 +112,15 @@ class FaultProxy:
     """A reverse proxy on 127.0.0.1 that forwards to ``upstream`` and fails a fraction of requests.
 
     Failures alternate between an S3-style ``503 SlowDown`` answer and a dropped connection.
-    Seeded, so a test run is repeatable; ``stats`` counts forwarded and failed requests.
+    Seeded, so a test run is repeatable; ``stats`` counts forwarded, failed and truncated requests.
     With ``fail_put_key`` (settable while running), every PUT of a key ending with it answers
-    ``500 InternalError`` instead.
+    ``500 InternalError`` instead. With ``truncate_rate``, that fraction of successful object GETs
+    (not listings) answer with the first half of the body and a matching ``Content-Length``: a
+    short read HTTP cannot see.
     """
 
     def __init__(self, upstream: str, fail_rate: float, seed: int = 0, delay: float = 0.0,
-                 fail_put_key: str | None = None) -> None:
+                 fail_put_key: str | None = None, truncate_rate: float = 0.0) -> None:
         import random
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import urlparse
@@ -126,7 +128,8 @@ class FaultProxy:
         self.fail_rate = fail_rate
         self.delay = delay
         self.fail_put_key = fail_put_key
-        self.stats = {"forwarded": 0, "failed": 0}
+        self.truncate_rate = truncate_rate
+        self.stats = {"forwarded": 0, "failed": 0, "truncated": 0}
         rng = random.Random(seed)
         lock = threading.Lock()
         target = urlparse(upstream)
@@ -175,6 +178,13 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                path, _, query = self.path.partition("?")
+                if (proxy.truncate_rate and self.command == "GET" and resp.status == 200 and len(data) > 1
+                        and path.strip("/").count("/") >= 1 and "list-type" not in query):
+                    with lock:
+                        cut = rng.random() < proxy.truncate_rate
+                        proxy.stats["truncated"] += cut
+                    data = data[: len(data) // 2] if cut else data
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):

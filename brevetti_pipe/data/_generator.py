@@ -14,7 +14,7 @@ import pandas as pd
 
 from brevetti_pipe._category import category_label
 from brevetti_pipe.errors import StageError
-from brevetti_pipe.io import IoTools, Prefetch, is_local
+from brevetti_pipe.io import FileVersion, IoTools, Prefetch, is_local
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -32,11 +32,16 @@ _SEED_SALT = 0x5EED
 _RELEASE = 32
 
 
+def _utf8(values: Any) -> np.ndarray:
+    """Strings as UTF-8 bytes for TensorFlow (numpy's own ``astype(bytes)`` is ASCII only)."""
+    return np.array([v.encode("utf-8") for v in values], dtype=object)
+
+
 def _column_values(series: pd.Series) -> np.ndarray:
     """A column as a numpy array TensorFlow accepts (tuples joined with '/', None -> '')."""
     if series.dtype.kind in "biuf":
         return series.to_numpy()
-    return np.array([category_label(v) for v in series], dtype=object).astype(bytes)
+    return _utf8(category_label(v) for v in series)
 
 
 def _decode(value: Any) -> Any:
@@ -52,8 +57,23 @@ def _decode(value: Any) -> Any:
     return value
 
 
+#: file column -> its (size, etag) columns from the listing
+_VERSION_COLUMNS = {"path": ("size", "etag"), "annotation_path": ("annotation_size", "annotation_etag")}
+
+
+def file_versions(samples: pd.DataFrame, column: str) -> list[FileVersion | None] | None:
+    """What the listing said of each file in ``column`` (size, ETag), or None without those columns."""
+    size_col, etag_col = _VERSION_COLUMNS.get(column, ("", ""))
+    if size_col not in samples.columns and etag_col not in samples.columns:
+        return None
+    missing = pd.Series([None] * len(samples), index=samples.index, dtype=object)
+    return [FileVersion(None if pd.isna(n) else int(n), None if pd.isna(e) else str(e))
+            for n, e in zip(samples.get(size_col, missing), samples.get(etag_col, missing))]
+
+
 def localize_samples(samples: pd.DataFrame, io: IoTools, columns: Sequence[str] = ("path", "annotation_path")) -> pd.DataFrame:
-    """Samples whose file columns point at local files (remote ones fetched into ``io``'s cache).
+    """Samples whose file columns point at local files (remote ones fetched into ``io``'s cache,
+    checked against the listing's sizes and ETags, see :func:`file_versions`).
 
     The original ``path`` is kept in ``url`` when it changes.
     """
@@ -65,7 +85,8 @@ def localize_samples(samples: pd.DataFrame, io: IoTools, columns: Sequence[str] 
         present = values.notna() & (values.astype(str) != "")
         if not present.any():
             continue
-        local = io.localize(values[present].astype(str).tolist())
+        versions = file_versions(out[present], column)
+        local = io.localize(values[present].astype(str).tolist(), versions)
         if local != values[present].tolist():
             if column == "path" and "url" not in out.columns:
                 out = out.assign(url=samples["path"])
@@ -213,7 +234,8 @@ class DataGenerator:
             order = first_order()
             # started once the graph is built: the fetch thread's Python work competes for the
             # GIL with tracing, which takes it hundreds of times
-            pending = self.io.prefetch(paths.astype(str).tolist(), order=order, start=False)
+            pending = self.io.prefetch(paths.astype(str).tolist(), order=order, start=False,
+                                       versions=file_versions(samples, "path"))
             self._prefetch, self._prefetch_order = pending, order
             samples = samples.assign(**({} if "url" in samples.columns else {"url": paths}), path=pending.paths)
         else:
@@ -281,14 +303,14 @@ class DataGenerator:
         folder = self._cache_dir(prefix)
         os.makedirs(folder, exist_ok=True)
         ident = [hashlib.sha1(b"|".join(parts)).hexdigest()[:20] for parts in zip(
-            *(columns[k].astype(bytes) if columns[k].dtype.kind in "OSU" else columns[k].astype(str).astype(bytes)
+            *(columns[k] if columns[k].dtype.kind in "OS" else _utf8(columns[k].astype(str))
               for k in ("path", "etag") if k in columns))]
         inputs = {k: tf.constant(v) for k, v in columns.items()}
         run_prefix = _prefix_runner(prefix)
 
         spec = tf.data.Dataset.from_tensor_slices(inputs).map(run_prefix).element_spec
         keys = sorted(spec)
-        paths = {k: np.array([os.path.join(folder, f"{i}.{k}.tensor") for i in ident], dtype=object).astype(bytes) for k in keys}
+        paths = {k: _utf8(os.path.join(folder, f"{i}.{k}.tensor") for i in ident) for k in keys}
         missing = [i for i in range(len(ident)) if not all(os.path.exists(paths[k][i].decode()) for k in keys)]
         if missing:
             subset = {k: tf.gather(v, missing) for k, v in inputs.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ __all__ = ["Dataset", "get_image_samples", "IMAGE_EXTENSIONS", "GENERATORS", "SA
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
-SAMPLE_COLUMNS = ("path", "category", "folder", "etag", "dataset", "dataset_id", "url", "annotation_path")
+SAMPLE_COLUMNS = ("path", "category", "folder", "etag", "size", "dataset", "dataset_id", "url", "annotation_path",
+                  "annotation_etag", "annotation_size")
 
 #: Dataset generators (name -> callable(url, io, seed, **params)) used when a dataset is missing.
 GENERATORS: Registry[Any] = Registry("dataset generator")
@@ -67,6 +69,37 @@ def _etag(info: dict[str, Any]) -> str | None:
     return None
 
 
+def _version_tag(info: dict[str, Any]) -> str | None:
+    """The ETag/MD5, else the modification time: what changes when the file is replaced."""
+    mtime = next((info[k] for k in ("mtime", "LastModified", "updated", "created") if info.get(k)), None)
+    return _etag(info) or (f"mtime:{mtime}" if mtime is not None else None)
+
+
+def _size(info: dict[str, Any]) -> int | None:
+    size = info.get("size")
+    return int(size) if size is not None else None
+
+
+def _follow_links(fs: Any, listing: dict[str, Any], walked: list[str]) -> dict[str, Any]:
+    """A local listing with symlinked folders replaced by their files, listed under the link's path.
+
+    One rule: a linked folder is walked unless it lies inside the dataset or inside a folder
+    already walked (a link back up the tree, or a second link to one folder); those are skipped
+    with a warning naming the link. Links to files stay as they are.
+    """
+    out: dict[str, Any] = {}
+    for path, info in listing.items():
+        real = os.path.realpath(path) if info.get("islink") else ""
+        if not (real and os.path.isdir(real)):
+            out[path] = info
+        elif any(real == w or real.startswith(w.rstrip(os.sep) + os.sep) for w in walked):
+            log.warning("Skipping the folder link %s -> %s: that folder is listed already", path, real)
+        else:
+            walked.append(real)
+            out.update(_follow_links(fs, fs.find(path, detail=True, withdirs=False), walked))
+    return out
+
+
 def _full_url(protocol: str, path: str) -> str:
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
 
@@ -80,7 +113,9 @@ def get_image_samples(
 ) -> pd.DataFrame:
     """List every image below a dataset URL into a samples table.
 
-    One listing call walks the whole tree (paged by the store), not one call per file.
+    One listing call walks the whole tree (paged by the store), not one call per file. In a
+    local dataset, symlinked folders are followed, each real folder once (a link into the
+    dataset or to a folder already listed is skipped with a warning).
 
     Args:
         url_or_dataset: a dataset root URL (any fsspec URL) or a :class:`Dataset`.
@@ -95,8 +130,8 @@ def get_image_samples(
         ``annotation_path`` (the ``<image>.json`` beside the image, or None).
 
     Raises:
-        DatasetError: naming the dataset when it is missing, empty or unreadable, or when
-            the category map matches no folder.
+        DatasetError: naming the dataset when it is missing, empty, unreadable or a file rather
+            than a folder, or when the category map matches no folder.
     """
     ds = url_or_dataset if isinstance(url_or_dataset, Dataset) else Dataset(
         name or posixpath.basename(str(url_or_dataset).rstrip("/")), str(url_or_dataset),
@@ -121,6 +156,13 @@ def get_image_samples(
         raise DatasetError(f"Cannot list dataset '{ds.name}' at {redact(ds.url)}: {redact(str(exc))}") from None
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     root = root.rstrip("/")
+    if root in listing:
+        raise DatasetError(
+            f"Dataset '{ds.name}' at {redact(ds.url)} is a file, not a folder: a dataset URL names a folder "
+            "of category folders (e.g. <root>/good/*.bmp)"
+        )
+    if is_local(ds.url):
+        listing = _follow_links(fs, listing, [os.path.realpath(root)])
     names = set(listing)
     rows = []
     unknown_maps = set((cfg.category_map or {}).keys())
@@ -149,10 +191,13 @@ def get_image_samples(
             "category": tuple(mapped),
             "folder": folder,
             "etag": _etag(info),
+            "size": _size(info),
             "dataset": ds.name,
             "dataset_id": ds.id,
             "url": url,
             "annotation_path": _full_url(protocol, annotation) if annotation else None,
+            "annotation_etag": _version_tag(listing[annotation]) if annotation else None,
+            "annotation_size": _size(listing[annotation]) if annotation else None,
         })
     if cfg.category_map and unknown_maps == set(cfg.category_map):
         raise DatasetError(

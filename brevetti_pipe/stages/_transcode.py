@@ -16,8 +16,28 @@ _CHANNELS = {"1": 1, "L": 1, "P": 3, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1, "I
 _FORMATS = {"BMP", "PNG", "JPEG", "MPO", "GIF", "TIFF"}
 
 
+def _bmp_problem(path: str, mode: str) -> str | None:
+    """Why TensorFlow's BMP decoder would not give Pillow's pixels, or None.
+
+    TensorFlow reads 8-bit BMPs as grey levels (right only when the palette is the grey ramp,
+    which Pillow reports as mode L) and cannot decode BMPs below 8 bits per pixel.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(30)
+    header = int.from_bytes(head[14:18], "little")
+    bits = int.from_bytes(head[24:26] if header == 12 else head[28:30], "little")
+    if bits < 8:
+        return f"{bits} bit(s) per pixel BMP: TensorFlow cannot decode it; save it as 8-bit greyscale or 24-bit BMP, or PNG"
+    if mode == "P":
+        return "8-bit palette BMP: TensorFlow reads the palette indices as grey levels; save it as 24-bit BMP or PNG"
+    return None
+
+
 def inspect_image(path: str) -> tuple[str | None, int]:
-    """(reason the file is unusable or None, channel count) after a full decode with Pillow."""
+    """(reason the file is unusable or None, channel count) after a full decode with Pillow.
+
+    Also reports BMPs that TensorFlow decodes differently from Pillow (palette, below 8 bits).
+    """
     from PIL import Image
 
     try:
@@ -29,7 +49,8 @@ def inspect_image(path: str) -> tuple[str | None, int]:
             if img.mode not in _CHANNELS:
                 return f"unsupported colour mode {img.mode} (use greyscale, RGB or RGBA)", 0
             img.load()
-            return None, _CHANNELS[img.mode]
+            problem = _bmp_problem(path, img.mode) if img.format == "BMP" else None
+            return problem, 0 if problem else _CHANNELS[img.mode]
     except FileNotFoundError:
         return "file not found", 0
     except Exception as exc:  # Pillow raises many types for bad data
