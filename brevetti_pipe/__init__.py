@@ -6,7 +6,9 @@ TensorFlow is imported only when a graph or model is built.
 """
 
 from brevetti_pipe.config import JobSettings
-from brevetti_pipe.errors import BrevettiPipeError, ConfigError, DatasetError, SplitError, StageError, StorageError
+from brevetti_pipe.errors import (
+    BrevettiPipeError, ChecksumError, ConfigError, DatasetError, JobLockedError, SplitError, StageError, StorageError,
+)
 from brevetti_pipe.job import Job
 from brevetti_pipe.recipe import recipe
 
@@ -22,9 +24,11 @@ def load_model(path_or_url: str, io: object = None):  # type: ignore[no-untyped-
 
 __all__ = [
     "BrevettiPipeError",
+    "ChecksumError",
     "ConfigError",
     "DatasetError",
     "Job",
+    "JobLockedError",
     "JobSettings",
     "SplitError",
     "StageError",

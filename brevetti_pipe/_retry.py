@@ -26,7 +26,8 @@ _TRANSIENT_TYPES = {
     "ConnectionError", "TimeoutError", "FSTimeoutError", "EndpointConnectionError", "ConnectTimeoutError",
     "ReadTimeoutError", "ConnectionClosedError", "ProxyConnectionError", "HTTPClientError", "ResponseParserError",
     "ClientConnectorError", "ClientOSError", "ServerDisconnectedError", "ServerTimeoutError", "ClientPayloadError",
-    "IncompleteRead", "ResponseStreamingError", "ChecksumError", "RemoteDisconnected",
+    "IncompleteRead", "ResponseStreamingError", "ChecksumError", "FlexibleChecksumError",
+    "RemoteDisconnected",
 }
 # botocore error codes that are worth retrying (the ones botocore's own retry handlers use)
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "BrevettiPipeError",
+    "ChecksumError",
     "ConfigError",
     "DatasetError",
     "JobLockedError",
@@ -45,6 +46,11 @@ class StageError(BrevettiPipeError, ValueError):
 
 class StorageError(BrevettiPipeError, OSError):
     """A read or write through fsspec failed."""
+
+
+class ChecksumError(StorageError):
+    """Fetched bytes differ from the listing (a short read, or the object changed): retried as a
+    transient fault, never handed on as a corrupt sample."""
 
 
 def did_you_mean(value: str, options: Iterable[str]) -> str:

@@ -25,7 +25,7 @@ from brevetti_pipe import _s3fetch
 from brevetti_pipe._progress import ProgressBar
 from brevetti_pipe._retry import RetryPolicy, is_transient, retry_call
 from brevetti_pipe._secrets import redact
-from brevetti_pipe.errors import StorageError
+from brevetti_pipe.errors import ChecksumError, StorageError
 
 __all__ = ["ChecksumError", "FileVersion", "IoTools", "Prefetch", "is_local", "join_url", "LOCAL_PROTOCOLS"]
 
@@ -70,11 +70,6 @@ class FileVersion(NamedTuple):
 
     size: int | None
     etag: str | None = None
-
-
-class ChecksumError(StorageError):
-    """Fetched bytes differ from the listing (a short read, or the object changed): retried as a
-    transient fault, never handed on as a corrupt sample."""
 
 
 _Todo = tuple[int, str, str, "FileVersion | None"]  # (index, url, cache path, version)

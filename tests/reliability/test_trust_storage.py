@@ -96,6 +96,9 @@ def test_is_transient_judges_types_not_message_text():
     assert not is_transient(denied)
     assert is_transient(urllib.error.HTTPError("http://x", 503, "busy", {}, None))  # type: ignore[arg-type]
     assert not is_transient(urllib.error.HTTPError("http://x", 404, "gone", {}, None))  # type: ignore[arg-type]
+    from botocore.exceptions import FlexibleChecksumError
+
+    assert is_transient(FlexibleChecksumError(error_msg="crc32 mismatch"))  # a damaged body from any S3 read
     assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
 
 
