@@ -20,7 +20,7 @@ def _measure(fmt: str, per_class: int, latency: float, rounds: int) -> dict[str,
 
     from brevetti_pipe.data import DataGenerator, get_image_samples
     from brevetti_pipe.data._demo import generate_vials
-    from brevetti_pipe.io import IoTools
+    from brevetti_pipe.storage import IoTools
     from brevetti_pipe.stages import ImagePipeline
 
     def generator(samples, io=None) -> DataGenerator:  # noqa: ANN001

@@ -57,7 +57,7 @@ def _s3_listing(ns: tuple[int, ...]) -> dict[int, tuple[float, float, float]]:
     from tests.servers import S3_ENV
 
     from brevetti_pipe.data import get_image_samples
-    from brevetti_pipe.io import IoTools
+    from brevetti_pipe.storage import IoTools
 
     os.environ.update(S3_ENV)
     out = {}

@@ -9,15 +9,15 @@ from brevetti_pipe.config import JobSettings
 from brevetti_pipe.errors import (
     BrevettiPipeError, ChecksumError, ConfigError, DatasetError, JobLockedError, SplitError, StageError, StorageError,
 )
-from brevetti_pipe.job import Job
-from brevetti_pipe.recipe import recipe
+from brevetti_pipe.run.job import Job
+from brevetti_pipe.run.recipe import recipe
 
 __version__ = "0.1.0"
 
 
 def load_model(path_or_url: str, io: object = None):  # type: ignore[no-untyped-def]
-    """Load an exported model archive; see :func:`brevetti_pipe.model.load_model` (imports TensorFlow)."""
-    from brevetti_pipe.model import load_model as _load
+    """Load an exported model archive; see :func:`brevetti_pipe.run.model.load_model` (imports TensorFlow)."""
+    from brevetti_pipe.run.model import load_model as _load
 
     return _load(path_or_url, io)  # type: ignore[arg-type]
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from brevetti_pipe.errors import ConfigError
 
 if TYPE_CHECKING:
-    from brevetti_pipe.job import Job
+    from brevetti_pipe.run.job import Job
 
 __all__ = ["check_input_size", "check_pipeline_size"]
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from brevetti_pipe.config import JobSettings
-from brevetti_pipe.recipe import recipe
+from brevetti_pipe.run.recipe import recipe
 from brevetti_pipe.recipes._input import check_input_size, check_pipeline_size
 
 if TYPE_CHECKING:
-    from brevetti_pipe.job import Job
+    from brevetti_pipe.run.job import Job
 
 __all__ = ["VialsClassificationSettings", "build_model", "run"]
 
@@ -71,7 +71,7 @@ def run(job: Job) -> Any:
         model = build_model(tuple(image_shape), len(job.classes), s.filters, s.learning_rate)
     if job.num_workers > 1:
         # Keras 3's fit does not run under MultiWorkerMirroredStrategy: use the distributed loop
-        from brevetti_pipe.distribute import fit_distributed, predict_local
+        from brevetti_pipe.run.distribute import fit_distributed, predict_local
 
         fit_distributed(job, model, train_gen.get_dataset(), job.steps_per_epoch(train_gen), s.epochs, s.batch_size)
         batches = predict_local(model, devel_gen.get_dataset()) if len(devel) else []

@@ -8,11 +8,11 @@ import numpy as np
 from pydantic import Field
 
 from brevetti_pipe.config import JobSettings
-from brevetti_pipe.recipe import recipe
+from brevetti_pipe.run.recipe import recipe
 from brevetti_pipe.recipes._input import check_input_size, check_pipeline_size
 
 if TYPE_CHECKING:
-    from brevetti_pipe.job import Job
+    from brevetti_pipe.run.job import Job
 
 __all__ = ["VialsSegmentationSettings", "build_unet", "iou_per_class", "run"]
 

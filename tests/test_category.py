@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from brevetti_pipe._category import category_label
+from brevetti_pipe._util.category import category_label
 
 
 @pytest.mark.parametrize("value, label", [

@@ -19,7 +19,7 @@ def test_segmentation_recipe_reaches_mean_iou(tmp_path):
 def test_every_recipe_has_an_end_to_end_test():
     import pathlib
 
-    from brevetti_pipe._resources import config_dir
+    from brevetti_pipe._util.resources import config_dir
 
     recipes = {p.stem for p in (config_dir() / "recipe").glob("*.yaml")}
     here = pathlib.Path(__file__).parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from brevetti_pipe._resources import config_dir as bundled_config_dir
+from brevetti_pipe._util.resources import config_dir as bundled_config_dir
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "check_config_folder", "check_size", "compose", "translate_hydra_error"]

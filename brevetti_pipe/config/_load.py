@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from brevetti_pipe import _secrets
+from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.config._compose import MAX_DEPTH, check_size
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig, JobSection
@@ -25,7 +25,7 @@ from brevetti_pipe.errors import ConfigError, StorageError, did_you_mean
 __all__ = ["JSON_KEYS", "load_settings_json", "resolve_config", "target_error"]
 
 #: ``_target_`` values a command line or settings JSON may hold: our sweep summary and Hydra's own classes.
-_ALLOWED_TARGETS = ("brevetti_pipe.sweep.SweepSummary",)
+_ALLOWED_TARGETS = ("brevetti_pipe.cli.sweep.SweepSummary",)
 _ALLOWED_TARGET_PREFIXES = ("hydra.experimental.callbacks.", "hydra._internal.core_plugins.", "hydra_plugins.")
 #: Top-level keys a platform settings JSON may set.
 JSON_KEYS = ("settings", "datasets", "split", "sampler", "pipeline", "data")
@@ -43,9 +43,9 @@ def load_settings_json(
     Raises:
         ConfigError: naming the file (and line/column for a parse error) on bad content.
     """
-    from brevetti_pipe._retry import RetryPolicy
+    from brevetti_pipe._util.retry import RetryPolicy
     from brevetti_pipe.errors import StorageError
-    from brevetti_pipe.io import IoTools
+    from brevetti_pipe.storage import IoTools
 
     protocol = url.split("://", 1)[0] if "://" in url else "file"
     io = IoTools({protocol: dict(storage_options or {})}, retry=RetryPolicy(retry_seconds))

@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 
 from brevetti_pipe.data._samples import GENERATORS
-from brevetti_pipe.io import IoTools, is_local
+from brevetti_pipe.storage import IoTools, is_local
 
 __all__ = ["VIAL_CLASSES", "render_vial", "generate_vials"]
 

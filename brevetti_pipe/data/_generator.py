@@ -6,15 +6,16 @@ import copy
 import math
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import pandas as pd
 
-from brevetti_pipe._category import category_label
+from brevetti_pipe._util.category import category_label
 from brevetti_pipe.errors import StageError
-from brevetti_pipe.io import FileVersion, IoTools, Prefetch, is_local
+from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -30,6 +31,20 @@ OutputStructure = Union[None, str, Sequence[str]]
 _SEED_SALT = 0x5EED
 #: Rows released at a time to the first epoch while their files arrive.
 _RELEASE = 32
+
+
+def stage_seed_ids(stages: Sequence[Stage]) -> list[int]:
+    """Per-stage seed ids from the stages' keys (``pipeline.<name>``, else the registry name;
+    a repeated key gets ``#2``, ``#3``...), so a stage's draws do not depend on its position."""
+    seen: dict[str, int] = {}
+    ids = []
+    for stage in stages:
+        key = stage.key or stage.name or type(stage).__name__
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            key = f"{key}#{seen[key]}"
+        ids.append(zlib.crc32(key.encode("utf-8")) & 0x7FFFFFFF)
+    return ids
 
 
 def _utf8(values: Any) -> np.ndarray:
@@ -124,7 +139,7 @@ class DataGenerator:
 
     Every element starts as a dict of the sample's columns (strings, numbers; ``category`` as
     ``"a/b"``); stages add keys (``img``, ``onehot``, ...). Randomness is stateless: each sample
-    gets a seed from (seed, epoch, sample index), each stage one from (sample seed, stage index),
+    gets a seed from (seed, epoch, sample index), each stage one from (sample seed, stage key),
     so the output is bit-identical across processes and ``num_parallel_calls`` settings, and each
     epoch draws anew.
 
@@ -386,6 +401,7 @@ class DataGenerator:
                 index = index[self.shard[1]::self.shard[0]]
             return index
 
+        stage_ids = dict(zip(map(id, stages), stage_seed_ids(stages)))
         streamable = not self.cache and tf.executing_eagerly()
         arrays = self._column_arrays(stages, (lambda: index_of(tf.constant(0, tf.int64)).numpy()) if streamable else None)
         cached_specs: dict[str, Any] = {}
@@ -410,8 +426,6 @@ class DataGenerator:
         def epoch_indices(epoch: tf.Tensor) -> tf.data.Dataset:
             return rows_of(epoch, index_of(epoch))
 
-        offset = len(prefix) if (cached_specs or memory) else 0  # stage seeds keep their chain positions
-
         def element(epoch_seed: tf.Tensor, index: tf.Tensor) -> Any:
             x = {k: tf.gather(col, index) for k, col in columns.items() if not k.startswith("_cache_")}
             for key, spec in cached_specs.items():
@@ -420,8 +434,8 @@ class DataGenerator:
             for key, variable in memory.items():
                 x[key] = tf.gather(variable, index)  # a fresh, aligned buffer: reductions stay bit-exact
             sample_seed = fold_in(epoch_seed, index)
-            for k, stage in enumerate(stages):
-                x = stage(x, seed=fold_in(sample_seed, k + 1 + offset))
+            for stage in stages:
+                x = stage(x, seed=fold_in(sample_seed, stage_ids[id(stage)]))
             return self._structure(x, structure)
 
         # Stages are pure TF ops with no Python control flow on tensors: skip autograph (faster

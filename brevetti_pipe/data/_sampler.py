@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from brevetti_pipe._category import category_label
+from brevetti_pipe._util.category import category_label
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:

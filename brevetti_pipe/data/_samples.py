@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import logging
 import os
 import posixpath
@@ -13,11 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from brevetti_pipe._registry import Registry
-from brevetti_pipe._secrets import redact
+from brevetti_pipe._util.registry import Registry
+from brevetti_pipe._util.secrets import redact
 from brevetti_pipe.config._schema import DatasetConfig
 from brevetti_pipe.errors import DatasetError, StorageError
-from brevetti_pipe.io import IoTools, is_local
+from brevetti_pipe.storage import IoTools, is_local
 
 __all__ = ["Dataset", "get_image_samples", "IMAGE_EXTENSIONS", "GENERATORS", "SAMPLE_COLUMNS"]
 
@@ -29,6 +30,7 @@ SAMPLE_COLUMNS = ("path", "category", "folder", "etag", "size", "dataset", "data
 
 #: Dataset generators (name -> callable(url, io, seed, **params)) used when a dataset is missing.
 GENERATORS: Registry[Any] = Registry("dataset generator")
+GENERATORS.add_loader(lambda: importlib.import_module("brevetti_pipe.data._demo"))  # the built-in generators
 
 
 @dataclass

@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from brevetti_pipe._category import category_label
+from brevetti_pipe._util.category import category_label
 from brevetti_pipe.config._schema import PURPOSES
 from brevetti_pipe.errors import SplitError, StorageError
-from brevetti_pipe.io import IoTools
+from brevetti_pipe.storage import IoTools
 
 __all__ = ["SampleSplit"]
 

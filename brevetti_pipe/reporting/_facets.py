@@ -5,15 +5,20 @@ from __future__ import annotations
 import io as _io
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import numpy as np
 
-from brevetti_pipe._progress import ProgressBar
-from brevetti_pipe.io import IoTools, join_url
+from brevetti_pipe._util.progress import ProgressBar
+from brevetti_pipe.storage import IoTools, join_url
 
-if TYPE_CHECKING:
-    from brevetti_pipe.data import DataGenerator
+
+
+class BatchSource(Protocol):
+    """What facets read from: a data generator's numpy batches (dicts of arrays)."""
+
+    def get_dataset_numpy(self, structure: Any = None) -> Iterable[dict[str, Any]]: ...
 
 __all__ = ["build_facets", "tile2d", "to_uint8"]
 
@@ -54,7 +59,7 @@ def tile2d(images: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarra
 
 
 def build_facets(
-    generator: DataGenerator, facet_dir: str, count: int = 32, io: IoTools | None = None, image_key: str = "img",
+    generator: BatchSource, facet_dir: str, count: int = 32, io: IoTools | None = None, image_key: str = "img",
 ) -> dict[str, Any]:
     """Write ``spriteatlas.png`` and ``facets.json`` for the first ``count`` samples of ``generator``.
 

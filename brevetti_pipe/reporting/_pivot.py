@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from brevetti_pipe._category import category_label
-from brevetti_pipe.io import IoTools, join_url
+from brevetti_pipe._util.category import category_label
+from brevetti_pipe.storage import IoTools, join_url
 
 __all__ = ["export_pivot_table", "pivot_counts"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from brevetti_pipe.io import IoTools, join_url
+from brevetti_pipe.storage import IoTools, join_url
 
 __all__ = ["render_report", "write_report"]
 

@@ -1,6 +1,5 @@
 """Map stages: registered, configurable per-sample transforms chained into the tf.data graph."""
 
-from brevetti_pipe._category import category_label
 from brevetti_pipe.stages._base import STAGES, Stage
 from brevetti_pipe.stages.augmenter import ImageAugmenter, ImageDeformation, ImageFiltering, ImageNoise, RandomTransformer
 from brevetti_pipe.stages.image_pipeline import ImagePipeline
@@ -9,33 +8,6 @@ from brevetti_pipe.stages.segmentation import SegmentationLoader
 
 __all__ = [
     "STAGES", "Stage", "ImageAugmenter", "ImageDeformation", "ImageFiltering", "ImageNoise", "ImagePipeline",
-    "OneHotEncoder", "RandomTransformer", "SegmentationLoader", "build_image_data_generator", "tile2d",
+    "OneHotEncoder", "RandomTransformer", "SegmentationLoader",
 ]
 
-
-def tile2d(images, grid=None):  # type: ignore[no-untyped-def]
-    """Tile a batch [N, H, W, C] into one image; see :func:`brevetti_pipe.reporting.tile2d`."""
-    from brevetti_pipe.reporting import tile2d as _tile2d
-
-    return _tile2d(images, grid)
-
-
-def build_image_data_generator(samples, classes=None, image=None, augmentation=None, **kwargs):  # type: ignore[no-untyped-def]
-    """A DataGenerator yielding ``(img, onehot)`` for Keras, as in brevettiai.
-
-    Args:
-        samples: the samples table.
-        classes: class names; default: the sorted categories of ``samples``.
-        image: ImagePipeline parameters (dict).
-        augmentation: ImageAugmenter parameters (dict); None for no augmentation.
-        **kwargs: DataGenerator arguments (batch_size, shuffle, repeat, seed, ...).
-    """
-    from brevetti_pipe.data import DataGenerator
-
-    if classes is None:
-        classes = sorted({category_label(c) for c in samples["category"]})
-    kwargs.setdefault("output_structure", ("img", "onehot"))
-    gen = DataGenerator(samples, **kwargs).map(ImagePipeline(**(image or {})))
-    if augmentation is not None:
-        gen = gen.map(ImageAugmenter(**augmentation))
-    return gen.map(OneHotEncoder(classes))

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, PositiveInt
 
-from brevetti_pipe._registry import Registry
+from brevetti_pipe._util.registry import Registry
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StageError
@@ -56,6 +56,11 @@ class Stage:
     #: True when the stage draws random numbers; the stages before the first random one
     #: form the deterministic prefix that can be cached.
     random: ClassVar[bool] = False
+    #: True when a null ``classes`` parameter is filled with the job's class names.
+    fills_classes: ClassVar[bool] = False
+    #: The stage's name in the chain (``pipeline.<key>``): it keys the stage's random draws, so
+    #: adding or removing another stage does not change them. None: the registry name.
+    key: str | None = None
 
     class Params(StrictModel):
         pass

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from brevetti_pipe._category import category_label
+from brevetti_pipe._util.category import category_label
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StageError
 from brevetti_pipe.stages._base import Stage
@@ -50,6 +50,8 @@ class OneHotEncoder(Stage, name="onehot_encoder"):
     Output: ``x[output_key]``, float32 ``[len(classes)]``. An unknown category (single label)
     stops the graph with an error naming the category and the classes.
     """
+
+    fills_classes = True
 
     Params = OneHotEncoderParams
 

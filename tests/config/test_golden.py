@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from brevetti_pipe._resources import config_dir
+from brevetti_pipe._util.resources import config_dir
 from tests.conftest import run_cli
 
 GOLDEN = Path(__file__).parent / "golden"

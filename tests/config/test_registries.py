@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from brevetti_pipe._resources import config_dir
-from brevetti_pipe.callbacks import CALLBACKS
+from brevetti_pipe._util.resources import config_dir
+from brevetti_pipe.reporting import CALLBACKS
 from brevetti_pipe.data import Dataset  # noqa: F401
 from brevetti_pipe.platform import PLATFORMS
-from brevetti_pipe.recipe import RECIPES
+from brevetti_pipe.run.recipe import RECIPES
 from brevetti_pipe.stages import STAGES
 
 REGISTRIES = {"pipeline": STAGES, "callbacks": CALLBACKS, "platform": PLATFORMS, "recipe": RECIPES}

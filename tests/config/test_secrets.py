@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from brevetti_pipe import _secrets
+from brevetti_pipe._util import secrets as _secrets
 from tests.conftest import TINY_ARGS, read_output, only_job_dir, run_cli
 
 API_KEY = "sk-planted-4f1c2d9e8b7a"

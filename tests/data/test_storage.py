@@ -10,7 +10,7 @@ import pytest
 from brevetti_pipe.data import get_image_samples
 from brevetti_pipe.data._demo import generate_vials
 from brevetti_pipe.errors import DatasetError, describe
-from brevetti_pipe.io import IoTools
+from brevetti_pipe.storage import IoTools
 from tests.conftest import TINY_ARGS, run_cli
 
 
@@ -148,7 +148,7 @@ def test_a_file_missing_from_the_store_fails_the_streamed_epoch_by_name(s3, tmp_
 
 
 def test_presigned_cache_fetch_matches_fsspec_and_names_missing_files(s3, tmp_path):
-    from brevetti_pipe import _s3fetch
+    from brevetti_pipe.storage import _s3fetch
     from brevetti_pipe.errors import StorageError
 
     io = IoTools({"s3": s3.options}, cache_root=str(tmp_path / "presigned"))
@@ -175,7 +175,7 @@ def test_presigned_cache_fetch_matches_fsspec_and_names_missing_files(s3, tmp_pa
     ({"config_kwargs": {"proxies": {"https": "http://proxy:3128"}}}, False),
 ])
 def test_presigned_fetch_only_for_options_it_mirrors(options, expected):
-    from brevetti_pipe import _s3fetch
+    from brevetti_pipe.storage import _s3fetch
 
     assert _s3fetch.supported(options) is expected
 
@@ -212,7 +212,7 @@ def test_presigned_urls_are_botocore_s_own(options, bucket):
 
     from fsspec.asyn import sync
 
-    from brevetti_pipe import _s3fetch
+    from brevetti_pipe.storage import _s3fetch
 
     fs, _ = IoTools({"s3": {**options, "skip_instance_cache": True}}).fs("s3://bucket")
     keys = ["a/b.png", "with space/ü+x~y.jpg", "x%41/y?z#w", "dir//double/slash", "=&;:,@$!'()*.bmp"]

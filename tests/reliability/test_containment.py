@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from brevetti_pipe import ConfigError, Job, StorageError
-from brevetti_pipe.model import safe_extract
+from brevetti_pipe.run.model import safe_extract
 from tests.conftest import run_cli
 
 

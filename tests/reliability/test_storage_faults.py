@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from brevetti_pipe._retry import RetryPolicy, is_transient, retry_call
+from brevetti_pipe._util.retry import RetryPolicy, is_transient, retry_call
 from brevetti_pipe.data._demo import generate_vials
-from brevetti_pipe.io import IoTools
+from brevetti_pipe.storage import IoTools
 from tests.conftest import TINY_ARGS, run_cli
 from tests.servers import FaultProxy
 

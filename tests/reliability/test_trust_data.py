@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brevetti_pipe._retry import RetryPolicy
+from brevetti_pipe._util.retry import RetryPolicy
 from brevetti_pipe.data import get_image_samples
 from brevetti_pipe.data._demo import generate_vials
 from brevetti_pipe.data._generator import localize_samples
 from brevetti_pipe.errors import DatasetError, StorageError
-from brevetti_pipe.io import IoTools
+from brevetti_pipe.storage import IoTools
 from brevetti_pipe.stages import ImagePipeline
 from tests.conftest import TINY_ARGS, only_job_dir, read_output, run_cli
 from tests.servers import FaultProxy

@@ -86,7 +86,7 @@ def test_full_disk_keeps_model_and_scratch_and_a_rerun_uploads_it(small_disk, ke
     job = ModelJob.init(job_id="full", overrides=overrides)
     with pytest.raises(StorageError, match="kept at") as err:
         job.start()
-    scratch = job._temp_dir
+    scratch = job.scratch.created
     kept = Path(job.kept_model)
     assert kept.is_file() and kept.is_relative_to(keep_dir)
     assert f"scratch folder {scratch} kept too" in str(err.value) and os.path.isdir(scratch)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from brevetti_pipe import _secrets
+from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.config import compose, resolve_config
 from tests.conftest import TINY_ARGS, run_cli
 
@@ -97,7 +97,7 @@ def test_masked_credentials_reach_jobs_run_in_launcher_processes(tmp_path, s3):
     import boto3
 
     from brevetti_pipe.data._demo import generate_vials
-    from brevetti_pipe.io import IoTools
+    from brevetti_pipe.storage import IoTools
 
     generate_vials("s3://bucket/vials", io=IoTools({"s3": s3.options}), per_class=8, size=48)
     iam = boto3.client("iam", endpoint_url=s3.endpoint, region_name="us-east-1")

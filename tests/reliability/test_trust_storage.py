@@ -18,11 +18,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from brevetti_pipe import _secrets
-from brevetti_pipe._retry import RetryPolicy, is_transient, retry_call
-from brevetti_pipe.callbacks.progress import Progress
+from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe._util.retry import RetryPolicy, is_transient, retry_call
+from brevetti_pipe.reporting.progress import Progress
 from brevetti_pipe.errors import StorageError
-from brevetti_pipe.io import IoTools, join_url
+from brevetti_pipe.storage import IoTools, join_url
 from tests.conftest import TINY_ARGS, run_cli
 from tests.servers import FaultProxy
 

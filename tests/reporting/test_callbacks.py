@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from brevetti_pipe.callbacks import CallbackList, JobCallback
+from brevetti_pipe.reporting import CallbackList, JobCallback
 
 
 def _make(name: str, log: list[str], required: bool = False, fail: bool = False):

@@ -99,7 +99,7 @@ def test_summary_command_rebuilds_a_sweep(tmp_path, tiny_vials):
     sweep = _sweep_dir(tmp_path)
     (sweep / "sweep.csv").unlink()
     (sweep / "sweep.html").unlink()
-    summary = subprocess.run([sys.executable, "-c", "from brevetti_pipe.sweep import main; main()", str(sweep),
+    summary = subprocess.run([sys.executable, "-c", "from brevetti_pipe.cli.sweep import main; main()", str(sweep),
                               "--sort-by", "devel_loss", "--ascending"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert summary.returncode == 0, summary.stderr
     table = pd.read_csv(sweep / "sweep.csv")

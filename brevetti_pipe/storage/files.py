@@ -21,10 +21,10 @@ from typing import Any, BinaryIO, NamedTuple
 import fsspec
 from fsspec.core import url_to_fs
 
-from brevetti_pipe import _s3fetch
-from brevetti_pipe._progress import ProgressBar
-from brevetti_pipe._retry import RetryPolicy, is_transient, retry_call
-from brevetti_pipe._secrets import redact
+from brevetti_pipe.storage import _s3fetch
+from brevetti_pipe._util.progress import ProgressBar
+from brevetti_pipe._util.retry import RetryPolicy, is_transient, retry_call
+from brevetti_pipe._util.secrets import redact
 from brevetti_pipe.errors import ChecksumError, StorageError
 
 __all__ = ["ChecksumError", "FileVersion", "IoTools", "Prefetch", "is_local", "join_url", "LOCAL_PROTOCOLS"]

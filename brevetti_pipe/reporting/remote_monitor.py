@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import keras
 
-if TYPE_CHECKING:
-    from brevetti_pipe.job import Job
+__all__ = ["make_remote_monitor", "ProgressSink", "RemoteMonitor"]
 
-__all__ = ["make_remote_monitor", "RemoteMonitor"]
+
+class ProgressSink(Protocol):
+    """Where finished epochs go (the job's ``report_progress``)."""
+
+    def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None: ...
 
 
 def progress_name(key: str) -> str:
@@ -27,7 +31,7 @@ class RemoteMonitor(keras.callbacks.Callback):
     ``epoch`` in the report counts finished epochs (Keras' 0-based index + 1).
     """
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: ProgressSink) -> None:
         super().__init__()
         self.job = job
 
@@ -36,5 +40,5 @@ class RemoteMonitor(keras.callbacks.Callback):
         self.job.report_progress(epoch + 1, metrics)
 
 
-def make_remote_monitor(job: Job) -> RemoteMonitor:
+def make_remote_monitor(job: ProgressSink) -> RemoteMonitor:
     return RemoteMonitor(job)

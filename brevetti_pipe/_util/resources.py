@@ -15,10 +15,11 @@ def config_dir() -> Path:
     A wheel ships it as the ``brevetti_pipe._configs`` package; a checkout (or an
     editable install) keeps it beside the package as ``configs/``.
     """
-    checkout = Path(__file__).resolve().parent.parent / "configs"
+    package = Path(__file__).resolve().parent.parent
+    checkout = package.parent / "configs"
     if (checkout / "config.yaml").is_file():
         return checkout
-    installed = Path(__file__).resolve().parent / "_configs"
+    installed = package / "_configs"
     if (installed / "config.yaml").is_file():
         return installed
     raise FileNotFoundError(

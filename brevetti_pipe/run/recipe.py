@@ -5,13 +5,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from brevetti_pipe._registry import Registry
+from brevetti_pipe._util.registry import Registry
 from brevetti_pipe.config._schema import JobSettings
-
-if TYPE_CHECKING:
-    from brevetti_pipe.job import Job
 
 __all__ = ["Recipe", "RECIPES", "recipe"]
 
@@ -21,7 +18,7 @@ class Recipe:
     """A run step (``run(job) -> model | path | None``) and the settings model it reads."""
 
     name: str
-    run: Callable[[Job], Any]
+    run: Callable[[Any], Any]
     settings: type[JobSettings] = JobSettings
     description: str = ""
 
@@ -30,7 +27,7 @@ RECIPES: Registry[Recipe] = Registry("recipe", config_group="recipe")
 RECIPES.add_loader(lambda: importlib.import_module("brevetti_pipe.recipes"))
 
 
-def recipe(name: str, settings: type[JobSettings] = JobSettings) -> Callable[[Callable[[Job], Any]], Callable[[Job], Any]]:
+def recipe(name: str, settings: type[JobSettings] = JobSettings) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
     """Register a run step under ``name`` (used as ``run: NAME`` in a recipe config).
 
     Example:
@@ -38,7 +35,7 @@ def recipe(name: str, settings: type[JobSettings] = JobSettings) -> Callable[[Ca
         ... def run(job): ...
     """
 
-    def wrap(fn: Callable[[Job], Any]) -> Callable[[Job], Any]:
+    def wrap(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         RECIPES.register(name, Recipe(name, fn, settings, (fn.__doc__ or "").strip().split("\n")[0]))
         return fn
 

@@ -4,22 +4,49 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from brevetti_pipe._paths import check_relative
-from brevetti_pipe._registry import Registry
+from brevetti_pipe._util.paths import check_relative
+from brevetti_pipe._util.registry import Registry
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import ConfigError
 
 if TYPE_CHECKING:
-    from brevetti_pipe.job import Job
+    import pandas as pd
 
-__all__ = ["JobCallback", "CallbackList", "CALLBACKS"]
+    from brevetti_pipe.storage import IoTools
+
+__all__ = ["JobCallback", "JobView", "CallbackList", "CALLBACKS"]
 
 log = logging.getLogger(__name__)
+
+class JobView(Protocol):
+    """The read-only view of a job that reporting callbacks receive as ``job=`` (not the Job itself).
+
+    The run layer implements it; reporting never imports the run, data or stages layers.
+    """
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def io(self) -> IoTools: ...
+
+    @property
+    def artifacts_url(self) -> str: ...
+
+    @property
+    def samples(self) -> pd.DataFrame | None:
+        """The samples table with its ``purpose`` column once the job listed its data, else None."""
+
+    def artifact_path(self, *parts: str, dir: bool = False) -> str: ...
+
+    def thumbnails(self, samples: pd.DataFrame, size: int) -> Any:
+        """A generator of ``img`` batches (``size`` x ``size``, values in [0, 1]) of ``samples``, in order."""
+
 
 CALLBACKS: Registry[type["JobCallback"]] = Registry("callback", config_group="callbacks")
 
@@ -67,15 +94,15 @@ class JobCallback:
                         f"no '..'). Received: callbacks.{self.name}.{field}={value!r}"
                     ) from None
 
-    def on_job_start(self, *, job: Job, **kwargs: Any) -> None: ...
+    def on_job_start(self, *, job: JobView, **kwargs: Any) -> None: ...
 
-    def on_epoch_end(self, *, job: Job, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None: ...
+    def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None: ...
 
-    def on_metric(self, *, job: Job, name: str, value: float, **kwargs: Any) -> None: ...
+    def on_metric(self, *, job: JobView, name: str, value: float, **kwargs: Any) -> None: ...
 
-    def on_artifact(self, *, job: Job, path: str, **kwargs: Any) -> None: ...
+    def on_artifact(self, *, job: JobView, path: str, **kwargs: Any) -> None: ...
 
-    def on_job_end(self, *, job: Job, status: str, error: str | None = None, **kwargs: Any) -> None: ...
+    def on_job_end(self, *, job: JobView, status: str, error: str | None = None, **kwargs: Any) -> None: ...
 
 
 class CallbackList:

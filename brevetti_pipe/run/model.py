@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from brevetti_pipe.errors import StorageError
-from brevetti_pipe.io import IoTools, is_local
+from brevetti_pipe.storage import IoTools, is_local
 
 __all__ = ["LoadedModel", "load_model", "safe_extract"]
 

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from brevetti_pipe._retry import is_transient
+from brevetti_pipe._util.retry import is_transient
 
 #: s3fs options this path reproduces (credentials, endpoint, region, botocore config).
 _SUPPORTED = {"endpoint_url", "key", "secret", "token", "anon", "profile", "config_kwargs", "client_kwargs",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from brevetti_pipe._registry import Registry
+from brevetti_pipe._util.registry import Registry
 from brevetti_pipe.config._schema import PlatformConfig
-from brevetti_pipe.io import is_local, join_url
+from brevetti_pipe.platform import layout
+from brevetti_pipe.storage import is_local
 
 __all__ = ["PlatformBackend", "LocalPlatform", "PLATFORMS"]
 
@@ -15,11 +16,7 @@ __all__ = ["PlatformBackend", "LocalPlatform", "PLATFORMS"]
 class PlatformBackend:
     """Base class of a platform backend: maps job ids and dataset ids to URLs.
 
-    Layout (see the README)::
-
-        <root>/datasets/<dataset_id>/<category folders>/<images>
-        <root>/jobs/<job_id>/job.json
-        <root>/jobs/<job_id>/artifacts/...
+    The layout under the root is :mod:`brevetti_pipe.platform.layout`'s.
     """
 
     name = "base"
@@ -33,20 +30,20 @@ class PlatformBackend:
 
     @property
     def storage_options(self) -> dict[str, dict[str, Any]]:
-        """fsspec options keyed by protocol, for :class:`~brevetti_pipe.io.IoTools`."""
+        """fsspec options keyed by protocol, for :class:`~brevetti_pipe.storage.IoTools`."""
         if not self.config.storage_options:
             return {}
         protocol = self.root.split("://", 1)[0] if "://" in self.root else "file"
         return {protocol: dict(self.config.storage_options)}
 
     def job_url(self, job_id: str) -> str:
-        return join_url(self.root, "jobs", job_id)
+        return layout.job_url(self.root, job_id)
 
     def artifact_url(self, job_id: str) -> str:
-        return join_url(self.root, "jobs", job_id, "artifacts")
+        return layout.artifacts_url(self.root, job_id)
 
     def dataset_url(self, dataset_id: str) -> str:
-        return join_url(self.root, "datasets", dataset_id)
+        return layout.dataset_url(self.root, dataset_id)
 
 
 class LocalPlatform(PlatformBackend):

@@ -20,9 +20,9 @@ import time
 import uuid
 from typing import Any
 
-from brevetti_pipe._secrets import redact
+from brevetti_pipe._util.secrets import redact
 from brevetti_pipe.errors import JobLockedError, StorageError
-from brevetti_pipe.io import IoTools, is_local
+from brevetti_pipe.storage import IoTools, is_local
 
 __all__ = ["JobLease", "LEASE_SECONDS"]
 

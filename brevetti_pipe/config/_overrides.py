@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from brevetti_pipe import _secrets
+from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.config._load import target_error
 from brevetti_pipe.errors import ConfigError
 
@@ -70,7 +70,7 @@ def guard_overrides(overrides: Sequence[str]) -> list[str]:
 
     A ``_target_`` outside the allowlist is refused; secret values (``+datasets.X.storage_options.secret=S``,
     a token dict's ``private_key``, ``s3://KEY:SECRET@bucket`` URLs) are replaced by ``***`` and
-    their real values handed to the job through :func:`brevetti_pipe._secrets.restore`.
+    their real values handed to the job through :func:`brevetti_pipe._util.secrets.restore`.
 
     Raises:
         ConfigError: naming the override with a forbidden ``_target_``.

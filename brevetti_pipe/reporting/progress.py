@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from brevetti_pipe import _secrets
-from brevetti_pipe.callbacks._base import JobCallback
+from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe.reporting._callback import JobCallback
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StorageError
 
 if TYPE_CHECKING:
-    from brevetti_pipe.job import Job
+    from brevetti_pipe.reporting._callback import JobView
 
 __all__ = ["Progress"]
 
@@ -99,7 +99,7 @@ class Progress(JobCallback, name="progress"):
             self._warned.add(what)
             log.warning(message + "; training goes on, further failures are not logged.", *args)
 
-    def on_job_start(self, *, job: Job, **kwargs: Any) -> None:
+    def on_job_start(self, *, job: JobView, **kwargs: Any) -> None:
         # A rerun of the same job id continues its progress file.
         url = job.artifact_path(self.params.file)
         try:
@@ -110,7 +110,7 @@ class Progress(JobCallback, name="progress"):
         except StorageError as exc:
             self._warn_once("read", "Could not read the earlier progress (%s)", exc)
 
-    def on_epoch_end(self, *, job: Job, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
+    def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
         record = {"epoch": int(epoch), **{k: float(v) for k, v in metrics.items()}}
         line = json.dumps(record, sort_keys=False)
         self._lines.append(line)
@@ -121,7 +121,7 @@ class Progress(JobCallback, name="progress"):
         if self.params.url:
             self._post(job, record)
 
-    def _post(self, job: Job, record: dict[str, Any]) -> None:
+    def _post(self, job: JobView, record: dict[str, Any]) -> None:
         body = json.dumps({"job_id": job.id, **record}).encode()
         headers = {"Content-Type": "application/json"}
         key = _secrets.api_key()

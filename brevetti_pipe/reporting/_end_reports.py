@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from brevetti_pipe.callbacks._base import JobCallback
+from brevetti_pipe.reporting._callback import JobCallback
 from brevetti_pipe.config._schema import StrictModel
 
 if TYPE_CHECKING:
-    from brevetti_pipe.job import Job
+    from brevetti_pipe.reporting._callback import JobView
 
 __all__ = ["PivotReport", "FacetsReport", "HtmlReport"]
 
@@ -26,7 +26,7 @@ class PivotReport(JobCallback, name="pivot"):
         cols: list[str] = Field(default_factory=lambda: ["category"], description="Column fields")
         agg: dict[str, str] = Field(default_factory=lambda: {"url": "first"}, description="Extra column -> aggregation")
 
-    def on_job_end(self, *, job: Job, status: str, **kwargs: Any) -> None:
+    def on_job_end(self, *, job: JobView, status: str, **kwargs: Any) -> None:
         if job.samples is None:
             return
         from brevetti_pipe.reporting import export_pivot_table
@@ -42,28 +42,18 @@ class FacetsReport(JobCallback, name="facets"):
         count: int = Field(32, ge=1, le=1024, description="Thumbnails in the atlas (spread over categories)")
         tile_size: int = Field(64, ge=8, le=256, description="Thumbnail edge in pixels")
 
-    def on_job_end(self, *, job: Job, status: str, **kwargs: Any) -> None:
+    def on_job_end(self, *, job: JobView, status: str, **kwargs: Any) -> None:
         samples = job.samples
         if samples is None or samples.empty:
             return
-        from brevetti_pipe.data import DataGenerator
         from brevetti_pipe.reporting import build_facets
-        from brevetti_pipe.stages import ImagePipeline
 
         # an even spread over categories, deterministic
         order = samples.assign(_cat=samples["category"].map(str))
         order["_rank"] = order.groupby("_cat").cumcount()
         chosen = order.sort_values(["_rank", "_cat"], kind="mergesort").head(self.params.count)
         chosen = chosen.drop(columns=["_cat", "_rank"])
-        color = "rgb"
-        for spec in job.config.pipeline.values():
-            if spec.type == "image_pipeline":
-                color = spec.params().get("color_mode", "rgb")
-                break
-        size = self.params.tile_size
-        gen = DataGenerator(chosen, batch_size=16, io=job.io).map(
-            ImagePipeline(target_size=(size, size), color_mode=color, antialias=True, rescale="unit")
-        )
+        gen = job.thumbnails(chosen, self.params.tile_size)
         build_facets(gen, job.artifact_path("facets"), count=self.params.count, io=job.io.best_effort())
 
 
@@ -73,7 +63,7 @@ class HtmlReport(JobCallback, name="report"):
     class Params(StrictModel):
         file: str = Field("report.html", description="Report file name in the artifacts")
 
-    def on_job_end(self, *, job: Job, status: str, **kwargs: Any) -> None:
+    def on_job_end(self, *, job: JobView, status: str, **kwargs: Any) -> None:
         from brevetti_pipe.reporting import render_report
 
         url = job.artifact_path(self.params.file)

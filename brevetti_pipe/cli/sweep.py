@@ -16,8 +16,8 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from brevetti_pipe import _secrets
-from brevetti_pipe.io import IoTools
+from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe.storage import IoTools
 
 __all__ = ["RUN_FILE", "SweepSummary", "main", "summarize_sweep", "write_run_summary"]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from brevetti_pipe.job import Job
+    from brevetti_pipe.run.job import Job
 
 __all__ = ["fit_distributed", "predict_local"]
 

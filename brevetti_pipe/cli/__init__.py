@@ -18,9 +18,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from brevetti_pipe import _secrets
-from brevetti_pipe._overrides import guard_overrides, hydra_literal
-from brevetti_pipe._resources import config_dir
+from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe.config._overrides import guard_overrides, hydra_literal
+from brevetti_pipe._util.resources import config_dir
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe
 
 __all__ = ["guard_overrides", "main", "translate_argv"]
@@ -183,13 +183,13 @@ def _hydra_main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
     from brevetti_pipe.config import resolve_config
-    from brevetti_pipe.job import Job
+    from brevetti_pipe.run.job import Job
 
     from hydra.types import RunMode
 
     from omegaconf import OmegaConf
 
-    from brevetti_pipe.sweep import write_run_summary
+    from brevetti_pipe.cli.sweep import write_run_summary
 
     _secrets.install_log_redaction()
     hc = HydraConfig.get()
@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach us; we print one line unless asked for more
     sys.argv = [sys.argv[0] if sys.argv else "brevetti-pipe", *translated]
     _RUN_ERRORS.clear()
-    from brevetti_pipe.sweep import LAST_SWEEP
+    from brevetti_pipe.cli.sweep import LAST_SWEEP
 
     LAST_SWEEP.clear()
     with _secrets.redacting_streams():
@@ -282,7 +282,7 @@ def _check_config_folders(argv: list[str]) -> None:
 
 
 def _run_hydra(verbose: bool, translated: list[str]) -> None:
-    from brevetti_pipe.sweep import LAST_SWEEP
+    from brevetti_pipe.cli.sweep import LAST_SWEEP
 
     try:
         _hydra_main()

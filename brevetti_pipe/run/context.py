@@ -1,0 +1,142 @@
+"""Run layer: where a job runs: its scratch folder, its role in a cluster (TF_CONFIG), its strategy, its seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from typing import Any
+
+from brevetti_pipe._util.paths import check_relative
+from brevetti_pipe.errors import ConfigError
+from brevetti_pipe.storage import IoTools
+
+__all__ = ["Cluster", "Scratch", "seed_frameworks"]
+
+log = logging.getLogger(__name__)
+
+
+class Scratch:
+    """A job's local scratch folder (created on first use) and the local cache of remote files in it.
+
+    Args:
+        job_id: names the folder.
+        io: its cache root is set when the folder is made.
+        given: ``job.temp_dir`` from the config: the user's folder, never removed.
+        cache_dir: ``platform.cache_dir``: a cache kept outside the scratch folder.
+    """
+
+    def __init__(self, job_id: str, io: IoTools, given: str | None = None, cache_dir: str | None = None) -> None:
+        self.job_id = job_id
+        self.io = io
+        self.given = given
+        self.cache_dir = cache_dir
+        self.created: str | None = given
+        self._lock = threading.Lock()
+
+    @property
+    def dir(self) -> str:
+        """The folder (created, with the cache root set, on first use)."""
+        with self._lock:
+            if self.created is None:
+                self.created = tempfile.mkdtemp(prefix=f"brevetti-pipe-job-{self.job_id}-")
+                self.io.set_cache_root(self.cache_dir or os.path.join(self.created, "cache"))
+            elif self.io.cache_root is None:
+                os.makedirs(self.created, exist_ok=True)
+                self.io.set_cache_root(self.cache_dir or os.path.join(self.created, "cache"))
+        return self.created
+
+    def path(self, *parts: str, dir: bool = False) -> str:
+        """A local path inside the folder; ``dir=True`` creates it as a directory."""
+        rel = check_relative(parts, "temp_path")
+        path = os.path.join(self.dir, *rel.split("/"))
+        os.makedirs(path if dir else os.path.dirname(path), exist_ok=True)
+        return path
+
+    @property
+    def owned(self) -> str | None:
+        """The folder when this job created it (None for a ``job.temp_dir`` of the user's, or none yet)."""
+        return self.created if self.given is None else None
+
+    def remove(self) -> None:
+        """Delete the folder this job created (with the cache in it, unless ``platform.cache_dir`` holds
+        it): a sweep of many runs must not fill the disk. A ``job.temp_dir`` of the user's stays."""
+        with self._lock:
+            if self.created is None or self.given is not None:
+                return
+            if self.io.cache_root and os.path.abspath(self.io.cache_root).startswith(os.path.abspath(self.created) + os.sep):
+                self.io.cache_root = None  # a later path() makes the folder and the cache anew
+            shutil.rmtree(self.created, ignore_errors=True)
+
+
+class Cluster:
+    """This process's role among the workers of ``distribution.strategy`` and the ``tf.distribute`` strategy."""
+
+    def __init__(self, strategy: str) -> None:
+        self.kind = strategy
+        self._strategy: Any = None
+
+    @property
+    def tf_config(self) -> dict[str, Any]:
+        if self.kind != "multi_worker":
+            return {}
+        try:
+            return dict(json.loads(os.environ.get("TF_CONFIG", "") or "{}"))
+        except ValueError:
+            raise ConfigError("distribution.strategy=multi_worker needs TF_CONFIG to hold valid JSON") from None
+
+    @property
+    def num_workers(self) -> int:
+        """Workers in the cluster (1 unless distribution.strategy=multi_worker with TF_CONFIG)."""
+        cluster = self.tf_config.get("cluster", {})
+        return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+    @property
+    def worker_index(self) -> int:
+        """This worker's position among all workers (chief first)."""
+        tf_config = self.tf_config
+        task = tf_config.get("task", {})
+        has_chief = bool(tf_config.get("cluster", {}).get("chief"))
+        if task.get("type") == "chief":
+            return 0
+        return int(task.get("index", 0)) + (1 if has_chief else 0)
+
+    @property
+    def is_chief(self) -> bool:
+        """True for the one process that writes the job's artifacts."""
+        return self.worker_index == 0
+
+    @property
+    def strategy(self) -> Any:
+        """The strategy of ``distribution.strategy``, created once (imports TensorFlow)."""
+        if self._strategy is None:
+            import tensorflow as tf
+
+            if self.kind == "mirrored":
+                self._strategy = tf.distribute.MirroredStrategy()
+            elif self.kind == "multi_worker":
+                if not self.tf_config.get("cluster"):
+                    raise ConfigError("distribution.strategy=multi_worker needs TF_CONFIG with a cluster spec")
+                self._strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            else:
+                self._strategy = tf.distribute.get_strategy()
+        return self._strategy
+
+
+def seed_frameworks(seed: int, deterministic: bool = True) -> None:
+    """Seed Keras, TensorFlow, NumPy and Python's ``random`` from ``seed`` and enable op determinism."""
+    if not deterministic or importlib.util.find_spec("keras") is None:
+        return
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()  # a fresh Keras state per run (sweeps run several in one process)
+    keras.utils.set_random_seed(seed)
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except Exception as exc:  # pragma: no cover - depends on TF build
+        log.warning("Could not enable TensorFlow op determinism: %s", exc)

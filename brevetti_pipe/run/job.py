@@ -1,0 +1,366 @@
+"""Run layer: ``Job``, the facade over one run: settings, storage, data, reporting and completion.
+
+Each method delegates to the layer that owns it: :mod:`~brevetti_pipe.run.context` (scratch,
+cluster, seeds), :mod:`~brevetti_pipe.data.selection` and :mod:`~brevetti_pipe.data.pipeline`
+(samples, stages, generators), :mod:`~brevetti_pipe.reporting` (callbacks, output.json),
+:mod:`~brevetti_pipe.run.lifecycle` (start, fail, complete) and :mod:`~brevetti_pipe.run.export`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe._util.paths import check_relative
+from brevetti_pipe._util.retry import RetryPolicy
+from brevetti_pipe.config import JobConfig, JobSettings, validate_model
+from brevetti_pipe.config._overrides import hydra_literal
+from brevetti_pipe.data import pipeline as _pipeline
+from brevetti_pipe.data.selection import SampleSelection
+from brevetti_pipe.errors import ConfigError
+from brevetti_pipe.platform import PLATFORMS
+from brevetti_pipe.reporting import CALLBACKS, CallbackList, JobCallback, JobView
+from brevetti_pipe.reporting import _output
+from brevetti_pipe.run import export as _export
+from brevetti_pipe.run import lifecycle
+from brevetti_pipe.run._kept import KeptFiles
+from brevetti_pipe.run._lease import JobLease
+from brevetti_pipe.run.context import Cluster, Scratch, seed_frameworks
+from brevetti_pipe.run.lifecycle import JobInterrupted
+from brevetti_pipe.run.recipe import RECIPES, Recipe
+from brevetti_pipe.storage import IoTools, is_local, join_url
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from brevetti_pipe.data import DataGenerator, Dataset
+    from brevetti_pipe.stages import Stage
+
+__all__ = ["Job", "JobInterrupted", "environment"]
+
+log = logging.getLogger(__name__)
+environment = _export.environment
+
+
+class Job:
+    """The execution context of one training job.
+
+    Subclass it with a typed settings tree and a ``run`` method, or run a registered recipe::
+
+        class MySettings(JobSettings):
+            epochs: int = 5
+
+        class MyJob(Job):
+            settings: MySettings
+
+            def run(self):
+                ...
+                return model
+
+        job = MyJob.init(overrides=["settings.epochs=3"])
+        job.start()
+
+    Attributes:
+        id: the job id (``job.id`` in the config; a fresh UUID by default).
+        config: the validated :class:`JobConfig`.
+        settings: the typed settings tree (``settings.*``).
+        io: fsspec-backed reads and writes (:class:`~brevetti_pipe.storage.IoTools`).
+        backend: the platform backend mapping ids to URLs.
+        callbacks: the reporting callbacks (``callbacks.<name>`` in the config).
+        attempt: 1 for the first run of this job id, n + 1 for a rerun after n (in output.json).
+        kept_model: the local path of a model archive that could not be uploaded (in output.json).
+    """
+
+    settings: JobSettings
+
+    def __init__(self, config: JobConfig, *, callbacks: Iterable[JobCallback] | None = None) -> None:
+        if config.job.id is None:
+            raise ConfigError("job.id is missing; build jobs with Job.init() or resolve_config()")
+        self.config, self.id, self.name, self.seed = config, config.job.id, config.job.name, config.job.seed
+        model = self._settings_model()
+        if model is JobSettings and config.run:
+            model = RECIPES.get(config.run, where="run").settings
+        self.settings = validate_model(model, config.settings, prefix="settings")
+        self.backend = PLATFORMS.get(config.platform.type, where="platform.type")(config.platform)
+        self.io = IoTools(self.backend.storage_options, retry=RetryPolicy(config.platform.retry_seconds))
+        for ds in config.datasets.values():
+            if ds.storage_options and "://" in ds.url:
+                self.io.storage_options.setdefault(ds.url.split("://", 1)[0], dict(ds.storage_options))
+        if callbacks is None:
+            callbacks = [CALLBACKS.get(spec.type, where=f"callbacks.{name}.type")(spec.params())
+                         for name, spec in config.callbacks.items()]
+        self.callbacks = CallbackList(callbacks)
+        _pipeline.validate_pipeline(config)
+        self.scratch = Scratch(self.id, self.io, config.job.temp_dir, config.platform.cache_dir)
+        self.cluster = Cluster(config.distribution.strategy)
+        self.data = SampleSelection(config, self.io, seed=self.seed, root=self.backend.root,
+                                    artifact_path=self.artifact_path, on_artifact=self.on_artifact,
+                                    local_cache=lambda: self.temp_dir)
+        self.metrics: dict[str, float] = {}
+        self.metadata: dict[str, Any] = {}
+        self.status = "created"
+        self.error: str | None = None
+        self.attempt = 1
+        self.model_path: str | None = None
+        self.kept_model: str | None = None
+        self.started_at: str | None = None
+        self.ended_at: str | None = None
+        self.lease: JobLease | None = None
+        self.output_error: BaseException | None = None
+        self.trained = False
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def _settings_model(cls) -> type[JobSettings]:
+        try:
+            hinted = typing.get_type_hints(cls).get("settings", JobSettings)
+        except Exception:
+            hinted = cls.__annotations__.get("settings", JobSettings)
+        return hinted if isinstance(hinted, type) and issubclass(hinted, JobSettings) else JobSettings
+
+    @classmethod
+    def init(cls, job_id: str | None = None, api_key: str | None = None, *, overrides: Sequence[str] = (),
+             config_dir: str | os.PathLike[str] | None = None, config_name: str = "config") -> Job:
+        """Compose the config with Hydra (as the CLI does) and build the job.
+
+        Args:
+            job_id: the job id (same as the override ``job.id=...``).
+            api_key: the platform API key; kept out of every output.
+            overrides: Hydra overrides, e.g. ``["recipe=vials_classification", "settings.epochs=1"]``.
+            config_dir: a user's config directory added to the search path (like ``--config-dir``).
+            config_name: the primary config.
+
+        Raises:
+            ConfigError: for any invalid key, value or group option.
+        """
+        from brevetti_pipe.config import compose, resolve_config
+
+        if api_key:
+            _secrets.set_api_key(api_key)
+        overrides = [*overrides, *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
+        cfg, task_overrides, groups = compose(overrides, config_dir=config_dir, config_name=config_name)
+        return cls.from_config(resolve_config(cfg, task_overrides, groups))
+
+    @classmethod
+    def from_config(cls, config: JobConfig) -> Job:
+        """Build the job for a validated config; a recipe's own Job class is honoured."""
+        return cls(config)
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """The registered recipe named by ``run`` (None when the job runs its own ``run``)."""
+        return RECIPES.get(self.config.run, where="run") if self.config.run else None
+
+    # -- paths and cluster (run.context) -------------------------------------------------
+    @property
+    def temp_dir(self) -> str:
+        """This job's local scratch directory (created on first use)."""
+        return self.scratch.dir
+
+    def temp_path(self, *parts: str, dir: bool = False) -> str:
+        """A local path inside the job's temp dir; ``dir=True`` creates it as a directory."""
+        return self.scratch.path(*parts, dir=dir)
+
+    @property
+    def job_url(self) -> str:
+        return self.backend.job_url(self.id)
+
+    @property
+    def artifacts_url(self) -> str:
+        """The job's artifacts; a worker other than the chief writes to a private local folder."""
+        if not self.is_chief:
+            return os.path.join(self.temp_dir, f"worker-{self.worker_index}-artifacts")
+        return self.backend.artifact_url(self.id)
+
+    def artifact_path(self, *parts: str, dir: bool = False) -> str:
+        """The URL (or local path) of an artifact: ``parts`` relative to ``<root>/jobs/<id>/artifacts``
+        (no ``..``, not absolute); ``dir=True`` creates the folder (local artifacts only)."""
+        rel = check_relative(parts, "artifact_path")
+        url = join_url(self.artifacts_url, rel) if rel != "." else self.artifacts_url
+        if dir and is_local(url):
+            os.makedirs(url, exist_ok=True)
+        return url
+
+    num_workers = property(lambda self: self.cluster.num_workers, doc="Workers in the cluster.")
+    worker_index = property(lambda self: self.cluster.worker_index, doc="This worker's position (chief first).")
+    is_chief = property(lambda self: self.cluster.is_chief, doc="True for the process that writes the artifacts.")
+    strategy = property(lambda self: self.cluster.strategy, doc="The ``tf.distribute`` strategy; build models in its scope.")
+
+    def steps_per_epoch(self, generator: DataGenerator) -> int:
+        """Training steps per epoch: ``batch_size`` is the global batch, rebatched across replicas."""
+        return len(generator) * self.num_workers
+
+    def seed_frameworks(self) -> None:
+        """Seed Keras, TensorFlow, NumPy and ``random`` from ``job.seed`` (and enable op determinism).
+
+        Call it right before building a model (storage clients draw from Python's ``random``,
+        which Keras 3 uses for initializer seeds); :meth:`start` calls it once before :meth:`run`.
+        """
+        seed_frameworks(self.seed, self.config.job.deterministic)
+
+    # -- data (data.selection, data.pipeline) --------------------------------------------
+    @property
+    def datasets(self) -> list[Dataset]:
+        """The datasets selected in the config, in config order."""
+        return self.data.datasets
+
+    def get_samples(self) -> pd.DataFrame:
+        """All images of all datasets with their ``purpose``; the split persists in ``artifacts/<split.file>``."""
+        return self.data.get(lambda: self.build_pipeline(fill_classes=False))
+
+    @property
+    def samples(self) -> pd.DataFrame | None:
+        """The samples table with purposes once :meth:`get_samples` ran, else None."""
+        return self.data.samples
+
+    @property
+    def bad_samples(self) -> int:
+        return self.data.bad_samples
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order: from the dataset configs when listed, else the category folders, sorted."""
+        return self.data.classes(lambda: self.build_pipeline(fill_classes=False))
+
+    def build_pipeline(self, fill_classes: bool = True) -> list[Stage]:
+        """The map stages of ``pipeline.*`` in chain order, with class lists filled in from the data."""
+        return _pipeline.build_stages(self.config, (lambda: self.classes) if fill_classes else None)
+
+    def data_generator(self, samples: pd.DataFrame, *, train: bool = False, output_structure: Any = None,
+                       **kwargs: Any) -> DataGenerator:
+        """A DataGenerator over ``samples`` with the configured pipeline, seed and data options (see
+        :func:`~brevetti_pipe.data.pipeline.make_generator`); with several workers a train generator
+        takes this worker's shard."""
+        shard = (self.num_workers, self.worker_index) if self.num_workers > 1 else None
+        stages = self.build_pipeline()
+        _ = self.temp_dir  # sets up the local cache for remote datasets
+        return _pipeline.make_generator(samples, self.config, self.io, stages, seed=self.seed, train=train,
+                                        shard=shard, output_structure=output_structure, **kwargs)
+
+    def thumbnails(self, samples: pd.DataFrame, size: int) -> DataGenerator:
+        """``img`` thumbnails of ``samples`` for the facets report (see :class:`JobView`)."""
+        return _pipeline.thumbnail_generator(samples, self.config, self.io, size)
+
+    # -- reporting -----------------------------------------------------------------------
+    @functools.cached_property
+    def view(self) -> JobView:
+        """The read-only view of this job that reporting callbacks receive."""
+        from brevetti_pipe.run._view import ReportingView
+
+        return ReportingView(self)
+
+    def add_output_metric(self, name: str, value: float) -> None:
+        """Record a final metric (``<purpose>_<metric>``) and rewrite output.json."""
+        self.add_output_metrics({name: value})
+
+    def add_output_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Record several metrics and rewrite output.json once; a value that is not a finite number raises ValueError."""
+        clean = _output.clean_metrics(metrics)
+        self.metrics.update(clean)
+        for name, value in clean.items():
+            self.callbacks.on_metric(job=self.view, name=name, value=value)
+        self.upload_job_output()
+
+    def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """Report the metrics of a finished epoch to the progress callbacks."""
+        self.callbacks.on_epoch_end(job=self.view, epoch=int(epoch), metrics=_output.epoch_values(metrics))
+
+    def on_artifact(self, path: str) -> None:
+        self.callbacks.on_artifact(job=self.view, path=path)
+
+    def report_confusion_matrix(self, y_true: Sequence[int], y_pred: Sequence[int], purpose: str = "devel",
+                                classes: Sequence[str] | None = None) -> list[list[int]]:
+        """Write artifacts/charts/confusion_matrix_<purpose>.json (rows: true class, columns: predicted)."""
+        names = list(classes or self.classes)
+        return self.write_confusion_matrix(_output.confusion_counts(y_true, y_pred, len(names)), names, purpose)
+
+    def write_confusion_matrix(self, matrix: Sequence[Sequence[int]], classes: Sequence[str],
+                               purpose: str = "devel") -> list[list[int]]:
+        """Write a precomputed confusion matrix (rows true, columns predicted) for the report."""
+        url = self.artifact_path("charts", f"confusion_matrix_{purpose}.json")
+        rows = _output.write_confusion_matrix(self.io, url, matrix, classes)
+        self.on_artifact(url)
+        return rows
+
+    def get_remote_monitor(self) -> Any:
+        """A Keras callback reporting each epoch (``val_*`` as ``devel_*``, others as ``train_*``)."""
+        from brevetti_pipe.reporting.remote_monitor import make_remote_monitor
+
+        return make_remote_monitor(self)
+
+    def output(self) -> dict[str, Any]:
+        """The output.json document (secrets redacted)."""
+        return _output.output_document(
+            job={"id": self.id, "name": self.name, "seed": self.seed, "run": self.config.run},
+            status=self.status, settings=self.settings.model_dump(mode="json"),
+            config=self.config.model_dump(mode="json"), metrics=self.metrics, model_path=self.model_path,
+            kept_model=self.kept_model, attempt=self.attempt, environment=environment(), error=self.error,
+            bad_samples=self.bad_samples, started_at=self.started_at, ended_at=self.ended_at,
+        )
+
+    def upload_job_output(self) -> str:
+        """Write artifacts/output.json atomically and return its URL (failures raise)."""
+        url = self.artifact_path("output.json")
+        try:
+            self.io.write_file(url, json.dumps(self.output(), indent=2, allow_nan=False))
+        except Exception as exc:
+            self.output_error = exc  # a failing job does not wait out the same write's retries again
+            raise
+        return url
+
+    # -- lifecycle (run.lifecycle, run.export) -------------------------------------------
+    def run(self) -> Any:
+        """The job's work; returns a Keras model, a path to a model, or None.
+
+        The default runs the recipe named by ``run`` in the config. Override it in a subclass.
+        """
+        if self.recipe is None:
+            raise ConfigError("Nothing to run: pick a recipe (recipe=NAME) or subclass Job and override run()")
+        return self.recipe.run(self)
+
+    def start(self, complete: bool = True) -> Any:
+        """Take the job's lock, write output.json (running), call :meth:`run`, then :meth:`complete`.
+
+        A failure (or SIGTERM/SIGINT) marks the job ``failed`` with the reason in output.json
+        and re-raises; nothing written before is lost.
+
+        Raises:
+            JobLockedError: another live process runs the same ``job.id``.
+        """
+        return lifecycle.start(self, complete)
+
+    def complete(self, model: Any = None) -> str | None:
+        """Export ``model`` (a Keras model or a local path) to artifacts/model.tar.gz and finish.
+
+        Raises:
+            StorageError: the model or output.json could not be written; the error says where
+                the model (and the scratch folder) are kept for a rerun of the same ``job.id``.
+        """
+        return lifecycle.complete(self, model)
+
+    @functools.cached_property
+    def kept(self) -> KeptFiles:
+        """The local keep of what this job id could not upload."""
+        return KeptFiles(self.job_url, self.id)
+
+    def export_model(self, model: Any, name: str = "model.tar.gz") -> str:
+        """Write ``model`` with a metadata.json into artifacts/``name``; returns the relative path."""
+        meta = {"job_id": self.id, "name": self.name, "classes": self.data.known_classes,
+                "pipeline": {n: s.model_dump(mode="json") for n, s in self.config.pipeline.items()},
+                "brevetti_pipe": environment()["packages"].get("brevetti_pipe"), **self.metadata}
+        archive = _export.archive_model(model, Path(self.temp_path("export", dir=True)), Path(self.temp_path(name)), meta)
+        url = self.artifact_path(name)
+        _export.upload_model(self.io, archive, url, kept=self.kept, name=name, scratch=self.scratch.owned,
+                             job_id=self.id, on_kept=lambda path: setattr(self, "kept_model", path))
+        self.on_artifact(url)
+        return name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, run={self.config.run!r}, status={self.status!r})"

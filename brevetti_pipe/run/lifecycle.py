@@ -1,0 +1,289 @@
+"""Run layer: a job's life: lock, rerun clean-up, running -> completed | failed, signals, scratch removal."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol
+
+from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe.config import JobConfig
+from brevetti_pipe.errors import StorageError, describe
+from brevetti_pipe.platform import layout
+from brevetti_pipe.reporting import CallbackList, JobView, Progress
+from brevetti_pipe.run._kept import KeptFiles
+from brevetti_pipe.run._lease import JobLease
+from brevetti_pipe.run.context import Scratch
+from brevetti_pipe.storage import IoTools
+
+__all__ = ["JobInterrupted", "JobState", "begin", "complete", "fail", "start"]
+
+log = logging.getLogger(__name__)
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Raised inside a running job on SIGTERM/SIGINT so it can be marked failed before exit."""
+
+
+class JobState(Protocol):
+    """What the lifecycle reads and writes of a job (the :class:`~brevetti_pipe.run.job.Job` has it all)."""
+
+    id: str
+    config: JobConfig
+    io: IoTools
+    callbacks: CallbackList
+    scratch: Scratch
+    lease: JobLease | None
+    status: str
+    error: str | None
+    attempt: int
+    started_at: str | None
+    ended_at: str | None
+    model_path: str | None
+    kept_model: str | None
+    trained: bool
+    output_error: BaseException | None
+
+    @property
+    def kept(self) -> KeptFiles: ...
+
+    @property
+    def view(self) -> JobView: ...
+
+    @property
+    def is_chief(self) -> bool: ...
+
+    @property
+    def job_url(self) -> str: ...
+
+    @property
+    def artifacts_url(self) -> str: ...
+
+    @property
+    def strategy(self) -> Any: ...
+
+    def artifact_path(self, *parts: str, dir: bool = False) -> str: ...
+
+    def upload_job_output(self) -> str: ...
+
+    def output(self) -> dict[str, Any]: ...
+
+    def export_model(self, model: Any, name: str = ...) -> str: ...
+
+    def seed_frameworks(self) -> None: ...
+
+    def run(self) -> Any: ...
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def start(job: JobState, complete_after: bool = True) -> Any:
+    """Lock, mark running, run the job's ``run`` step and complete it; a failure or a signal marks it failed."""
+    begin(job)
+    log.info("Job %s started; artifacts at %s", job.id, _secrets.redact(job.artifacts_url))
+    previous = _install_signal_handlers()
+    try:
+        if job.config.distribution.strategy != "default":
+            _ = job.strategy  # multi-worker strategies must exist before other TensorFlow work
+        job.callbacks.on_job_start(job=job.view)
+        if job.config.run is not None or "tensorflow" in sys.modules:
+            job.seed_frameworks()
+        result = job.run()
+        if complete_after:
+            complete(job, result)
+        return result
+    except BaseException as exc:
+        if job.status == "running":
+            fail(job, exc)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def begin(job: JobState) -> None:
+    """Take the job's lock, clean up after an interrupted run, upload a model an earlier run kept,
+    start a fresh progress file for this attempt and write output.json (running)."""
+    if job.is_chief:
+        lease = JobLease(job.io, layout.lock_url(job.job_url), job.id)
+        lease.acquire()  # before anything is written: a refused run changes nothing
+        job.lease = lease
+    try:
+        job.attempt = _previous_attempts(job) + 1
+        _tidy(job, "removing temp files an interrupted run left", _remove_leftover_temp_files)
+        if job.is_chief:
+            _upload_kept_model(job)
+        job.status = "running"
+        job.started_at = _now()
+        job.upload_job_output()
+        if job.attempt > 1:
+            _tidy(job, "setting the earlier progress aside", _set_aside_progress)
+    except BaseException as exc:
+        job.status, job.error = "failed", _secrets.redact(describe(exc))
+        end(job)
+        raise
+
+
+def complete(job: JobState, model: Any = None) -> str | None:
+    """Export ``model``, mark the job completed, write output.json and run the end hooks."""
+    job.trained = True
+    try:
+        if model is not None:
+            job.model_path = job.export_model(model)
+        job.status = "completed"
+        job.ended_at = _now()
+        job.upload_job_output()
+    except BaseException as exc:
+        fail(job, exc)
+    try:
+        job.callbacks.on_job_end(job=job.view, status="completed", error=None)
+        log.info("Job %s completed. Output: %s", job.id, _secrets.redact(job.artifact_path("output.json")))
+    finally:
+        end(job)
+    return job.model_path
+
+
+def fail(job: JobState, exc: BaseException) -> NoReturn:
+    """Mark the job failed, record it and end it; raise ``exc``, or an error that also says
+    where the final output.json is kept when it could not be written."""
+    if isinstance(exc, KeyboardInterrupt):
+        reason = f"interrupted ({exc})" if str(exc) else "interrupted"
+    else:
+        reason = describe(exc)
+    job.status = "failed"
+    job.error = _secrets.redact(reason)
+    job.ended_at = _now()
+    failure = exc
+    try:
+        if exc is job.output_error:
+            raise exc
+        job.upload_job_output()
+    except Exception as write_error:
+        kept = job.kept.keep_output(job.output())
+        try:  # an output.json saying "running" would outlive this process
+            _remove(job.io, job.artifact_path("output.json"))
+        except Exception:
+            pass
+        note = f"The final output.json is kept at {kept}"
+        if write_error is not exc:
+            note = f"output.json could not be written either ({describe(write_error)}). {note}"
+        log.error("%s", _secrets.redact(note))
+        if not isinstance(exc, KeyboardInterrupt):
+            failure = StorageError(_secrets.redact(f"{job.error}. {note}"))
+    try:
+        job.callbacks.on_job_end(job=job.view, status="failed", error=job.error)
+    except Exception as cb_error:
+        log.error("A callback failed while ending the failed job: %s", cb_error)
+    log.error("Job %s failed: %s", job.id, job.error)
+    end(job)
+    if failure is exc:
+        raise exc
+    raise failure from exc
+
+
+def end(job: JobState) -> None:
+    """Release the job's lock and remove its scratch folder (kept when a trained job failed)."""
+    if job.lease is not None:
+        job.lease.release()
+        job.lease = None
+    if job.status == "failed" and job.trained and job.scratch.owned:
+        log.warning("Keeping the scratch folder %s of the failed job %s", job.scratch.owned, job.id)
+        try:
+            job.kept.note(scratch=job.scratch.owned)  # the next run of this job id removes it
+        except OSError:
+            pass
+        return
+    job.scratch.remove()
+
+
+def _remove(io: IoTools, url: str) -> None:
+    fs, path = io.fs(url)
+    io.best_effort().call(lambda: fs.rm_file(path), url)
+
+
+def _tidy(job: JobState, what: str, step: Callable[[JobState], None]) -> None:
+    """Run a clean-up step at the start of a rerun; a failure is a warning, not a failed job."""
+    try:
+        step(job)
+    except Exception as exc:
+        log.warning("Job %s: %s failed (%s); the job goes on", job.id, what, exc)
+
+
+def _previous_attempts(job: JobState) -> int:
+    """Attempts recorded by earlier runs of this job id (output.json, else the local keep)."""
+    url = job.artifact_path("output.json")
+    try:
+        text = job.io.read_file(url) if job.io.exists(url) else job.kept.dir.joinpath("output.json").read_bytes()
+        return int(json.loads(text).get("attempt") or 1)
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _remove_leftover_temp_files(job: JobState) -> None:
+    """Delete the ``.*.tmp`` files an interrupted (kill -9) run left among the artifacts."""
+    io = job.io
+    fs, path = io.fs(job.artifacts_url)
+    try:
+        found = io.call(lambda: fs.find(path), job.artifacts_url)
+    except FileNotFoundError:
+        return
+    leftovers = [p for p in found if p.rsplit("/", 1)[-1].startswith(".") and p.endswith(".tmp")]
+    for p in leftovers:
+        io.best_effort().call(lambda p=p: fs.rm_file(p), job.artifacts_url)
+    if leftovers:
+        log.info("Removed %d temporary file(s) left by an interrupted run of job %s", len(leftovers), job.id)
+
+
+def _upload_kept_model(job: JobState) -> None:
+    """Upload the model archive an earlier run of this job id could not upload."""
+    record = job.kept.read()
+    model, name = record.get("model"), str(record.get("name") or "model.tar.gz")
+    if model and os.path.isfile(model):
+        url = job.artifact_path(name)
+        if job.io.exists(url):
+            log.warning("Not uploading the model kept at %s: the artifacts already hold %s", model, name)
+            return
+        try:
+            job.io.upload(model, url)
+        except Exception as exc:
+            log.warning("Could not upload the model kept from an earlier run (%s); it stays at %s", exc, model)
+            return
+        job.model_path = name
+        log.info("Uploaded the model kept from an earlier run of job %s (%s) to %s", job.id, model, _secrets.redact(url))
+    if record:
+        job.kept.clear()
+
+
+def _set_aside_progress(job: JobState) -> None:
+    """A rerun trains from the first epoch: the earlier attempts' progress moves to ``<file>.attempt-N``."""
+    for cb in job.callbacks:
+        if not isinstance(cb, Progress):
+            continue
+        url = job.artifact_path(cb.params.file)
+        if job.io.exists(url):
+            stem, dot, ext = cb.params.file.rpartition(".")
+            aside = f"{stem}.attempt-{job.attempt - 1}.{ext}" if dot else f"{ext}.attempt-{job.attempt - 1}"
+            job.io.best_effort().write_file(job.artifact_path(aside), job.io.read_file(url))
+            _remove(job.io, url)
+            log.info("Attempt %d of job %s: the progress of the earlier attempt is in %s", job.attempt, job.id, aside)
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise JobInterrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, interrupt)
+    return previous
