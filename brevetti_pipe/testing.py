@@ -168,6 +168,7 @@ class StageConformance:
         import tensorflow as tf
 
         board = checkerboard(32, 32, cell=4, values=(0, 1))
+        assert params is not None
         image_key, mask_key = params.image_keys[0], params.label_keys[0]
         nearest = stage.from_config({**stage.get_config(), "image_noise": None, "image_filter": None})
         cfg = nearest.get_config()

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from omegaconf import DictConfig
@@ -141,7 +141,7 @@ def _refuse_misspelt_flag(name: str, argv: Sequence[str]) -> None:
 
     overrides, folders = _split_args(argv)
     try:
-        cfg, _, _ = compose([o for o in overrides if not o.startswith("hydra")], config_dir=(folders or [None])[0])
+        cfg, _, _ = compose([o for o in overrides if not o.startswith("hydra")], config_dir=folders[0] if folders else None)
         parent, _, leaf = f"settings.{name[2:]}".rpartition(".")
         node = OmegaConf.select(cfg, parent)
         if isinstance(node, DictConfig) and leaf in node:
@@ -182,7 +182,7 @@ def _redact_hydra_outputs(output_dir: str | None, subdir: str | None) -> None:
 def _hydra_main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
-    from brevetti_pipe.config import resolve_config
+    from brevetti_pipe.platform import resolve_config
     from brevetti_pipe.run.job import Job
 
     from hydra.types import RunMode
@@ -193,7 +193,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
 
     _secrets.install_log_redaction()
     hc = HydraConfig.get()
-    task = [str(o) for o in OmegaConf.to_container(hc.overrides.task, resolve=False)]
+    task = [str(o) for o in cast("list[Any]", OmegaConf.to_container(hc.overrides.task, resolve=False))]
     record: dict[str, Any] = {"overrides": task, "status": "failed", "metrics": {}}
     job = None
     try:
@@ -234,7 +234,7 @@ def _explain_composition_error(exc: BaseException, argv: list[str]) -> ConfigErr
         return translate_hydra_error(exc)
     overrides, folders = _split_args(argv)
     try:
-        compose([o for o in overrides if not o.startswith("hydra.")], config_dir=(folders or [None])[0])
+        compose([o for o in overrides if not o.startswith("hydra.")], config_dir=folders[0] if folders else None)
     except ConfigError as err:
         return err
     except Exception:

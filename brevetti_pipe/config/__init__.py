@@ -2,7 +2,7 @@
 
 from brevetti_pipe.config._compose import check_config_folder, compose, translate_hydra_error
 from brevetti_pipe.config._errors import validate_model
-from brevetti_pipe.config._load import JSON_KEYS, load_settings_json, resolve_config
+from brevetti_pipe.config._load import JSON_KEYS, SettingsSource, parse_settings_json, resolve_config
 from brevetti_pipe.config._schema import (
     ComponentSpec,
     DataConfig,
@@ -30,7 +30,8 @@ __all__ = [
     "StrictModel",
     "check_config_folder",
     "compose",
-    "load_settings_json",
+    "SettingsSource",
+    "parse_settings_json",
     "resolve_config",
     "translate_hydra_error",
     "validate_model",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any, cast
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -205,6 +206,6 @@ def compose(
 
         raise translate_hydra_error(exc, keys_at) from None
     # unresolved: an override's value may itself look like an interpolation
-    task = [str(o) for o in OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)]
+    task = [str(o) for o in cast("list[Any]", OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False))]
     groups = list(cfg.hydra.runtime.choices.keys())
     return cfg, task, groups

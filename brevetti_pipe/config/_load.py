@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -22,7 +22,7 @@ from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig, JobSection
 from brevetti_pipe.errors import ConfigError, StorageError, did_you_mean
 
-__all__ = ["JSON_KEYS", "load_settings_json", "resolve_config", "target_error"]
+__all__ = ["JSON_KEYS", "SettingsSource", "parse_settings_json", "resolve_config", "target_error"]
 
 #: ``_target_`` values a command line or settings JSON may hold: our sweep summary and Hydra's own classes.
 _ALLOWED_TARGETS = ("brevetti_pipe.cli.sweep.SweepSummary",)
@@ -31,36 +31,25 @@ _ALLOWED_TARGET_PREFIXES = ("hydra.experimental.callbacks.", "hydra._internal.co
 JSON_KEYS = ("settings", "datasets", "split", "sampler", "pipeline", "data")
 
 
+class SettingsSource(Protocol):
+    """Reads the platform settings JSON for a job (the platform layer's; config does no I/O).
 
-def load_settings_json(
-    url: str, *, required: bool, storage_options: dict[str, Any] | None = None, retry_seconds: float = 60.0
-) -> dict[str, Any] | None:
-    """Read a platform settings JSON document.
+    Returns the URL it read (for messages) and the parsed document, or None when there is none.
+    """
 
-    Returns None when the file is missing and not ``required``. Secret values in it
-    (``api_key`` and friends) are taken out and remembered for redaction.
+    def __call__(
+        self, *, root: str, job_id: str, explicit: str | None, storage_options: dict[str, Any], retry_seconds: float,
+    ) -> tuple[str, dict[str, Any] | None]: ...
+
+
+def parse_settings_json(raw: bytes, url: str) -> dict[str, Any]:
+    """Parse and check a platform settings JSON document read from ``url``.
+
+    Secret values in it (``api_key`` and friends) are taken out and remembered for redaction.
 
     Raises:
         ConfigError: naming the file (and line/column for a parse error) on bad content.
     """
-    from brevetti_pipe._util.retry import RetryPolicy
-    from brevetti_pipe.errors import StorageError
-    from brevetti_pipe.storage import IoTools
-
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
-    io = IoTools({protocol: dict(storage_options or {})}, retry=RetryPolicy(retry_seconds))
-    try:
-        if not io.exists(url):
-            if required:
-                raise ConfigError(f"Settings JSON not found. Received: job.settings_json={url!r}")
-            return None
-        raw = io.read_file(url)
-    except ConfigError:
-        raise
-    except StorageError as exc:
-        raise StorageError(f"Cannot read the settings JSON: {exc}") from None
-    except Exception as exc:
-        raise ConfigError(f"Cannot read settings JSON {_secrets.redact(url)!r}: {_secrets.redact(str(exc))}") from None
     try:
         doc = json.loads(raw.decode("utf-8-sig"))
     except RecursionError:
@@ -162,6 +151,8 @@ def resolve_config(
     cfg: DictConfig,
     overrides: Sequence[str] = (),
     groups: Sequence[str] = (),
+    *,
+    settings_source: SettingsSource | None = None,
 ) -> JobConfig:
     """Layer the platform settings JSON and the CLI overrides onto a composed config and validate it.
 
@@ -169,6 +160,8 @@ def resolve_config(
         cfg: the config Hydra composed (files + recipe + CLI).
         overrides: the command-line overrides (Hydra's ``task`` overrides).
         groups: the config group names (``HydraConfig.runtime.choices`` keys).
+        settings_source: reads the platform settings JSON; None reads none (the platform
+            layer's :func:`brevetti_pipe.platform.resolve_config` passes its reader).
 
     Returns:
         The validated JobConfig; ``job.id`` is filled in with a fresh UUID when it was null.
@@ -177,7 +170,7 @@ def resolve_config(
         ConfigError: for any invalid value, unknown key, or unreadable settings JSON.
     """
     try:
-        work = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+        work = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))
         work.pop("hydra", None)
         composed = work.copy()
         OmegaConf.set_struct(work, False)
@@ -190,9 +183,12 @@ def resolve_config(
         options = OmegaConf.select(work, "platform.storage_options", default=None)
         options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
         _secrets.restore({"storage_options": options}, prefix="platform")
-        url = str(explicit) if explicit else f"{root.rstrip('/')}/jobs/{job_id}/job.json"
         retry = float(OmegaConf.select(work, "platform.retry_seconds", default=60.0) or 60.0)
-        doc = load_settings_json(url, required=bool(explicit), storage_options=options, retry_seconds=retry)
+        url, doc = None, None
+        if settings_source is not None:
+            url, doc = settings_source(root=root, job_id=job_id, explicit=str(explicit) if explicit else None,
+                                       storage_options=options if isinstance(options, dict) else {},
+                                       retry_seconds=retry)
         if doc:
             for key, value in _literal(doc).items():
                 replace = key == "datasets"  # a platform's dataset list is the whole selection
@@ -201,7 +197,7 @@ def resolve_config(
                 else:
                     work[key] = OmegaConf.merge(work[key], value)
             _reapply_overrides(work, composed, overrides, set(groups))
-        data = OmegaConf.to_container(work, resolve=True)
+        data = cast("dict[str, Any]", OmegaConf.to_container(work, resolve=True))
         if isinstance(data, dict):
             _secrets.restore(data)
         _secrets.collect_secrets(data)

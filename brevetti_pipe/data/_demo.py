@@ -74,7 +74,7 @@ def render_annotated_vial(kind: str, rng: np.random.Generator, size: int = 512) 
         shapes.append({"label": "cap", "type": "polygon", "points": [[float(x), float(y)] for x, y in pts]})
     elif kind != "missing_cap":
         raise ValueError(f"unknown vial kind {kind!r}; expected one of {VIAL_CLASSES}")
-    arr = np.asarray(img, dtype=np.float32)
+    arr: np.ndarray = np.asarray(img, dtype=np.float32)
     arr = arr * rng.uniform(0.85, 1.15) + rng.normal(0, 4, arr.shape)
     return np.clip(arr, 0, 255).astype(np.uint8), shapes
 

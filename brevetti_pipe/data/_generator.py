@@ -8,7 +8,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 
 import numpy as np
 import pandas as pd
@@ -20,10 +20,16 @@ from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from brevetti_pipe.data._sampler import StratifiedSampler
     from brevetti_pipe.stages._base import Stage
 
 __all__ = ["DataGenerator", "OutputStructure", "localize_samples"]
+
+
+class Sampler(Protocol):
+    """What draws a generator's samples with weights (:class:`~brevetti_pipe.data.StratifiedSampler`)."""
+
+    def weights(self, samples: pd.DataFrame) -> Any: ...
+
 
 OutputStructure = Union[None, str, Sequence[str]]
 
@@ -178,7 +184,7 @@ class DataGenerator:
         repeat: bool = False,
         seed: int = 0,
         output_structure: OutputStructure = None,
-        sampler: StratifiedSampler | None = None,
+        sampler: Sampler | None = None,
         epoch_size: int | None = None,
         drop_remainder: bool = False,
         num_parallel_calls: int | str = "autotune",
@@ -217,7 +223,7 @@ class DataGenerator:
     def map(self, stage: Stage | Sequence[Stage]) -> DataGenerator:
         """A new generator with ``stage`` (or several) appended to the chain."""
         new = copy.copy(self)
-        new.stages = self.stages + (list(stage) if isinstance(stage, (list, tuple)) else [stage])
+        new.stages = self.stages + (list(stage) if isinstance(stage, (list, tuple)) else [cast("Stage", stage)])
         return new
 
     def __len__(self) -> int:
@@ -249,7 +255,7 @@ class DataGenerator:
             order = first_order()
             # started once the graph is built: the fetch thread's Python work competes for the
             # GIL with tracing, which takes it hundreds of times
-            pending = self.io.prefetch(paths.astype(str).tolist(), order=order, start=False,
+            pending = self.io.prefetch(paths.astype(str).tolist(), order=cast("Sequence[int]", order), start=False,
                                        versions=file_versions(samples, "path"))
             self._prefetch, self._prefetch_order = pending, order
             samples = samples.assign(**({} if "url" in samples.columns else {"url": paths}), path=pending.paths)
@@ -448,6 +454,7 @@ class DataGenerator:
             pending = None
         if pending is not None:
             # epoch 0 released as its files arrive, in the order they are fetched: identical elements
+            assert self._prefetch_order is not None
             ds = self._arriving_first_epoch(pending, self._prefetch_order, lambda part: rows_of(tf.constant(0, tf.int64), part))
             if self.repeat:
                 ds = ds.concatenate(tf.data.Dataset.counter(start=1, dtype=tf.int64).flat_map(epoch_indices))

@@ -29,7 +29,7 @@ SAMPLE_COLUMNS = ("path", "category", "folder", "etag", "size", "dataset", "data
                   "annotation_etag", "annotation_size")
 
 #: Dataset generators (name -> callable(url, io, seed, **params)) used when a dataset is missing.
-GENERATORS: Registry[Any] = Registry("dataset generator")
+GENERATORS: Registry[Any] = Registry("dataset generator", entry_points="brevetti_pipe.dataset_generators")
 GENERATORS.add_loader(lambda: importlib.import_module("brevetti_pipe.data._demo"))  # the built-in generators
 
 
@@ -204,7 +204,7 @@ def get_image_samples(
     if cfg.category_map and unknown_maps == set(cfg.category_map):
         raise DatasetError(
             f"Dataset '{ds.name}': category_map keys {sorted(unknown_maps)} match no folder in "
-            f"{redact(ds.url)}. Folders found: {sorted({r['folder'] for r in rows}) or 'none'}"
+            f"{redact(ds.url)}. Folders found: {sorted({r['folder'] for r in rows}, key=str) or 'none'}"
         )
     if not rows:
         raise DatasetError(

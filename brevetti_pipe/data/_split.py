@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 _FILE_COLUMNS = ("etag", "purpose", "path", "dataset_id", "category")
 
 
-def _uniform(keys: Sequence[str], seed: int) -> np.ndarray:
+def _uniform(keys: Sequence[str] | np.ndarray, seed: int) -> np.ndarray:
     """A uniform number in [0, 1) per key, from a hash of (seed, key): order independent."""
     prefix = f"{seed}:".encode()
     return np.fromiter(

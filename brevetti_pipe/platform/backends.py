@@ -52,5 +52,7 @@ class LocalPlatform(PlatformBackend):
     name = "local"
 
 
-PLATFORMS: Registry[type[PlatformBackend]] = Registry("platform backend", config_group="platform")
+PLATFORMS: Registry[type[PlatformBackend]] = Registry(
+    "platform backend", config_group="platform", entry_points="brevetti_pipe.platforms"
+)
 PLATFORMS.register("local", LocalPlatform)

@@ -29,8 +29,8 @@ def artifacts_url(root: str, job_id: str) -> str:
 
 
 def settings_json_url(root: str, job_id: str) -> str:
-    """The settings JSON a platform may inject for the job."""
-    return join_url(job_url(root, job_id), "job.json")
+    """The settings JSON a platform may inject for the job (``root`` as given, not normalised)."""
+    return f"{root.rstrip('/')}/jobs/{job_id}/job.json"
 
 
 def lock_url(job_folder: str) -> str:

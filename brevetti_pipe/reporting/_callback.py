@@ -48,7 +48,11 @@ class JobView(Protocol):
         """A generator of ``img`` batches (``size`` x ``size``, values in [0, 1]) of ``samples``, in order."""
 
 
-CALLBACKS: Registry[type["JobCallback"]] = Registry("callback", config_group="callbacks")
+CALLBACKS: Registry[type["JobCallback"]] = Registry("callback", config_group="callbacks", entry_points="brevetti_pipe.callbacks")
+
+
+class _NoParams(StrictModel):
+    """No parameters."""
 
 
 class JobCallback:
@@ -69,8 +73,10 @@ class JobCallback:
     name: ClassVar[str] = ""
     required: ClassVar[bool] = False
 
-    class Params(StrictModel):
-        pass
+    #: The parameter model; a subclass sets its own (nested class or assignment).
+    Params: ClassVar[type[Any]] = _NoParams
+    #: The validated parameters (an instance of the subclass's ``Params``).
+    params: Any
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -29,7 +29,7 @@ class PivotReport(JobCallback, name="pivot"):
     def on_job_end(self, *, job: JobView, status: str, **kwargs: Any) -> None:
         if job.samples is None:
             return
-        from brevetti_pipe.reporting import export_pivot_table
+        from brevetti_pipe.reporting._pivot import export_pivot_table
 
         export_pivot_table(job.artifact_path("pivot"), job.samples, self.params.rows, self.params.cols,
                            self.params.agg, io=job.io.best_effort())
@@ -46,7 +46,7 @@ class FacetsReport(JobCallback, name="facets"):
         samples = job.samples
         if samples is None or samples.empty:
             return
-        from brevetti_pipe.reporting import build_facets
+        from brevetti_pipe.reporting._facets import build_facets
 
         # an even spread over categories, deterministic
         order = samples.assign(_cat=samples["category"].map(str))
@@ -64,7 +64,7 @@ class HtmlReport(JobCallback, name="report"):
         file: str = Field("report.html", description="Report file name in the artifacts")
 
     def on_job_end(self, *, job: JobView, status: str, **kwargs: Any) -> None:
-        from brevetti_pipe.reporting import render_report
+        from brevetti_pipe.reporting._report import render_report
 
         url = job.artifact_path(self.params.file)
         io = job.io.best_effort()  # the report can be rebuilt later: a store that is down costs one backoff

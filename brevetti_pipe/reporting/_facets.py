@@ -13,6 +13,7 @@ import numpy as np
 from brevetti_pipe._util.progress import ProgressBar
 from brevetti_pipe.storage import IoTools, join_url
 
+__all__ = ["BatchSource", "build_facets", "tile2d", "to_uint8"]
 
 
 class BatchSource(Protocol):
@@ -20,7 +21,6 @@ class BatchSource(Protocol):
 
     def get_dataset_numpy(self, structure: Any = None) -> Iterable[dict[str, Any]]: ...
 
-__all__ = ["build_facets", "tile2d", "to_uint8"]
 
 _META_KEYS = ("path", "category", "folder", "purpose", "dataset", "dataset_id", "etag")
 

@@ -58,7 +58,7 @@ class KeptFiles:
         if scratch and os.path.abspath(archive).startswith(os.path.abspath(scratch) + os.sep):
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
-                where = shutil.move(archive, self.dir / name)
+                where = shutil.move(archive, str(self.dir / name))
             except OSError as exc:  # e.g. no space in the keep: it stays in the scratch folder
                 log.warning("Could not move the model archive to %s (%s); it stays at %s", self.dir, exc, archive)
         try:

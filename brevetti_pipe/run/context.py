@@ -12,12 +12,29 @@ import threading
 from typing import Any
 
 from brevetti_pipe._util.paths import check_relative
+from brevetti_pipe._util.retry import RetryPolicy
+from brevetti_pipe.config import JobConfig
 from brevetti_pipe.errors import ConfigError
+from brevetti_pipe.reporting import CALLBACKS, JobCallback
 from brevetti_pipe.storage import IoTools
 
-__all__ = ["Cluster", "Scratch", "seed_frameworks"]
+__all__ = ["Cluster", "Scratch", "configured_callbacks", "job_io", "seed_frameworks"]
 
 log = logging.getLogger(__name__)
+
+
+def job_io(config: JobConfig, platform_options: dict[str, dict[str, Any]]) -> IoTools:
+    """Storage access for a job: the platform's options, plus each remote dataset's own ``storage_options``."""
+    io = IoTools(platform_options, retry=RetryPolicy(config.platform.retry_seconds))
+    for ds in config.datasets.values():
+        if ds.storage_options and "://" in ds.url:
+            io.storage_options.setdefault(ds.url.split("://", 1)[0], dict(ds.storage_options))
+    return io
+
+
+def configured_callbacks(config: JobConfig) -> list[JobCallback]:
+    """The reporting callbacks of ``callbacks.<name>``, in config order."""
+    return [CALLBACKS.get(spec.type, where=f"callbacks.{name}.type")(spec.params()) for name, spec in config.callbacks.items()]
 
 
 class Scratch:

@@ -4,38 +4,50 @@ Each method delegates to the layer that owns it: :mod:`~brevetti_pipe.run.contex
 cluster, seeds), :mod:`~brevetti_pipe.data.selection` and :mod:`~brevetti_pipe.data.pipeline`
 (samples, stages, generators), :mod:`~brevetti_pipe.reporting` (callbacks, output.json),
 :mod:`~brevetti_pipe.run.lifecycle` (start, fail, complete) and :mod:`~brevetti_pipe.run.export`.
+
+Subclass it with a typed settings tree and a ``run`` method, or run a registered recipe::
+
+    class MySettings(JobSettings):
+        epochs: int = 5
+
+    class MyJob(Job):
+        settings: MySettings
+
+        def run(self):
+            ...
+            return model
+
+    job = MyJob.init(overrides=["settings.epochs=3"])
+    job.start()
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe._util.paths import check_relative
-from brevetti_pipe._util.retry import RetryPolicy
 from brevetti_pipe.config import JobConfig, JobSettings, validate_model
 from brevetti_pipe.config._overrides import hydra_literal
 from brevetti_pipe.data import pipeline as _pipeline
 from brevetti_pipe.data.selection import SampleSelection
 from brevetti_pipe.errors import ConfigError
 from brevetti_pipe.platform import PLATFORMS
-from brevetti_pipe.reporting import CALLBACKS, CallbackList, JobCallback, JobView
+from brevetti_pipe.reporting import CallbackList, JobCallback, JobView
 from brevetti_pipe.reporting import _output
-from brevetti_pipe.run import export as _export
 from brevetti_pipe.run import lifecycle
 from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.run._lease import JobLease
-from brevetti_pipe.run.context import Cluster, Scratch, seed_frameworks
+from brevetti_pipe.run.context import Cluster, Scratch, configured_callbacks, job_io, seed_frameworks
+from brevetti_pipe.run.export import environment
 from brevetti_pipe.run.lifecycle import JobInterrupted
 from brevetti_pipe.run.recipe import RECIPES, Recipe
-from brevetti_pipe.storage import IoTools, is_local, join_url
+from brevetti_pipe.storage import is_local, join_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,33 +58,16 @@ if TYPE_CHECKING:
 __all__ = ["Job", "JobInterrupted", "environment"]
 
 log = logging.getLogger(__name__)
-environment = _export.environment
+
 
 
 class Job:
-    """The execution context of one training job.
-
-    Subclass it with a typed settings tree and a ``run`` method, or run a registered recipe::
-
-        class MySettings(JobSettings):
-            epochs: int = 5
-
-        class MyJob(Job):
-            settings: MySettings
-
-            def run(self):
-                ...
-                return model
-
-        job = MyJob.init(overrides=["settings.epochs=3"])
-        job.start()
+    """The execution context of one training job (see the module docstring for an example).
 
     Attributes:
-        id: the job id (``job.id`` in the config; a fresh UUID by default).
-        config: the validated :class:`JobConfig`.
-        settings: the typed settings tree (``settings.*``).
-        io: fsspec-backed reads and writes (:class:`~brevetti_pipe.storage.IoTools`).
-        backend: the platform backend mapping ids to URLs.
+        id, name, seed: ``job.id`` (a fresh UUID by default), ``job.name``, ``job.seed``.
+        config: the validated :class:`JobConfig`; settings: its typed ``settings.*`` tree.
+        io: fsspec-backed reads and writes; backend: the platform backend mapping ids to URLs.
         callbacks: the reporting callbacks (``callbacks.<name>`` in the config).
         attempt: 1 for the first run of this job id, n + 1 for a rerun after n (in output.json).
         kept_model: the local path of a model archive that could not be uploaded (in output.json).
@@ -89,14 +84,8 @@ class Job:
             model = RECIPES.get(config.run, where="run").settings
         self.settings = validate_model(model, config.settings, prefix="settings")
         self.backend = PLATFORMS.get(config.platform.type, where="platform.type")(config.platform)
-        self.io = IoTools(self.backend.storage_options, retry=RetryPolicy(config.platform.retry_seconds))
-        for ds in config.datasets.values():
-            if ds.storage_options and "://" in ds.url:
-                self.io.storage_options.setdefault(ds.url.split("://", 1)[0], dict(ds.storage_options))
-        if callbacks is None:
-            callbacks = [CALLBACKS.get(spec.type, where=f"callbacks.{name}.type")(spec.params())
-                         for name, spec in config.callbacks.items()]
-        self.callbacks = CallbackList(callbacks)
+        self.io = job_io(config, self.backend.storage_options)
+        self.callbacks = CallbackList(configured_callbacks(config) if callbacks is None else callbacks)
         _pipeline.validate_pipeline(config)
         self.scratch = Scratch(self.id, self.io, config.job.temp_dir, config.platform.cache_dir)
         self.cluster = Cluster(config.distribution.strategy)
@@ -128,19 +117,11 @@ class Job:
     @classmethod
     def init(cls, job_id: str | None = None, api_key: str | None = None, *, overrides: Sequence[str] = (),
              config_dir: str | os.PathLike[str] | None = None, config_name: str = "config") -> Job:
-        """Compose the config with Hydra (as the CLI does) and build the job.
-
-        Args:
-            job_id: the job id (same as the override ``job.id=...``).
-            api_key: the platform API key; kept out of every output.
-            overrides: Hydra overrides, e.g. ``["recipe=vials_classification", "settings.epochs=1"]``.
-            config_dir: a user's config directory added to the search path (like ``--config-dir``).
-            config_name: the primary config.
-
-        Raises:
-            ConfigError: for any invalid key, value or group option.
-        """
-        from brevetti_pipe.config import compose, resolve_config
+        """Compose the config with Hydra (as the CLI does) and build the job: ``job_id`` is ``job.id=...``,
+        ``api_key`` stays out of every output, ``overrides`` are Hydra's (``["settings.epochs=1"]``),
+        ``config_dir`` is like ``--config-dir``. Raises ConfigError for an invalid key, value or option."""
+        from brevetti_pipe.config import compose
+        from brevetti_pipe.platform import resolve_config
 
         if api_key:
             _secrets.set_api_key(api_key)
@@ -198,11 +179,8 @@ class Job:
         return len(generator) * self.num_workers
 
     def seed_frameworks(self) -> None:
-        """Seed Keras, TensorFlow, NumPy and ``random`` from ``job.seed`` (and enable op determinism).
-
-        Call it right before building a model (storage clients draw from Python's ``random``,
-        which Keras 3 uses for initializer seeds); :meth:`start` calls it once before :meth:`run`.
-        """
+        """Seed Keras, TensorFlow, NumPy and ``random`` from ``job.seed``; call it right before building a
+        model (storage clients draw from ``random`` too). :meth:`start` calls it once before :meth:`run`."""
         seed_frameworks(self.seed, self.config.job.deterministic)
 
     # -- data (data.selection, data.pipeline) --------------------------------------------
@@ -297,52 +275,29 @@ class Job:
 
     def output(self) -> dict[str, Any]:
         """The output.json document (secrets redacted)."""
-        return _output.output_document(
-            job={"id": self.id, "name": self.name, "seed": self.seed, "run": self.config.run},
-            status=self.status, settings=self.settings.model_dump(mode="json"),
-            config=self.config.model_dump(mode="json"), metrics=self.metrics, model_path=self.model_path,
-            kept_model=self.kept_model, attempt=self.attempt, environment=environment(), error=self.error,
-            bad_samples=self.bad_samples, started_at=self.started_at, ended_at=self.ended_at,
-        )
+        return lifecycle.output_document(self)
 
     def upload_job_output(self) -> str:
         """Write artifacts/output.json atomically and return its URL (failures raise)."""
-        url = self.artifact_path("output.json")
-        try:
-            self.io.write_file(url, json.dumps(self.output(), indent=2, allow_nan=False))
-        except Exception as exc:
-            self.output_error = exc  # a failing job does not wait out the same write's retries again
-            raise
-        return url
+        return lifecycle.write_output(self)
 
     # -- lifecycle (run.lifecycle, run.export) -------------------------------------------
     def run(self) -> Any:
-        """The job's work; returns a Keras model, a path to a model, or None.
-
-        The default runs the recipe named by ``run`` in the config. Override it in a subclass.
-        """
+        """The job's work, returning a Keras model, a model path or None: the recipe named by ``run``,
+        unless a subclass overrides it."""
         if self.recipe is None:
             raise ConfigError("Nothing to run: pick a recipe (recipe=NAME) or subclass Job and override run()")
         return self.recipe.run(self)
 
     def start(self, complete: bool = True) -> Any:
         """Take the job's lock, write output.json (running), call :meth:`run`, then :meth:`complete`.
-
-        A failure (or SIGTERM/SIGINT) marks the job ``failed`` with the reason in output.json
-        and re-raises; nothing written before is lost.
-
-        Raises:
-            JobLockedError: another live process runs the same ``job.id``.
-        """
+        A failure (or SIGTERM/SIGINT) marks it ``failed`` in output.json and re-raises; JobLockedError
+        when another live process runs the same ``job.id``."""
         return lifecycle.start(self, complete)
 
     def complete(self, model: Any = None) -> str | None:
-        """Export ``model`` (a Keras model or a local path) to artifacts/model.tar.gz and finish.
-
-        Raises:
-            StorageError: the model or output.json could not be written; the error says where
-                the model (and the scratch folder) are kept for a rerun of the same ``job.id``.
-        """
+        """Export ``model`` (a Keras model or a local path) to artifacts/model.tar.gz and finish; a
+        StorageError says where an unwritten model is kept for a rerun of the same ``job.id``."""
         return lifecycle.complete(self, model)
 
     @functools.cached_property
@@ -352,15 +307,7 @@ class Job:
 
     def export_model(self, model: Any, name: str = "model.tar.gz") -> str:
         """Write ``model`` with a metadata.json into artifacts/``name``; returns the relative path."""
-        meta = {"job_id": self.id, "name": self.name, "classes": self.data.known_classes,
-                "pipeline": {n: s.model_dump(mode="json") for n, s in self.config.pipeline.items()},
-                "brevetti_pipe": environment()["packages"].get("brevetti_pipe"), **self.metadata}
-        archive = _export.archive_model(model, Path(self.temp_path("export", dir=True)), Path(self.temp_path(name)), meta)
-        url = self.artifact_path(name)
-        _export.upload_model(self.io, archive, url, kept=self.kept, name=name, scratch=self.scratch.owned,
-                             job_id=self.id, on_kept=lambda path: setattr(self, "kept_model", path))
-        self.on_artifact(url)
-        return name
+        return lifecycle.export_model(self, model, name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, run={self.config.run!r}, status={self.status!r})"

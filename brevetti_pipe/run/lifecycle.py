@@ -10,19 +10,25 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.config import JobConfig
+from brevetti_pipe.data.selection import SampleSelection
 from brevetti_pipe.errors import StorageError, describe
 from brevetti_pipe.platform import layout
 from brevetti_pipe.reporting import CallbackList, JobView, Progress
+from brevetti_pipe.reporting._output import output_document as _document
 from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.run._lease import JobLease
 from brevetti_pipe.run.context import Scratch
+from brevetti_pipe.run.export import archive_model, environment, upload_model
 from brevetti_pipe.storage import IoTools
 
-__all__ = ["JobInterrupted", "JobState", "begin", "complete", "fail", "start"]
+__all__ = [
+    "JobInterrupted", "JobState", "begin", "complete", "export_model", "fail", "output_document", "start", "write_output",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,20 @@ class JobState(Protocol):
     def strategy(self) -> Any: ...
 
     def artifact_path(self, *parts: str, dir: bool = False) -> str: ...
+
+    name: str
+    seed: int
+    settings: Any
+    metrics: dict[str, float]
+    metadata: dict[str, Any]
+    data: SampleSelection
+
+    @property
+    def bad_samples(self) -> int: ...
+
+    def temp_path(self, *parts: str, dir: bool = False) -> str: ...
+
+    def on_artifact(self, path: str) -> None: ...
 
     def upload_job_output(self) -> str: ...
 
@@ -204,6 +224,47 @@ def end(job: JobState) -> None:
     job.scratch.remove()
 
 
+def output_document(job: JobState) -> dict[str, Any]:
+    """The output.json document of ``job`` (secrets redacted)."""
+    return _document(
+        job={"id": job.id, "name": job.name, "seed": job.seed, "run": job.config.run}, status=job.status,
+        settings=job.settings.model_dump(mode="json"), config=job.config.model_dump(mode="json"),
+        metrics=job.metrics, model_path=job.model_path, kept_model=job.kept_model, attempt=job.attempt,
+        environment=environment(), error=job.error, bad_samples=job.bad_samples,
+        started_at=job.started_at, ended_at=job.ended_at,
+    )
+
+
+def write_output(job: JobState) -> str:
+    """Write artifacts/output.json atomically and return its URL (failures raise)."""
+    url = job.artifact_path("output.json")
+    try:
+        job.io.write_file(url, json.dumps(job.output(), indent=2, allow_nan=False))
+    except Exception as exc:
+        job.output_error = exc  # a failing job does not wait out the same write's retries again
+        raise
+    return url
+
+
+def export_model(job: JobState, model: Any, name: str) -> str:
+    """Archive ``model`` with a metadata.json and upload it to artifacts/``name`` (kept locally when
+    the upload fails); returns ``name``."""
+    meta = {
+        "job_id": job.id, "name": job.name, "classes": job.data.known_classes,
+        "pipeline": {n: s.model_dump(mode="json") for n, s in job.config.pipeline.items()},
+        "brevetti_pipe": environment()["packages"].get("brevetti_pipe"), **job.metadata,
+    }
+    archive = archive_model(model, Path(job.temp_path("export", dir=True)), Path(job.temp_path(name)), meta)
+    url = job.artifact_path(name)
+
+    def kept(path: str) -> None:
+        job.kept_model = path
+
+    upload_model(job.io, archive, url, kept=job.kept, name=name, scratch=job.scratch.owned, job_id=job.id, on_kept=kept)
+    job.on_artifact(url)
+    return name
+
+
 def _remove(io: IoTools, url: str) -> None:
     fs, path = io.fs(url)
     io.best_effort().call(lambda: fs.rm_file(path), url)
@@ -283,7 +344,7 @@ def _install_signal_handlers() -> dict[int, Any]:
     def interrupt(signum: int, frame: Any) -> None:
         raise JobInterrupted(f"interrupted by {signal.Signals(signum).name}")
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, interrupt)
     return previous

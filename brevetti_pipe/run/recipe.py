@@ -9,6 +9,7 @@ from typing import Any
 
 from brevetti_pipe._util.registry import Registry
 from brevetti_pipe.config._schema import JobSettings
+from brevetti_pipe.errors import ConfigError
 
 __all__ = ["Recipe", "RECIPES", "recipe"]
 
@@ -23,7 +24,19 @@ class Recipe:
     description: str = ""
 
 
-RECIPES: Registry[Recipe] = Registry("recipe", config_group="recipe")
+def _as_recipe(name: str, obj: Any) -> Recipe:
+    """An entry point's object as a Recipe: a Recipe, or a ``run(job)`` function."""
+    if isinstance(obj, Recipe):
+        return obj
+    if callable(obj) and not isinstance(obj, type):
+        return Recipe(name, obj, JobSettings, (obj.__doc__ or "").strip().split("\n")[0])
+    raise ConfigError(
+        f"The entry point '{name}' (group brevetti_pipe.recipes) must be a run(job) function or a Recipe; "
+        f"got {type(obj).__name__}. Received: {obj!r}"
+    )
+
+
+RECIPES: Registry[Recipe] = Registry("recipe", config_group="recipe", entry_points="brevetti_pipe.recipes", adapt=_as_recipe)
 RECIPES.add_loader(lambda: importlib.import_module("brevetti_pipe.recipes"))
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Stage", "STAGES", "ImageSize", "Roi"]
 
-STAGES: Registry[type["Stage"]] = Registry("stage", config_group="pipeline")
+STAGES: Registry[type["Stage"]] = Registry("stage", config_group="pipeline", entry_points="brevetti_pipe.stages")
 
 
 def _check_roi(roi: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -31,6 +31,10 @@ def _check_roi(roi: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
 ImageSize = tuple[PositiveInt, PositiveInt]
 #: A region of interest (x0, y0, x1, y1): a non-empty box of pixels; errors name ``rois[i]``.
 Roi = Annotated[tuple[int, int, int, int], AfterValidator(_check_roi)]
+
+
+class _NoParams(StrictModel):
+    """No parameters."""
 
 
 class Stage:
@@ -62,8 +66,10 @@ class Stage:
     #: adding or removing another stage does not change them. None: the registry name.
     key: str | None = None
 
-    class Params(StrictModel):
-        pass
+    #: The parameter model; a subclass sets its own (nested class or assignment).
+    Params: ClassVar[type[Any]] = _NoParams
+    #: The validated parameters (an instance of the subclass's ``Params``).
+    params: Any
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

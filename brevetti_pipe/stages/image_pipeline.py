@@ -65,9 +65,9 @@ class ImagePipelineParams(StrictModel):
     def output_size(self) -> tuple[int, int] | None:
         """(height, width) of the output when the config fixes it (``target_size`` or ``rois``);
         None when it depends on the images. With ``roi_mode=stack``, the size of one crop."""
-        sizes = [self.target_size or (y1 - y0, x1 - x0) for (x0, y0, x1, y1) in self.rois or []] or [self.target_size]
-        if sizes[0] is None:
-            return None
+        if not self.rois:
+            return self.target_size
+        sizes = [self.target_size or (y1 - y0, x1 - x0) for (x0, y0, x1, y1) in self.rois]
         if self.roi_mode == "concatenate_height":
             return sum(h for h, _ in sizes), sizes[0][1]
         if self.roi_mode == "concatenate_width":

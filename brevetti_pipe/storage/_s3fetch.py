@@ -132,6 +132,7 @@ async def _get_one(session: Any, url: str, rpath: str, local: str) -> str | None
             if attempt == _ATTEMPTS - 1 or not is_transient(exc):
                 raise
             await asyncio.sleep(min(0.05 * 2**attempt, 1.0) * (0.5 + _jitter.random()))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def _get_once(session: Any, url: str, rpath: str, local: str) -> str | None:

@@ -307,7 +307,7 @@ class IoTools:
                 return fs.cat_file(path)
             except Exception as exc:
                 checked = _as_checksum(exc, url)
-                if checked is exc:
+                if checked is exc or checked is None:
                     raise
                 raise checked from exc
 

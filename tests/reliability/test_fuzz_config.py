@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from brevetti_pipe import ConfigError, Job
 from brevetti_pipe.cli import translate_argv
-from brevetti_pipe.config import compose, resolve_config
+from brevetti_pipe.config import compose
+from brevetti_pipe.platform import resolve_config
 
 KEYS = ["settings", "datasets", "split", "sampler", "pipeline", "data", "epochs", "batch_size", "image", "augment",
         "onehot", "fractions", "train", "devel", "test", "url", "classes", "target_size", "rescale", "groupby",

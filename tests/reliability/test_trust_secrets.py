@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from brevetti_pipe._util import secrets as _secrets
-from brevetti_pipe.config import compose, resolve_config
+from brevetti_pipe.config import compose
+from brevetti_pipe.platform import resolve_config
 from tests.conftest import TINY_ARGS, run_cli
 
 SECRET = "planted-s3-secret-9c1e"
