@@ -66,7 +66,7 @@ class JobSection(StrictModel):
     """Identity and reproducibility of one run."""
 
     id: str | None = Field(None, description="Job id; a fresh UUID when null")
-    name: str = Field("brevetti_pipe job", description="Human-readable job name")
+    name: str = Field("brevetti_pipe", description="Human-readable job name")
     seed: int = Field(0, ge=0, lt=2**31, description="The one seed everything random derives from")
     settings_json: str | None = Field(
         None, description="Platform settings JSON (path or URL); default <root>/jobs/<id>/job.json"
@@ -110,7 +110,9 @@ class DatasetConfig(StrictModel):
 class SplitConfig(StrictModel):
     """How samples are assigned to train / devel / test."""
 
-    type: str = Field("sample_split", description="Registered split strategy")
+    type: Literal["sample_split"] = Field(
+        "sample_split", description="The split strategy (one so far: seeded, stratified, persisted)"
+    )
     fractions: dict[str, float] = Field(
         default_factory=lambda: {"train": 0.8, "devel": 0.2, "test": 0.0},
         description="Fraction of samples per purpose; must sum to 1",
@@ -140,7 +142,7 @@ class SplitConfig(StrictModel):
 class SamplerConfig(StrictModel):
     """How training samples are drawn each epoch."""
 
-    type: str = Field("stratified", description="Registered sampler")
+    type: Literal["stratified"] = Field("stratified", description="The sampler (one so far: weighted by group)")
     groupby: list[str] | None = Field(None, description="Columns to group by; null = plain shuffle")
     weighting: Literal["uniform", "count"] | dict[str, float] = Field(
         "count", description="uniform (equal per group), count (proportional) or weights per group"

@@ -1,4 +1,9 @@
-"""DataGenerator: samples table -> seeded tf.data graph with map stages chained in one fused map."""
+"""Data layer: DataGenerator: samples table -> seeded tf.data graph with map stages chained in one fused map.
+
+Over 400 lines on purpose: the draw, the first-epoch streaming of remote files, the cache of the
+deterministic prefix and the fused map share one graph-building method and its seeds; split apart,
+each part would need the others' private state.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""fsspec-backed file access for jobs: atomic writes, concurrent fetches and a local cache."""
+"""Storage layer: fsspec-backed file access for jobs: atomic writes, concurrent fetches and a local cache.
+
+Over 400 lines on purpose: ``IoTools`` is the one object every layer reads and writes through; its
+retry policy, checksum checks, cache keys and prefetch share state that one class keeps consistent.
+"""
 
 from __future__ import annotations
 
