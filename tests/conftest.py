@@ -15,6 +15,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _forget_secrets_after_each_test():
+    """Secrets a test registers (a fuzzed settings JSON may hold ``api_key: unit``) are process-wide:
+    forget them afterwards, or a later test's outputs are redacted by them."""
+    from brevetti_pipe._util import secrets
+
+    known, api_key = set(secrets._secrets), secrets._api_key
+    yield
+    with secrets._lock:
+        secrets._secrets.clear()
+        secrets._secrets.update(known)
+    secrets._api_key = api_key
+
+
 @pytest.fixture(scope="session")
 def tiny_vials(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic vials dataset (3 classes x 10 images, 64 px BMP), made once per session."""

@@ -34,8 +34,6 @@ from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe._util.paths import check_relative
 from brevetti_pipe.config import JobConfig, JobSettings, validate_model
 from brevetti_pipe.config._overrides import hydra_literal
-from brevetti_pipe.data import pipeline as _pipeline
-from brevetti_pipe.data.selection import SampleSelection
 from brevetti_pipe.errors import ConfigError
 from brevetti_pipe.platform import PLATFORMS
 from brevetti_pipe.reporting import CallbackList, JobCallback, JobView
@@ -52,13 +50,31 @@ from brevetti_pipe.storage import is_local, join_url
 if TYPE_CHECKING:
     import pandas as pd
 
+    from types import ModuleType
+
     from brevetti_pipe.data import DataGenerator, Dataset
+    from brevetti_pipe.data.selection import SampleSelection
     from brevetti_pipe.stages import Stage
 
 __all__ = ["Job", "JobInterrupted", "environment"]
 
 log = logging.getLogger(__name__)
 
+
+
+def _pipeline() -> ModuleType:
+    """The data layer's pipeline module, imported on first use (it brings pandas and NumPy along,
+    which ``brevetti-pipe --help`` and ``--cfg job`` do without)."""
+    from brevetti_pipe.data import pipeline
+
+    return pipeline
+
+
+def _selection(job: Job) -> SampleSelection:
+    from brevetti_pipe.data.selection import SampleSelection
+
+    return SampleSelection(job.config, job.io, seed=job.seed, root=job.backend.root, artifact_path=job.artifact_path,
+                           on_artifact=job.on_artifact, local_cache=lambda: job.temp_dir)
 
 
 class Job:
@@ -86,12 +102,10 @@ class Job:
         self.backend = PLATFORMS.get(config.platform.type, where="platform.type")(config.platform)
         self.io = job_io(config, self.backend.storage_options)
         self.callbacks = CallbackList(configured_callbacks(config) if callbacks is None else callbacks)
-        _pipeline.validate_pipeline(config)
+        _pipeline().validate_pipeline(config)
         self.scratch = Scratch(self.id, self.io, config.job.temp_dir, config.platform.cache_dir)
         self.cluster = Cluster(config.distribution.strategy)
-        self.data = SampleSelection(config, self.io, seed=self.seed, root=self.backend.root,
-                                    artifact_path=self.artifact_path, on_artifact=self.on_artifact,
-                                    local_cache=lambda: self.temp_dir)
+        self.data = _selection(self)
         self.metrics: dict[str, float] = {}
         self.metadata: dict[str, Any] = {}
         self.status = "created"
@@ -209,7 +223,7 @@ class Job:
 
     def build_pipeline(self, fill_classes: bool = True) -> list[Stage]:
         """The map stages of ``pipeline.*`` in chain order, with class lists filled in from the data."""
-        return _pipeline.build_stages(self.config, (lambda: self.classes) if fill_classes else None)
+        return _pipeline().build_stages(self.config, (lambda: self.classes) if fill_classes else None)
 
     def data_generator(self, samples: pd.DataFrame, *, train: bool = False, output_structure: Any = None,
                        **kwargs: Any) -> DataGenerator:
@@ -219,12 +233,12 @@ class Job:
         shard = (self.num_workers, self.worker_index) if self.num_workers > 1 else None
         stages = self.build_pipeline()
         _ = self.temp_dir  # sets up the local cache for remote datasets
-        return _pipeline.make_generator(samples, self.config, self.io, stages, seed=self.seed, train=train,
+        return _pipeline().make_generator(samples, self.config, self.io, stages, seed=self.seed, train=train,
                                         shard=shard, output_structure=output_structure, **kwargs)
 
     def thumbnails(self, samples: pd.DataFrame, size: int) -> DataGenerator:
         """``img`` thumbnails of ``samples`` for the facets report (see :class:`JobView`)."""
-        return _pipeline.thumbnail_generator(samples, self.config, self.io, size)
+        return _pipeline().thumbnail_generator(samples, self.config, self.io, size)
 
     # -- reporting -----------------------------------------------------------------------
     @functools.cached_property

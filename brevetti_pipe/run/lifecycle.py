@@ -11,11 +11,10 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.config import JobConfig
-from brevetti_pipe.data.selection import SampleSelection
 from brevetti_pipe.errors import StorageError, describe
 from brevetti_pipe.platform import layout
 from brevetti_pipe.reporting import CallbackList, JobView, Progress
@@ -25,6 +24,9 @@ from brevetti_pipe.run._lease import JobLease
 from brevetti_pipe.run.context import Scratch
 from brevetti_pipe.run.export import archive_model, environment, upload_model
 from brevetti_pipe.storage import IoTools
+
+if TYPE_CHECKING:
+    from brevetti_pipe.data.selection import SampleSelection
 
 __all__ = [
     "JobInterrupted", "JobState", "begin", "complete", "export_model", "fail", "output_document", "start", "write_output",
