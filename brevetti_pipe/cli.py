@@ -10,7 +10,6 @@ import difflib
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +20,7 @@ from omegaconf import DictConfig
 from brevetti_pipe import _secrets
 from brevetti_pipe._overrides import guard_overrides, hydra_literal
 from brevetti_pipe._resources import config_dir
-from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe
+from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe, did_you_mean
 
 __all__ = ["guard_overrides", "main", "translate_argv"]
 
@@ -35,6 +34,7 @@ _HYDRA_FLAGS = {
     "--config-name": True, "-cn": True, "--config-dir": True, "-cd": True, "--info": False, "-i": False,
     "--experimental-rerun": True,
 }
+_INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 _OWN_FLAGS = ("--verbose", "--job_id", "--job-id", "--api_key", "--api-key")
 
 
@@ -68,6 +68,7 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
     """
     sections = _sections()
     out: list[str] = []
+    flags: list[str] = []  # Hydra's flags go after the overrides: argparse takes them anywhere then
     verbose = False
     args = list(argv)
     i = 0
@@ -75,12 +76,18 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
         arg = args[i]
         name, eq, inline = arg.partition("=")
         if arg in _HYDRA_FLAGS or name in _HYDRA_FLAGS:
-            out.append(arg)
-            if _HYDRA_FLAGS.get(arg) and i + 1 < len(args):
-                out.append(args[i + 1])
+            flags.append(arg)
+            takes_next = _HYDRA_FLAGS.get(arg) or (arg in ("--info", "-i") and i + 1 < len(args)
+                                                   and args[i + 1] in _INFO_CHOICES)
+            if takes_next and i + 1 < len(args):
+                flags.append(args[i + 1])
                 i += 1
             i += 1
             continue
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1:
+            known = [f for f in _HYDRA_FLAGS if f.startswith("--")]
+            raise ConfigError(f"Unknown flag '{arg}'.{did_you_mean('--' + arg.lstrip('-'), known)} Hydra's flags "
+                              "are listed by --help; settings flags are --name VALUE.")
         if arg == "--verbose":
             verbose = True
             i += 1
@@ -95,6 +102,7 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
                 i += 1
             else:
                 raise ConfigError(f"Flag {arg} needs a value. Usage: {arg} VALUE")
+            _refuse_deep(f"Flag {name}", value)
             if key in ("api_key", "api-key"):
                 _secrets.set_api_key(value)
             elif key in ("job_id", "job-id"):
@@ -104,9 +112,30 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
                 out.append(f"{target}={_flag_value(value)}")
             i += 1
             continue
+        _refuse_deep(f"Override '{name}'", inline)
         out.append(arg)
         i += 1
-    return out, verbose
+    return [*out, *flags], verbose
+
+
+def _refuse_deep(what: str, text: str) -> None:
+    """Refuse a value nested deeper than MAX_DEPTH before a recursive parser (JSON, Hydra's grammar) meets it."""
+    from brevetti_pipe.config._compose import MAX_DEPTH
+
+    depth = deepest = 0
+    quote = ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]})":
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise ConfigError(f"{what} is nested {deepest} levels deep; allowed: at most {MAX_DEPTH} levels.")
 
 
 def _split_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -253,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         translated, verbose = translate_argv(args)
+        _check_hydra_flags(translated)
         translated = guard_overrides(translated)
         _check_config_folders(translated)
     except ConfigError as exc:
@@ -269,14 +299,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run_hydra(verbose or user_full_error, translated)
 
 
+def _check_hydra_flags(argv: list[str]) -> None:
+    """Parse with Hydra's own argument parser first, so a bad flag value is one line instead of argparse's usage."""
+    from hydra._internal.utils import get_args_parser
+
+    if "--version" in argv:  # argparse prints the version and exits itself
+        return
+    parser = get_args_parser()
+
+    def error(message: str) -> None:
+        raise ConfigError(f"{message[0].upper()}{message[1:]}. Hydra's flags are listed by --help.")
+
+    parser.error = error  # type: ignore[method-assign]
+    args = parser.parse_args(argv)
+    modes = [f"--{m.replace('_', '-')}" for m in ("run", "multirun", "cfg", "info", "shell_completion") if getattr(args, m)]
+    if len(modes) > 1:
+        raise ConfigError(f"Flags {' and '.join(modes)} cannot be combined; give one of --run, --multirun, --cfg, "
+                          "--info and --shell-completion.")
+
+
 def _check_config_folders(argv: list[str]) -> None:
     """Refuse config bombs (anchor expansion, deep nesting) in the user's config folders before Hydra loads them."""
     from brevetti_pipe.config import check_config_folder
 
     overrides, folders = _split_args(argv)
     for arg in overrides:
-        if arg.lstrip("+").startswith("hydra.searchpath="):
-            folders += re.findall(r"file://([^,\]'\"]+)", arg)
+        key, _, value = arg.lstrip("+").partition("=")
+        if key.startswith("hydra.searchpath"):  # Hydra reads an entry without a scheme as a folder too
+            entries = (e.strip().strip("'\"") for e in value.strip().strip("[]").split(","))
+            folders += [e for e in entries if e and not e.startswith("pkg://")]
     for folder in folders:
         check_config_folder(folder)
 
@@ -298,6 +349,9 @@ def _run_hydra(verbose: bool, translated: list[str]) -> None:
     except BaseException as exc:
         if verbose:
             raise
+        from brevetti_pipe.config._compose import defaults_loop
+
+        exc = defaults_loop(exc) or exc
         if isinstance(exc, ConfigError):
             _fail(str(exc), 2)
         if isinstance(exc, BrevettiPipeError):
