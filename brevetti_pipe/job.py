@@ -33,7 +33,7 @@ from brevetti_pipe._retry import RetryPolicy
 from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig, JobSettings
-from brevetti_pipe.errors import ConfigError, StorageError, describe
+from brevetti_pipe.errors import ConfigError, StorageError, describe, folder_error
 from brevetti_pipe.io import IoTools, is_local, join_url
 from brevetti_pipe.platform import PLATFORMS
 
@@ -213,12 +213,16 @@ class Job:
     def temp_dir(self) -> str:
         """This job's local scratch directory (created on first use)."""
         with self._lock:
-            if self._temp_dir is None:
-                self._temp_dir = tempfile.mkdtemp(prefix=f"brevetti-pipe-job-{self.id}-")
-                self.io.set_cache_root(self.config.platform.cache_dir or os.path.join(self._temp_dir, "cache"))
-            elif self.io.cache_root is None:
-                os.makedirs(self._temp_dir, exist_ok=True)
-                self.io.set_cache_root(self.config.platform.cache_dir or os.path.join(self._temp_dir, "cache"))
+            try:
+                if self._temp_dir is None:
+                    self._temp_dir = tempfile.mkdtemp(prefix=f"brevetti-pipe-job-{self.id}-")
+                    self.io.set_cache_root(self.config.platform.cache_dir or os.path.join(self._temp_dir, "cache"))
+                elif self.io.cache_root is None:
+                    os.makedirs(self._temp_dir, exist_ok=True)
+                    self.io.set_cache_root(self.config.platform.cache_dir or os.path.join(self._temp_dir, "cache"))
+            except OSError as exc:
+                raise folder_error(exc, {"platform.cache_dir": self.config.platform.cache_dir,
+                                         "job.temp_dir": self.config.job.temp_dir}) from None
         return self._temp_dir
 
     def temp_path(self, *parts: str, dir: bool = False) -> str:
