@@ -54,12 +54,15 @@ def accepts_extra_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> bool:
 
 
 def fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names allowed at ``loc`` inside ``model`` (best effort; [] when unknown)."""
+    """Field names allowed at ``loc`` inside ``model`` (best effort; [] when unknown, or when a model there
+    takes extra keys, such as a component's parameters)."""
     current = _annotations_at(model, loc)
     names: list[str] = []
     for ann in current:
         for cand in _unwrap(ann):
             if isinstance(cand, type) and issubclass(cand, BaseModel):
+                if cand.model_config.get("extra") == "allow":
+                    return []
                 names.extend(cand.model_fields)
     return names
 

@@ -113,3 +113,8 @@ def test_model_field_missing_from_the_config_offers_plus(key):
         compose(["recipe=vials_classification", f"datasets.vials.{key}=[a]"])
     with pytest.raises(ConfigError, match=r"Did you mean 'classes'\? Allowed keys here: url, id, classes, category_map"):
         compose(["recipe=vials_classification", "datasets.vials.clases=[a]"])
+
+
+def test_unknown_component_parameter_lists_the_component_keys():
+    with pytest.raises(ConfigError, match=r"Unknown key 'pipeline\.image\.foo'\. Allowed keys here: type, target_size"):
+        compose(["recipe=vials_classification", "pipeline.image.foo=1"])
