@@ -60,11 +60,12 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
     ``--job_id X`` -> ``job.id=X``; ``--api_key K`` is removed (kept in memory only);
     ``--a.b VALUE`` (or ``--a.b=VALUE``) -> ``settings.a.b=VALUE`` with JSON values for
     lists/dicts; a first part naming a top-level section (``--job.seed 3``) targets it directly.
-    ``--verbose`` shows full tracebacks.
+    ``--verbose`` shows full tracebacks. Hydra's flags (with their values) are moved after the
+    overrides, so they may be given anywhere.
 
     Raises:
-        ConfigError: for a flag without a value, or a misspelt Hydra flag (``--multi-run``) that is
-            not a settings key either.
+        ConfigError: for a flag without a value, a misspelt Hydra flag (``--multi-run``, ``-multirun``)
+            that is not a settings key either, or a value nested deeper than MAX_DEPTH.
     """
     sections = _sections()
     out: list[str] = []
