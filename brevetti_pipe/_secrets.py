@@ -191,14 +191,15 @@ _YAML_SECRET_LINE = re.compile(r"^(?P<indent>\s*)(?P<head>-?\s*\+{0,2}(?P<key>[\
 #: ``key: value`` / ``key=value`` inside one line: flow mappings, override lists, ``override_dirname``
 _INLINE_KEY = re.compile(r"(?<![\w-])(?P<key>[\w-]+)\s*[:=]\s*")
 _INLINE_VALUE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,\[\]{}&'\"][^,\]}&'\"\n]*")
-_EMPTY = ("null", "''", '""', "{}", "[]", "'***'", "***")
+#: values that hold nothing to hide: empty, or already masked (``***``, a sweep element's ``'***1'``)
+_EMPTY = re.compile(r"null|''|\"\"|\{\}|\[\]|'?\*\*\*\d*'?")
 
 
 def _mask_inline(line: str) -> str:
     out, pos = [], 0
     for m in _INLINE_KEY.finditer(line):
         value = _INLINE_VALUE.match(line, m.end()) if m.start() >= pos and is_secret_key(m.group("key")) else None
-        if value and value.group(0).rstrip() not in _EMPTY:
+        if value and not _EMPTY.fullmatch(value.group(0).rstrip()):
             out += [line[pos:m.end()], f"'{MASK}'"]
             pos = m.end() + len(value.group(0).rstrip())
     return "".join(out) + line[pos:]
@@ -216,7 +217,7 @@ def redact_config_text(text: str) -> str:
             continue  # the rest of a masked multi-line value
         skip_deeper_than = None
         m = _YAML_SECRET_LINE.match(body)
-        if m and is_secret_key(m.group("key").split(".")[-1]) and m.group("value") not in _EMPTY:
+        if m and is_secret_key(m.group("key").split(".")[-1]) and not _EMPTY.fullmatch(m.group("value").strip()):
             line = f"{m.group('indent')}{m.group('head')}'{MASK}'" + line[len(body):]
             skip_deeper_than = m.start("key")
         else:
