@@ -163,6 +163,7 @@ def restore(data: dict[str, Any], prefix: str = "") -> None:
             continue
         *parents, leaf = path[len(start):].split(".")
         node: Any = data
+        parent: Any = None
         for part in [*parents, leaf]:
             parent = node
             node = _child(node, part)
