@@ -46,7 +46,7 @@ _ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
     ),
 }
 #: Keys that name code to import and run although they are not called ``_target_``.
-_CODE_KEYS = re.compile(r"^hydra\.(sweeper\.custom_search_space|launcher\.ray\.init\.runtime_env)(\.|$)")
+_CODE_KEYS = re.compile(r"^hydra\.(sweeper\.custom_search_space|launcher\.(.+\.)?runtime_env)(\.|$)")
 #: Top-level keys a platform settings JSON may set.
 JSON_KEYS = ("settings", "datasets", "split", "sampler", "pipeline", "data")
 

@@ -42,6 +42,7 @@ def test_a_popen_helper_of_an_allowed_plugin_package_runs_nothing(tmp_path):
     "hydra.sweeper.custom_search_space=os.system",
     "+hydra.sweeper={custom_search_space:subprocess.call}",
     "+hydra.launcher.ray.init.runtime_env={worker_process_setup_hook:os.getcwd}",
+    "+hydra.launcher.ray.remote.runtime_env.pip=[evil-package]",
 ])
 def test_targets_and_code_keys_outside_the_exact_allowlist_are_refused(override):
     with pytest.raises(ConfigError, match="not allowed|names code to run"):
