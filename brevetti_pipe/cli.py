@@ -189,23 +189,26 @@ _RUN_ERRORS: list[BaseException] = []
 
 
 def _redact_hydra_outputs(output_dir: str | None, subdir: str | None) -> None:
-    """Hydra saved the config and overrides before the job started; scrub secrets from them."""
-    if not output_dir or not subdir:
-        return
-    folder = os.path.join(output_dir, subdir)
-    if not os.path.isdir(folder):
-        return
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if name.endswith((".yaml", ".yml")) and os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-            clean = _secrets.redact_config_text(text)
-            if clean != text:
-                tmp = f"{path}.tmp"
-                with open(tmp, "w", encoding="utf-8") as fh:
-                    fh.write(clean)
-                os.replace(tmp, path)
+    """Hydra saved the config and overrides (and a sweep's multirun.yaml) before the job started; scrub
+    secrets from them."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    paths = []
+    if output_dir and subdir and os.path.isdir(folder := os.path.join(output_dir, subdir)):
+        paths = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))]
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    if hc is not None and hc.mode == RunMode.MULTIRUN:
+        paths.append(os.path.join(hc.sweep.dir, "multirun.yaml"))
+    for path in filter(os.path.isfile, paths):
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        clean = _secrets.redact_config_text(text)
+        if clean != text:
+            tmp = f"{path}.{os.getpid()}.tmp"  # runs of a parallel sweep scrub the same multirun.yaml
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(clean)
+            os.replace(tmp, path)
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
