@@ -286,8 +286,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         translated, verbose = translate_argv(args)
+        translated = guard_overrides(translated)  # secrets masked first: a flag error may quote an override
         _check_hydra_flags(translated)
-        translated = guard_overrides(translated)
         _check_config_folders(translated)
     except ConfigError as exc:
         _fail(str(exc), 2)
