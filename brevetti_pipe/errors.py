@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable
 
@@ -17,6 +18,7 @@ __all__ = [
     "StorageError",
     "describe",
     "did_you_mean",
+    "folder_error",
 ]
 
 
@@ -57,6 +59,18 @@ def did_you_mean(value: str, options: Iterable[str]) -> str:
     """Return ' Did you mean X?' for the closest option, or '' when nothing is close."""
     match = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)
     return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def folder_error(exc: OSError, folders: dict[str, str | None]) -> BaseException:
+    """The ConfigError naming the config key (of ``folders``: key -> configured path) whose folder could not be
+    created; ``exc`` itself when it concerns none of them."""
+    failed = os.path.abspath(str(exc.filename)) if exc.filename else None
+    for key, path in folders.items():
+        wanted = os.path.abspath(path) if path else None
+        if failed and wanted and (wanted.startswith(failed) or failed.startswith(wanted)):
+            reason = exc.strerror or type(exc).__name__
+            return ConfigError(f"Cannot create the folder {key} names ({reason}: {exc.filename}). Received: {key}={path}")
+    return exc
 
 
 # A brevetti_pipe error raised inside a tf.data Python function reaches the caller wrapped in a

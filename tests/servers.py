@@ -139,6 +139,15 @@ class FaultProxy:
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out as separate writes
 
+            def _error(self, status: int, code: str, message: str) -> None:
+                payload = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":  # a HEAD answer has headers only
+                    self.wfile.write(payload)
+
             def _handle(self) -> None:
                 import http.client
 
@@ -150,13 +159,7 @@ class FaultProxy:
                 if self.command == "PUT" and proxy.fail_put_key and key.endswith(proxy.fail_put_key):
                     with lock:
                         proxy.stats["failed"] += 1
-                    payload = b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
-                    self.send_response(500)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    if self.command != "HEAD":  # a HEAD answer has headers only
-                        self.wfile.write(payload)
+                    self._error(500, "InternalError", "We encountered an internal error.")
                     return
                 with lock:
                     fail = rng.random() < proxy.fail_rate
@@ -167,13 +170,7 @@ class FaultProxy:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 if fail:
-                    payload = b"<?xml version='1.0'?><Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    if self.command != "HEAD":  # a HEAD answer has headers only
-                        self.wfile.write(payload)
+                    self._error(503, "SlowDown", "Reduce your request rate.")
                     return
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}

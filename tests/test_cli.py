@@ -87,7 +87,7 @@ def test_seed_style_flags_translate_to_overrides():
     assert not verbose
     assert argv == [
         "job.id=abc", "settings.epochs=5", "settings.model.layers=[1,2]", "settings.opts={a:1}",
-        "settings.name='two words'", "recipe=x", "-m", "--cfg", "job", "job.seed=3",
+        "settings.name='two words'", "recipe=x", "job.seed=3", "-m", "--cfg", "job",
     ]
     assert all("sekrit" not in a for a in argv)
 

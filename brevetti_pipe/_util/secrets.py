@@ -23,27 +23,39 @@ _api_key: str | None = None
 MASK = "***"
 
 #: Config/JSON keys whose values are secrets wherever they appear.
+#: Ordinary keys that merely end in ``key`` (``unique_key``, ``path_key``) are not matched.
 SECRET_KEYS = re.compile(
-    r"(api[_-]?key|secret|token|password|passwd|credential|access[_-]?key|session[_-]?key|private[_-]?key"
-    r"|account[_-]?key|connection[_-]?string|^key$)",
+    r"(api[_-]?key|secret|token|password|passwd|pwd|passphrase|credential|authori[sz]ation|cookie|signature"
+    r"|access[_-]?key|session[_-]?key|private[_-]?key|account[_-]?key|connection[_-]?string|sas[_-]?(token|url)"
+    r"|(^|[_-])auth($|[_-])|^(key|sas|sig)$)",
     re.I,
 )
-# user[:password]@ after a scheme; a password may hold '/' (AWS secret keys do), a user may not
+# user[:password]@ after a scheme; a password may hold '/' and '@' (it runs to the last '@' before the host)
 _URL_CREDENTIALS = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>(?P<user>[^/@\s:]+)(?::(?P<password>[^@\s]*))?)@"
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>(?P<user>[^/@\s:'\"]+)(?::(?P<password>[^\s'\"]*?))?)"
+    r"@(?=[^@\s/'\"]*(?:[/\s?#'\"]|$))"
 )
 #: Command-line secrets replaced by MASK before Hydra sees them: dotted path -> real value. Launchers
 #: that run jobs in child processes (joblib, submitit, ray) hand them on through this variable.
 HELD_ENV = "BREVETTI_PIPE_HELD_SECRETS"
 _held: dict[str, Any] = {}
-_QUERY_SECRETS = re.compile(r"(?P<key>[?&](?:api[_-]?key|token|key|signature|x-amz-signature)=)[^&\s]+", re.I)
+_QUERY = re.compile(r"(?P<key>[?&](?P<name>[^=&\s#'\"]+)=)(?P<value>[^&\s#'\"]+)")
 
 
-def add_secret(value: str | None) -> None:
-    """Remember ``value`` so that :func:`redact` masks it everywhere from now on."""
-    if value and len(value) >= 4:
-        with _lock:
-            _secrets.add(str(value))
+def _query_secret(m: re.Match[str]) -> bool:
+    name = m.group("name")
+    return is_secret_key(name) or name.lower().startswith("x-amz-")
+
+
+def add_secret(value: Any) -> None:
+    """Remember ``value`` (a string or a number) so that :func:`redact` masks it everywhere from now on; each
+    line of a multi-line secret (a PEM key) too, as YAML and logs may show it line by line."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return
+    text = str(value)
+    pieces = [text, *(line.strip() for line in text.splitlines())] if "\n" in text else [text]
+    with _lock:
+        _secrets.update(p for p in pieces if len(p) >= 4)
 
 
 def set_api_key(value: str | None) -> None:
@@ -76,13 +88,18 @@ def _url_credentials(text: str) -> None:
     for m in _URL_CREDENTIALS.finditer(text):
         add_secret(m.group("user"))
         # a path-style parser (s3fs) splits "user:pass/word@bucket" at '/', so mask the pieces too
-        for piece in [m.group("password"), *(m.group("password") or "").split("/")]:
+        for piece in [m.group("password"), *re.split(r"[/@]", m.group("password") or "")]:
             add_secret(piece)
+    for m in _QUERY.finditer(text):
+        if _query_secret(m):
+            add_secret(m.group("value"))
 
 
-def redact_url(text: str) -> str:
-    """``text`` with the credentials of ``scheme://user:password@`` URLs masked."""
-    return _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
+def redact_url(text: str, tag: str = "") -> str:
+    """``text`` with the credentials of ``scheme://user:password@`` URLs and secret query parameters
+    (``?access_token=``, ``&sig=``, ``X-Amz-Credential=``) masked as ``***`` + ``tag``."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}{tag}@", text)
+    return _QUERY.sub(lambda m: f"{m.group('key')}{MASK}{tag}" if _query_secret(m) else m.group(0), text)
 
 
 def redact(text: str) -> str:
@@ -93,8 +110,7 @@ def redact(text: str) -> str:
         values = sorted(_secrets.union(_env_secrets()), key=len, reverse=True)
     for value in values:
         text = text.replace(value, MASK)
-    text = redact_url(text)
-    return _QUERY_SECRETS.sub(lambda m: f"{m.group('key')}{MASK}", text)
+    return redact_url(text)
 
 
 def redact_obj(obj: Any) -> Any:
@@ -116,19 +132,20 @@ def collect_secrets(obj: Any) -> None:
     credentials of every ``scheme://user:password@`` URL in it."""
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if isinstance(v, str) and is_secret_key(k):
+            if is_secret_key(k):
                 add_secret(v)
             collect_secrets(v)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
             collect_secrets(v)
-    elif isinstance(obj, str) and "@" in obj:
+    elif isinstance(obj, str) and ("@" in obj or "=" in obj):
         _url_credentials(obj)
 
 
-def hold(path: str, value: str, shown: str = MASK) -> None:
-    """Keep the real ``value`` of a config ``path`` whose text was replaced by ``shown`` (see :func:`restore`)."""
-    _held[path] = [shown, value]
+def hold(path: str, value: Any, shown: str = MASK) -> None:
+    """Keep the real ``value`` of a config ``path`` whose text was replaced by ``shown`` (see :func:`restore`).
+    A sweep holds one value per element, each under its own ``shown`` text (``***0``, ``***1``)."""
+    _held.setdefault(path, {})[shown] = value
     _remember(value, shown)
     os.environ[HELD_ENV] = json.dumps(_held)
 
@@ -141,35 +158,71 @@ def restore(data: dict[str, Any], prefix: str = "") -> None:
     """
     held = _held or json.loads(os.environ.get(HELD_ENV) or "{}")
     start = prefix + "." if prefix else ""
-    for path, (shown, value) in held.items():
+    for path, values in held.items():
         if not path.startswith(start):
             continue
         *parents, leaf = path[len(start):].split(".")
         node: Any = data
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node.get(leaf) == shown:
-            node[leaf] = value
-            _remember(value, shown)
+        parent: Any = None
+        for part in [*parents, leaf]:
+            parent = node
+            node = _child(node, part)
+        shown = node if isinstance(node, str) else None
+        if shown is not None and shown in values:
+            parent[int(leaf) if isinstance(parent, list) else leaf] = values[shown]
+            _remember(values[shown], shown)
 
 
-def _remember(value: str, shown: str) -> None:
-    if shown == MASK:
+def _child(node: Any, part: str) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    return None
+
+
+def _remember(value: Any, shown: str) -> None:
+    if re.fullmatch(r"\*\*\*\d*", shown):
         add_secret(value)
     else:
         _url_credentials(value)
 
 
-_YAML_SECRET_LINE = re.compile(r"^(?P<head>\s*-?\s*(?P<key>[\w.\-]+)\s*[:=]\s*)(?P<value>\S.*)$")
+_YAML_SECRET_LINE = re.compile(r"^(?P<indent>\s*)(?P<head>-?\s*\+{0,2}(?P<key>[\w.\-]+)\s*[:=]\s*)(?P<value>\S.*)$")
+#: ``key: value`` / ``key=value`` inside one line: flow mappings, override lists, ``override_dirname``
+_INLINE_KEY = re.compile(r"(?<![\w-])(?P<key>[\w-]+)\s*[:=]\s*")
+_INLINE_VALUE = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,\[\]{}&'\"][^,\]}&'\"\n]*")
+#: values that hold nothing to hide: empty, or already masked (``***``, a sweep element's ``'***1'``)
+_EMPTY = re.compile(r"null|''|\"\"|\{\}|\[\]|'?\*\*\*\d*'?")
+
+
+def _mask_inline(line: str) -> str:
+    out, pos = [], 0
+    for m in _INLINE_KEY.finditer(line):
+        value = _INLINE_VALUE.match(line, m.end()) if m.start() >= pos and is_secret_key(m.group("key")) else None
+        if value and not _EMPTY.fullmatch(value.group(0).rstrip()):
+            out += [line[pos:m.end()], f"'{MASK}'"]
+            pos = m.end() + len(value.group(0).rstrip())
+    return "".join(out) + line[pos:]
 
 
 def redact_config_text(text: str) -> str:
-    """Redact a YAML file or an override list: values of secret-looking keys and known secrets."""
-    lines = []
+    """Redact a YAML file or an override list: values of secret-looking keys (with the continuation
+    lines of a multi-line value), ``key: value`` pairs inside a line, and known secrets."""
+    lines: list[str] = []
+    skip_deeper_than: int | None = None
     for line in text.splitlines(keepends=True):
-        m = _YAML_SECRET_LINE.match(line.rstrip("\n"))
-        if m and is_secret_key(m.group("key").split(".")[-1]) and m.group("value") not in ("null", "''", '""', "{}"):
-            line = f"{m.group('head')}{MASK}\n" if line.endswith("\n") else f"{m.group('head')}{MASK}"
+        body = line.rstrip("\n")
+        indent = len(body) - len(body.lstrip())
+        if skip_deeper_than is not None and (not body.strip() or indent > skip_deeper_than):
+            continue  # the rest of a masked multi-line value
+        skip_deeper_than = None
+        m = _YAML_SECRET_LINE.match(body)
+        if m and is_secret_key(m.group("key").split(".")[-1]) and not _EMPTY.fullmatch(m.group("value").strip()):
+            line = f"{m.group('indent')}{m.group('head')}'{MASK}'" + line[len(body):]
+            skip_deeper_than = m.start("key")
+        else:
+            line = _mask_inline(line)
         lines.append(line)
     return redact("".join(lines))
 
@@ -197,13 +250,14 @@ def install_log_redaction() -> None:
 
 
 class _RedactingStream:
-    """A text stream that masks secrets in everything written through it."""
+    """A text stream that masks secrets in everything written through it, including values under secret
+    keys of a printed config (``--cfg job`` shows config files whose secrets no one has registered)."""
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(redact(text))
+        self._stream.write(redact_config_text(text))
         return len(text)
 
     def __getattr__(self, name: str) -> Any:

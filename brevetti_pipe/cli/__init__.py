@@ -10,10 +10,9 @@ import difflib
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import hydra
 from omegaconf import DictConfig
@@ -21,7 +20,7 @@ from omegaconf import DictConfig
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.config._overrides import guard_overrides, hydra_literal
 from brevetti_pipe._util.resources import config_dir
-from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe
+from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe, did_you_mean
 
 __all__ = ["guard_overrides", "main", "translate_argv"]
 
@@ -35,6 +34,7 @@ _HYDRA_FLAGS = {
     "--config-name": True, "-cn": True, "--config-dir": True, "-cd": True, "--info": False, "-i": False,
     "--experimental-rerun": True,
 }
+_INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 _OWN_FLAGS = ("--verbose", "--job_id", "--job-id", "--api_key", "--api-key")
 
 
@@ -60,14 +60,16 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
     ``--job_id X`` -> ``job.id=X``; ``--api_key K`` is removed (kept in memory only);
     ``--a.b VALUE`` (or ``--a.b=VALUE``) -> ``settings.a.b=VALUE`` with JSON values for
     lists/dicts; a first part naming a top-level section (``--job.seed 3``) targets it directly.
-    ``--verbose`` shows full tracebacks.
+    ``--verbose`` shows full tracebacks. Hydra's flags (with their values) are moved after the
+    overrides, so they may be given anywhere.
 
     Raises:
-        ConfigError: for a flag without a value, or a misspelt Hydra flag (``--multi-run``) that is
-            not a settings key either.
+        ConfigError: for a flag without a value, a misspelt Hydra flag (``--multi-run``, ``-multirun``)
+            that is not a settings key either, or a value nested deeper than MAX_DEPTH.
     """
     sections = _sections()
     out: list[str] = []
+    flags: list[str] = []  # Hydra's flags go after the overrides: argparse takes them anywhere then
     verbose = False
     args = list(argv)
     i = 0
@@ -75,12 +77,18 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
         arg = args[i]
         name, eq, inline = arg.partition("=")
         if arg in _HYDRA_FLAGS or name in _HYDRA_FLAGS:
-            out.append(arg)
-            if _HYDRA_FLAGS.get(arg) and i + 1 < len(args):
-                out.append(args[i + 1])
+            flags.append(arg)
+            takes_next = _HYDRA_FLAGS.get(arg) or (arg in ("--info", "-i") and i + 1 < len(args)
+                                                   and args[i + 1] in _INFO_CHOICES)
+            if takes_next and i + 1 < len(args):
+                flags.append(args[i + 1])
                 i += 1
             i += 1
             continue
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1:
+            known = [f for f in _HYDRA_FLAGS if f.startswith("--")]
+            raise ConfigError(f"Unknown flag '{arg}'.{did_you_mean('--' + arg.lstrip('-'), known)} Hydra's flags "
+                              "are listed by --help; settings flags are --name VALUE.")
         if arg == "--verbose":
             verbose = True
             i += 1
@@ -95,6 +103,7 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
                 i += 1
             else:
                 raise ConfigError(f"Flag {arg} needs a value. Usage: {arg} VALUE")
+            _refuse_deep(f"Flag {name}", value)
             if key in ("api_key", "api-key"):
                 _secrets.set_api_key(value)
             elif key in ("job_id", "job-id"):
@@ -104,9 +113,30 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
                 out.append(f"{target}={_flag_value(value)}")
             i += 1
             continue
+        _refuse_deep(f"Override '{name}'", inline)
         out.append(arg)
         i += 1
-    return out, verbose
+    return [*out, *flags], verbose
+
+
+def _refuse_deep(what: str, text: str) -> None:
+    """Refuse a value nested deeper than MAX_DEPTH before a recursive parser (JSON, Hydra's grammar) meets it."""
+    from brevetti_pipe.config._compose import MAX_DEPTH
+
+    depth = deepest = 0
+    quote = ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]})":
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise ConfigError(f"{what} is nested {deepest} levels deep; allowed: at most {MAX_DEPTH} levels.")
 
 
 def _split_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -159,23 +189,26 @@ _RUN_ERRORS: list[BaseException] = []
 
 
 def _redact_hydra_outputs(output_dir: str | None, subdir: str | None) -> None:
-    """Hydra saved the config and overrides before the job started; scrub secrets from them."""
-    if not output_dir or not subdir:
-        return
-    folder = os.path.join(output_dir, subdir)
-    if not os.path.isdir(folder):
-        return
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if name.endswith((".yaml", ".yml")) and os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-            clean = _secrets.redact_config_text(text)
-            if clean != text:
-                tmp = f"{path}.tmp"
-                with open(tmp, "w", encoding="utf-8") as fh:
-                    fh.write(clean)
-                os.replace(tmp, path)
+    """Hydra saved the config and overrides (and a sweep's multirun.yaml) before the job started; scrub
+    secrets from them."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    paths = []
+    if output_dir and subdir and os.path.isdir(folder := os.path.join(output_dir, subdir)):
+        paths = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))]
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    if hc is not None and hc.mode == RunMode.MULTIRUN:
+        paths.append(os.path.join(hc.sweep.dir, "multirun.yaml"))
+    for path in filter(os.path.isfile, paths):
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        clean = _secrets.redact_config_text(text)
+        if clean != text:
+            tmp = f"{path}.{os.getpid()}.tmp"  # runs of a parallel sweep scrub the same multirun.yaml
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(clean)
+            os.replace(tmp, path)
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
@@ -253,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         translated, verbose = translate_argv(args)
-        translated = guard_overrides(translated)
+        translated = guard_overrides(translated)  # secrets masked first: a flag error may quote an override
+        _check_hydra_flags(translated)
         _check_config_folders(translated)
     except ConfigError as exc:
         _fail(str(exc), 2)
@@ -269,14 +303,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run_hydra(verbose or user_full_error, translated)
 
 
+def _check_hydra_flags(argv: list[str]) -> None:
+    """Parse with Hydra's own argument parser first, so a bad flag value is one line instead of argparse's usage."""
+    from hydra._internal.utils import get_args_parser
+
+    if "--version" in argv:  # argparse prints the version and exits itself
+        return
+    parser = get_args_parser()
+
+    def error(message: str) -> NoReturn:
+        raise ConfigError(f"{message[0].upper()}{message[1:]}. Hydra's flags are listed by --help.")
+
+    parser.error = error  # type: ignore[method-assign]
+    args = parser.parse_args(argv)
+    modes = [f"--{m.replace('_', '-')}" for m in ("run", "multirun", "cfg", "info", "shell_completion") if getattr(args, m)]
+    if len(modes) > 1:
+        raise ConfigError(f"Flags {' and '.join(modes)} cannot be combined; give one of --run, --multirun, --cfg, "
+                          "--info and --shell-completion.")
+
+
 def _check_config_folders(argv: list[str]) -> None:
     """Refuse config bombs (anchor expansion, deep nesting) in the user's config folders before Hydra loads them."""
     from brevetti_pipe.config import check_config_folder
 
     overrides, folders = _split_args(argv)
     for arg in overrides:
-        if arg.lstrip("+").startswith("hydra.searchpath="):
-            folders += re.findall(r"file://([^,\]'\"]+)", arg)
+        key, _, value = arg.lstrip("+").partition("=")
+        if key.startswith("hydra.searchpath"):  # Hydra reads an entry without a scheme as a folder too
+            entries = (e.strip().strip("'\"") for e in value.strip().strip("[]").split(","))
+            folders += [e for e in entries if e and not e.startswith("pkg://")]
     for folder in folders:
         check_config_folder(folder)
 
@@ -298,6 +353,9 @@ def _run_hydra(verbose: bool, translated: list[str]) -> None:
     except BaseException as exc:
         if verbose:
             raise
+        from brevetti_pipe.config._compose import defaults_loop
+
+        exc = defaults_loop(exc) or exc
         if isinstance(exc, ConfigError):
             _fail(str(exc), 2)
         if isinstance(exc, BrevettiPipeError):

@@ -31,6 +31,7 @@ LAST_SWEEP: dict[str, Any] = {}
 def write_run_summary(output_dir: str, record: dict[str, Any]) -> None:
     """Write one run's summary (job id, status, overrides, metrics, error, report) into its Hydra dir."""
     os.makedirs(output_dir, exist_ok=True)
+    record = {**record, "overrides": [_secrets.redact_config_text(o) for o in record.get("overrides", [])]}
     IoTools().write_file(os.path.join(output_dir, RUN_FILE), json.dumps(_secrets.redact_obj(record), indent=2))
 
 
@@ -38,7 +39,7 @@ def _load_runs(sweep_dir: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(sweep_dir.glob(f"*/{RUN_FILE}"), key=lambda p: (len(p.parent.name), p.parent.name)):
         try:
-            record = json.loads(path.read_text())
+            record = _secrets.redact_obj(json.loads(path.read_text()))  # a run's own scrub may have missed one
         except (OSError, ValueError):
             record = {"status": "unreadable", "error": f"cannot read {path}"}
         record["run"] = path.parent.name

@@ -13,7 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from brevetti_pipe._util.resources import config_dir as bundled_config_dir
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "check_config_folder", "check_size", "compose", "translate_hydra_error"]
+__all__ = [
+    "MAX_DEPTH", "MAX_NODES", "check_config_folder", "check_size", "compose", "defaults_loop", "translate_hydra_error",
+]
 
 #: Caps on one config document: nesting depth, and values after YAML anchors/aliases are expanded.
 MAX_DEPTH = 100
@@ -41,6 +43,9 @@ def translate_hydra_error(exc: BaseException, keys_at: Callable[[str], list[str]
         exc: the exception Hydra raised.
         keys_at: optional lookup of the keys that exist at a dotted path (for suggestions).
     """
+    loop = defaults_loop(exc)
+    if loop:
+        return loop
     text = str(exc).strip()
     missing = _MISSING_RE.search(text)
     if missing:
@@ -67,8 +72,12 @@ def translate_hydra_error(exc: BaseException, keys_at: Callable[[str], list[str]
     if full_key and ("not in struct" in text or "Could not override" in text or "Could not append" in text):
         key = full_key.group(1)
         parent, _, leaf = key.rpartition(".")
-        hint, allowed = "", []
-        if keys_at is not None:
+        hint, allowed = "", _model_fields_at(parent)
+        if leaf in allowed:  # a valid key the composed config leaves out: Hydra wants it added with '+'
+            return ConfigError(f"Key '{key}' is not set in the composed config; to set it use +{key}=VALUE.")
+        if allowed:
+            hint = did_you_mean(leaf, allowed)
+        elif keys_at is not None:
             try:
                 allowed = keys_at(parent)
             except Exception:
@@ -80,6 +89,35 @@ def translate_hydra_error(exc: BaseException, keys_at: Callable[[str], list[str]
     first = text.splitlines()[0] if text else type(exc).__name__
     rest = " ".join(line.strip() for line in text.splitlines()[1:] if line.strip())
     return ConfigError(f"{first} {rest}".strip())
+
+
+def defaults_loop(exc: BaseException) -> ConfigError | None:
+    """The ConfigError for a RecursionError Hydra raised on config files whose defaults lists include each
+    other (a.yaml: ``defaults: [b]``, b.yaml: ``defaults: [a]``), naming the configs in the loop; else None."""
+    if not isinstance(exc, RecursionError):
+        return None
+    chain: list[str] = []
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_create_defaults_tree_impl":
+            node = getattr(tb.tb_frame.f_locals.get("root"), "node", None)
+            path = node.get_config_path() if node is not None else None
+            if path in chain:
+                loop = " -> ".join([*chain[chain.index(path):], path])
+                return ConfigError(f"The config defaults lists form a loop: {loop}. Remove one of these entries "
+                                   "from a 'defaults' list.")
+            if path:
+                chain.append(path)
+        tb = tb.tb_next
+    return None
+
+
+def _model_fields_at(parent: str) -> list[str]:
+    """The keys the validated config allows at ``parent`` when a pydantic model sits there, else []."""
+    from brevetti_pipe.config._errors import fields_at
+    from brevetti_pipe.config._schema import JobConfig
+
+    return [] if parent.split(".")[0] in ("", "hydra", "settings") else fields_at(JobConfig, tuple(parent.split(".")))
 
 
 def _accepts_new_keys(parent: str) -> bool:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
-__all__ = ["accepts_extra_keys", "config_error_from_validation", "validate_model"]
+__all__ = ["accepts_extra_keys", "config_error_from_validation", "fields_at", "validate_model"]
 
 M = typing.TypeVar("M", bound=BaseModel)
 
@@ -53,13 +53,16 @@ def accepts_extra_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> bool:
     return False
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names allowed at ``loc`` inside ``model`` (best effort; [] when unknown)."""
+def fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at ``loc`` inside ``model`` (best effort; [] when unknown, or when a model there
+    takes extra keys, such as a component's parameters)."""
     current = _annotations_at(model, loc)
     names: list[str] = []
     for ann in current:
         for cand in _unwrap(ann):
             if isinstance(cand, type) and issubclass(cand, BaseModel):
+                if cand.model_config.get("extra") == "allow":
+                    return []
                 names.extend(cand.model_fields)
     return names
 
@@ -92,7 +95,7 @@ def config_error_from_validation(
         kind = err.get("type", "")
         received = err.get("input")
         if kind == "extra_forbidden":
-            allowed = _fields_at(model, loc[:-1])
+            allowed = fields_at(model, loc[:-1])
             hint = did_you_mean(str(loc[-1]), allowed)
             allowed_txt = f" Allowed keys here: {', '.join(allowed)}." if allowed else ""
             lines.append(f"Unknown key '{key}'.{hint}{allowed_txt}")

@@ -24,9 +24,29 @@ from brevetti_pipe.errors import ConfigError, StorageError, did_you_mean
 
 __all__ = ["JSON_KEYS", "SettingsSource", "parse_settings_json", "resolve_config", "target_error"]
 
-#: ``_target_`` values a command line or settings JSON may hold: our sweep summary and Hydra's own classes.
-_ALLOWED_TARGETS = ("brevetti_pipe.cli.sweep.SweepSummary",)
-_ALLOWED_TARGET_PREFIXES = ("hydra.experimental.callbacks.", "hydra._internal.core_plugins.", "hydra_plugins.")
+_HP = "hydra_plugins.hydra_"
+#: ``_target_`` values a command line or settings JSON may hold, by exact name and by the node that holds
+#: them: our sweep summary and Hydra's callbacks, the launchers and sweepers of the supported plugins
+#: (basic, joblib, submitit, ray, optuna) and Optuna's samplers. Nothing else, nowhere else.
+_ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
+    r"hydra\.callbacks\.[^.]+": (
+        "brevetti_pipe.cli.sweep.SweepSummary", "brevetti_pipe.sweep.SweepSummary",
+        "hydra.experimental.callbacks.LogJobReturnCallback", "hydra.experimental.callbacks.PickleJobInfoCallback",
+    ),
+    r"hydra\.launcher": (
+        "hydra._internal.core_plugins.basic_launcher.BasicLauncher", f"{_HP}joblib_launcher.joblib_launcher.JoblibLauncher",
+        f"{_HP}submitit_launcher.submitit_launcher.LocalLauncher", f"{_HP}submitit_launcher.submitit_launcher.SlurmLauncher",
+        f"{_HP}ray_launcher.ray_launcher.RayLauncher",
+    ),
+    r"hydra\.sweeper": (
+        "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", f"{_HP}optuna_sweeper.optuna_sweeper.OptunaSweeper",
+    ),
+    r"hydra\.sweeper\.sampler": tuple(
+        f"optuna.samplers.{c}Sampler" for c in ("TPE", "Random", "CmaEs", "NSGAII", "MOTPE", "Grid")
+    ),
+}
+#: Keys that name code to import and run although they are not called ``_target_``.
+_CODE_KEYS = re.compile(r"^hydra\.(sweeper\.custom_search_space|launcher\.(.+\.)?runtime_env)(\.|$)")
 #: Top-level keys a platform settings JSON may set.
 JSON_KEYS = ("settings", "datasets", "split", "sampler", "pipeline", "data")
 
@@ -85,12 +105,15 @@ def target_error(path: str, value: Any) -> ConfigError | None:
         return next((e for k, v in value.items() if (e := target_error(f"{path}.{k}" if path else str(k), v))), None)
     if isinstance(value, list):
         return next((e for v in value if (e := target_error(path, v))), None)
-    if leaf == "_target_" and not (value in _ALLOWED_TARGETS or str(value).startswith(_ALLOWED_TARGET_PREFIXES)):
-        allowed = ", ".join(_ALLOWED_TARGETS)
-        return ConfigError(
-            f"'_target_' {value!r} is not allowed. Received: {path}={value}. Allowed: {allowed} and Hydra's own "
-            f"classes ({', '.join(p + '*' for p in _ALLOWED_TARGET_PREFIXES)})."
-        )
+    if leaf == "_target_":
+        node = path.rpartition(".")[0]
+        allowed = next((names for where, names in _ALLOWED_TARGETS.items() if re.fullmatch(where, node)), ())
+        if value not in allowed:
+            hint = f"Allowed at {node}: {', '.join(allowed)}." if allowed else (
+                "A '_target_' is allowed only under hydra.callbacks.<name>, hydra.launcher and hydra.sweeper.")
+            return ConfigError(f"'_target_' {value!r} is not allowed. Received: {path}={value}. {hint}")
+    if _CODE_KEYS.match(path) and value not in (None, "", {}):
+        return ConfigError(f"{path} names code to run and cannot be set here. Received: {path}={value}.")
     if leaf == "class" and re.match(r"^hydra\.(job|hydra)_logging\.", path) and not str(value).startswith("logging."):
         return ConfigError(f"Logging handler class {value!r} is not allowed. Received: {path}={value}. Allowed: logging.*.")
     return None

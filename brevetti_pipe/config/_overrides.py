@@ -50,16 +50,19 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _mask_value(value: Any, path: str) -> Any:
-    """``value`` with secrets (values of secret-looking keys, URL credentials) masked; the real ones are held."""
+def _mask_value(value: Any, path: str, tag: str = "") -> Any:
+    """``value`` with secrets (any value of a secret-looking key, URL credentials) masked as ``***`` + ``tag``,
+    at any depth; the real ones are held for :func:`brevetti_pipe._util.secrets.restore`."""
     if isinstance(value, dict):
-        return {k: _mask_value(v, f"{path}.{k}") for k, v in value.items()}
+        return {k: _mask_value(v, f"{path}.{k}", tag) for k, v in value.items()}
     if isinstance(value, list):
-        _secrets.collect_secrets(value)
+        return [_mask_value(v, f"{path}.{i}", tag) for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and (not value or "${" in value)):
         return value
-    if not isinstance(value, str) or not value or "${" in value:
-        return value
-    shown = _secrets.MASK if _secrets.is_secret_key(path.rsplit(".", 1)[-1]) else _secrets.redact_url(value)
+    if _secrets.is_secret_key(path.rsplit(".", 1)[-1]):
+        shown = _secrets.MASK + tag
+    else:
+        shown = _secrets.redact_url(value, tag) if isinstance(value, str) else value
     if shown != value:
         _secrets.hold(path, value, shown)
     return shown
@@ -101,9 +104,9 @@ def guard_overrides(overrides: Sequence[str]) -> list[str]:
         if ov.package is not None or ov.is_delete() or key.startswith("hydra"):
             out.append(arg)
         elif ov.is_sweep_override():
-            for value in values:
-                _secrets.collect_secrets({key.rsplit(".", 1)[-1]: value})
-            out.append(arg)
+            # each element gets its own mask (***0, ***1) so that the runs still differ and get their own value
+            masked = [_mask_value(v, key, str(i)) for i, v in enumerate(values)]
+            out.append(arg if masked == values else f"{head}={','.join(hydra_literal(v) for v in masked)}")
         else:
             masked = _mask_value(values[0], key)
             out.append(arg if masked == values[0] else f"{head}={hydra_literal(masked)}")

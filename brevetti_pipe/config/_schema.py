@@ -61,6 +61,16 @@ class PlatformConfig(StrictModel):
         60.0, gt=0, description="Transient storage faults are retried with backoff for at most this long"
     )
 
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not value.strip():
+            raise ValueError("must not be empty; allowed: a folder or URL, e.g. /data/platform or s3://bucket/platform")
+        if sep and not rest.strip("/") and scheme not in ("file", "local", "memory"):
+            raise ValueError(f"a {scheme}:// URL needs a location after it, e.g. {scheme}://bucket/platform")
+        return value
+
 
 class JobSection(StrictModel):
     """Identity and reproducibility of one run."""
@@ -124,6 +134,14 @@ class SplitConfig(StrictModel):
     manual_column: str | None = Field(
         None, description="Column of a user CSV/table whose non-empty values force a purpose"
     )
+
+    @field_validator("file")
+    @classmethod
+    def _check_file(cls, value: str) -> str:
+        parts = value.replace("\\", "/").split("/")
+        if not value.strip() or value.startswith(("/", "\\", "~")) or ":" in parts[0] or ".." in parts:
+            raise ValueError("allowed: a file name relative to the job's artifacts folder, without '..'")
+        return value
 
     @field_validator("fractions")
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any
 from brevetti_pipe._util.paths import check_relative
 from brevetti_pipe._util.retry import RetryPolicy
 from brevetti_pipe.config import JobConfig
-from brevetti_pipe.errors import ConfigError
+from brevetti_pipe.errors import ConfigError, folder_error
 from brevetti_pipe.reporting import CALLBACKS, JobCallback
 from brevetti_pipe.storage import IoTools
 
@@ -59,12 +59,15 @@ class Scratch:
     def dir(self) -> str:
         """The folder (created, with the cache root set, on first use)."""
         with self._lock:
-            if self.created is None:
-                self.created = tempfile.mkdtemp(prefix=f"brevetti-pipe-job-{self.job_id}-")
-                self.io.set_cache_root(self.cache_dir or os.path.join(self.created, "cache"))
-            elif self.io.cache_root is None:
-                os.makedirs(self.created, exist_ok=True)
-                self.io.set_cache_root(self.cache_dir or os.path.join(self.created, "cache"))
+            try:
+                if self.created is None:
+                    self.created = tempfile.mkdtemp(prefix=f"brevetti-pipe-job-{self.job_id}-")
+                    self.io.set_cache_root(self.cache_dir or os.path.join(self.created, "cache"))
+                elif self.io.cache_root is None:
+                    os.makedirs(self.created, exist_ok=True)
+                    self.io.set_cache_root(self.cache_dir or os.path.join(self.created, "cache"))
+            except OSError as exc:
+                raise folder_error(exc, {"platform.cache_dir": self.cache_dir, "job.temp_dir": self.given}) from None
         return self.created
 
     def path(self, *parts: str, dir: bool = False) -> str:

@@ -45,4 +45,4 @@ def test_redaction_masks_urls_queries_and_known_values():
     assert _secrets.redact_obj({"token": "t0k3n-value", "nested": {"secret": "x"}, "n": 1}) == {
         "token": "***", "nested": {"secret": "***"}, "n": 1,
     }
-    assert _secrets.redact_config_text("a:\n  secret: abc\n  url: x\n- foo.key=bar\n") == "a:\n  secret: ***\n  url: x\n- foo.key=***\n"
+    assert _secrets.redact_config_text("a:\n  secret: abc\n  url: x\n- foo.key=bar\n") == "a:\n  secret: '***'\n  url: x\n- foo.key='***'\n"

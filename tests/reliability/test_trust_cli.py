@@ -99,8 +99,8 @@ def test_misspelt_hydra_flag_is_refused_naming_it(tmp_path, flag, meant):
 def test_settings_and_section_flags_keep_working():
     argv, _ = translate_argv(["--epochs", "5", "--distribution.strategy", "mirrored", "--sweep.objective", "x",
                               "--run", "recipe=vials_classification", "--version_tag", "v1"])
-    assert argv == ["settings.epochs=5", "distribution.strategy=mirrored", "sweep.objective=x", "--run",
-                    "recipe=vials_classification", "settings.version_tag=v1"]
+    assert argv == ["settings.epochs=5", "distribution.strategy=mirrored", "sweep.objective=x",
+                    "recipe=vials_classification", "settings.version_tag=v1", "--run"]
 
 
 def test_section_flag_lands_in_its_section(tmp_path):

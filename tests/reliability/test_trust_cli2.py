@@ -1,0 +1,120 @@
+"""One clear line at the command line and in the config: config folders on any search path entry, deep
+nesting in flags, overrides and defaults lists, Hydra's flags anywhere, paths and URLs checked by the schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from brevetti_pipe import ConfigError, Job
+from brevetti_pipe.cli import translate_argv
+from brevetti_pipe.config import compose
+from tests.conftest import run_cli
+from tests.reliability.test_trust_cli import BOMB, _one_line_error
+
+
+def test_bomb_on_a_searchpath_entry_without_scheme_is_refused(tmp_path):
+    folder = tmp_path / "bomb" / "experiment"
+    folder.mkdir(parents=True)
+    (folder / "boom.yaml").write_text("# @package _global_\nsettings:\n  " + BOMB.replace("\n", "\n  "))
+    for entry in (str(tmp_path / "bomb"), f"'{tmp_path / 'bomb'}'"):
+        proc = run_cli("recipe=vials_classification", f"hydra.searchpath=[pkg://brevetti_pipe,{entry}]",
+                       "+experiment=boom", "--cfg", "job", cwd=tmp_path, timeout=60)
+        line = _one_line_error(proc)
+        assert "boom.yaml is too large" in line and "anchors/aliases" in line
+
+
+def test_deep_seed_style_flag_and_override_are_one_line(tmp_path):
+    deep = "[" * 50000 + "]" * 50000
+    with pytest.raises(ConfigError, match=r"^Flag --x is nested 50000 levels deep; allowed: at most 100 levels\.$"):
+        translate_argv(["--x", deep])
+    with pytest.raises(ConfigError, match=r"Override '\+x' is nested 20000 levels deep"):
+        translate_argv(["+x=" + "[" * 20000 + "]" * 20000])
+    quoted = "+y='" + "[" * 500 + "'"  # brackets inside quotes are text, not nesting
+    assert translate_argv([quoted])[0] == [quoted]
+    proc = run_cli("recipe=vials_classification", "--x", deep, "--cfg", "job", cwd=tmp_path)
+    assert "Flag --x is nested 50000 levels deep" in _one_line_error(proc)
+    proc = run_cli("recipe=vials_classification", "+x=" + "[" * 20000 + "]" * 20000, "--cfg", "job", cwd=tmp_path)
+    assert "Override '+x' is nested 20000 levels deep" in _one_line_error(proc)
+
+
+def test_defaults_loop_names_the_configs(tmp_path):
+    folder = tmp_path / "cfg" / "experiment"
+    folder.mkdir(parents=True)
+    (folder / "a.yaml").write_text("# @package _global_\ndefaults: [b]\n")
+    (folder / "b.yaml").write_text("# @package _global_\ndefaults: [a]\n")
+    loop = "loop: experiment/a -> experiment/b -> experiment/a."
+    proc = run_cli("recipe=vials_classification", "--config-dir", str(tmp_path / "cfg"), "+experiment=a", "--cfg", "job",
+                   cwd=tmp_path)
+    assert loop in _one_line_error(proc)
+    with pytest.raises(ConfigError, match=loop.replace(".", r"\.")):
+        compose(["recipe=vials_classification", "+experiment=a"], config_dir=tmp_path / "cfg")
+
+
+def test_hydra_flags_are_accepted_anywhere(tmp_path):
+    from brevetti_pipe.cli import _check_hydra_flags
+
+    argv, _ = translate_argv(["recipe=x", "settings.epochs=1", "--multirun", "settings.epochs=2", "--config-dir",
+                              "d", "-cn", "config", "--info", "defaults", "job.seed=1", "--cfg", "job"])
+    assert argv == ["recipe=x", "settings.epochs=1", "settings.epochs=2", "job.seed=1", "--multirun",
+                    "--config-dir", "d", "-cn", "config", "--info", "defaults", "--cfg", "job"]
+    _check_hydra_flags(translate_argv(["a=1", "-m", "b=2", "--info", "c=3"])[0][:4])  # Hydra's parser takes it
+    proc = run_cli("recipe=vials_classification", "settings.epochs=1", "--cfg", "job", "settings.epochs=7", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "epochs: 7" in proc.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-multirun"], "Unknown flag '-multirun'. Did you mean '--multirun'?"),
+    (["--cfg=jobb"], "--cfg/-c: invalid choice: 'jobb' (choose from 'job', 'hydra', 'all')"),
+    (["--cfg", "jobb"], "--cfg/-c: invalid choice: 'jobb'"),
+    (["settings.epochs=1", "--cfg"], "--cfg/-c: expected one argument"),
+    (["-m", "--cfg", "job"], "Flags --multirun and --cfg cannot be combined"),
+])
+def test_bad_hydra_flag_is_one_line_naming_it(tmp_path, args, expected):
+    proc = run_cli("recipe=vials_classification", *args, cwd=tmp_path)
+    assert expected in _one_line_error(proc)
+
+
+@pytest.mark.parametrize("value", ["../../x.csv", "/abs.csv", "a/../../x.csv", "~/x.csv", ""])
+def test_split_file_must_stay_in_the_artifacts_folder(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"Invalid value for 'split\.file'.*relative.*without '\.\.'"):
+        Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"split.file='{value}'"])
+    job = Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", "split.file=splits/s.csv"])
+    assert job.config.split.file == "splits/s.csv"
+
+
+@pytest.mark.parametrize("key", ["job.temp_dir", "platform.cache_dir"])
+def test_uncreatable_scratch_folder_names_its_key(tmp_path, key):
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "sub"
+    job = Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"{key}={bad}"])
+    with pytest.raises(ConfigError, match=rf"^Cannot create the folder {key} names \(.*\)\. Received: {key}={bad}$"):
+        _ = job.temp_dir
+
+
+@pytest.mark.parametrize("root, why", [("''", "must not be empty"), ("s3://", "s3:// URL needs a location"),
+                                       ("gs:///", "gs:// URL needs a location")])
+def test_platform_root_needs_a_location(tmp_path, root, why):
+    with pytest.raises(ConfigError, match=rf"Invalid value for 'platform\.root'.*{why}"):
+        Job.init(overrides=["recipe=vials_classification", f"platform.root={root}"])
+
+
+def test_empty_bucket_root_writes_nothing_in_the_current_folder(tmp_path, tiny_vials):
+    proc = run_cli("recipe=vials_classification", "settings.epochs=1", f"datasets.vials.url={tiny_vials}",
+                   "platform.root=s3://", cwd=tmp_path)
+    assert "platform.root" in _one_line_error(proc)
+    assert [p.name for p in tmp_path.iterdir()] == ["outputs"]  # Hydra's run folder only: no ./s3:/jobs
+
+
+@pytest.mark.parametrize("key", ["classes", "category_map", "folders"])
+def test_model_field_missing_from_the_config_offers_plus(key):
+    with pytest.raises(ConfigError, match=rf"^Key 'datasets\.vials\.{key}' is not set in the composed config; to set "
+                                          rf"it use \+datasets\.vials\.{key}=VALUE\.$"):
+        compose(["recipe=vials_classification", f"datasets.vials.{key}=[a]"])
+    with pytest.raises(ConfigError, match=r"Did you mean 'classes'\? Allowed keys here: url, id, classes, category_map"):
+        compose(["recipe=vials_classification", "datasets.vials.clases=[a]"])
+
+
+def test_unknown_component_parameter_lists_the_component_keys():
+    with pytest.raises(ConfigError, match=r"Unknown key 'pipeline\.image\.foo'\. Allowed keys here: type, target_size"):
+        compose(["recipe=vials_classification", "pipeline.image.foo=1"])
