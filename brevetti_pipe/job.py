@@ -134,7 +134,7 @@ class Job:
         check_files(named, self._own_files())
         self.callbacks = CallbackList(named.values())
         self._validate_pipeline()
-        self.metrics: dict[str, float | None] = {}
+        self.metrics: dict[str, float] = {}
         self.metadata: dict[str, Any] = {}
         self.status = "created"
         self.error: str | None = None
@@ -527,13 +527,13 @@ class Job:
         """Record several metrics at once and rewrite output.json once (best effort: the final
         write in :meth:`complete` carries every metric).
 
-        A value that is not finite (NaN, inf: a diverged training) is recorded as null with a
-        warning naming it; JSON has no NaN.
+        A value that is not finite (NaN, inf: a diverged training) is kept in :attr:`metrics` and
+        written as null to output.json (JSON has no NaN), with a warning naming it.
 
         Raises:
             ValueError: for a value that is not a number (text, None).
         """
-        clean: dict[str, float | None] = {}
+        clean: dict[str, float] = {}
         for name, value in metrics.items():
             try:
                 number = float(value)
@@ -541,12 +541,10 @@ class Job:
                 raise ValueError(f"Metric '{name}' must be a number; got {value!r}") from None
             if not math.isfinite(number):
                 log.warning("Metric '%s' is not finite (%s); output.json records it as null", name, number)
-                clean[str(name)] = None
-                continue
             clean[str(name)] = int(value) if isinstance(value, int) and not isinstance(value, bool) else number
         self.metrics.update(clean)
         for name, value in clean.items():
-            if value is not None:
+            if math.isfinite(value):
                 self.callbacks.on_metric(job=self, name=name, value=value)
         self._update_output()
 
@@ -591,13 +589,14 @@ class Job:
         """The output.json document (secrets redacted)."""
         settings = self.settings.model_dump(mode="json")
         config = self.config.model_dump(mode="json")
+        metrics = {k: v if math.isfinite(v) else None for k, v in self.metrics.items()}  # JSON has no NaN
         return _secrets.redact_obj({
             "job": {"id": self.id, "name": self.name, "seed": self.seed, "run": self.config.run},
             "status": self.status,
             "settings": settings,
             "config": config,
-            "metrics": dict(self.metrics),
-            "output": dict(self.metrics),
+            "metrics": metrics,
+            "output": dict(metrics),
             "model_path": self.model_path,
             "kept_model": self.kept_model,
             "attempt": self.attempt,

@@ -104,6 +104,8 @@ def test_a_non_finite_metric_is_recorded_as_null_with_a_warning(tmp_path, caplog
     out = json.loads((tmp_path / "jobs" / "nan" / "artifacts" / "output.json").read_text())
     assert out["status"] == "completed" and out["metrics"] == {"devel_loss": None, "devel_accuracy": 0.5}
     assert "Metric 'devel_loss' is not finite (nan); output.json records it as null" in caplog.text
+    assert "Callback 'report' failed" not in caplog.text
+    assert "null" in (tmp_path / "jobs" / "nan" / "artifacts" / "report.html").read_text()
 
 
 # -- callback files may not name the job's own artifacts nor each other's -----------------------
