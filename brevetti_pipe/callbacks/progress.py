@@ -125,7 +125,7 @@ class Progress(JobCallback, name="progress"):
             self._warn_once("read", "Could not read the earlier progress (%s)", exc)
 
     def on_epoch_end(self, *, job: Job, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
-        record = {"epoch": int(epoch), **{k: float(v) for k, v in metrics.items()}}
+        record = {"epoch": int(epoch), **{k: None if v is None else float(v) for k, v in metrics.items()}}  # None: NaN
         line = json.dumps(record, sort_keys=False)
         self._lines.append(line)
         try:  # progress is not worth the storage retry budget of every epoch: one backoff, then on

@@ -96,6 +96,7 @@ def test_output_json_failing_from_the_run_step_on_still_uploads_the_model(s3, ke
 def test_a_non_finite_metric_is_recorded_as_null_with_a_warning(tmp_path, caplog):
     class Diverged(Job):
         def run(self):
+            self.report_progress(1, {"loss": float("nan"), "accuracy": 0.5})
             self.add_output_metrics({"devel_loss": float("nan"), "devel_accuracy": 0.5})
             return None
 
@@ -104,7 +105,9 @@ def test_a_non_finite_metric_is_recorded_as_null_with_a_warning(tmp_path, caplog
     out = json.loads((tmp_path / "jobs" / "nan" / "artifacts" / "output.json").read_text())
     assert out["status"] == "completed" and out["metrics"] == {"devel_loss": None, "devel_accuracy": 0.5}
     assert "Metric 'devel_loss' is not finite (nan); output.json records it as null" in caplog.text
-    assert "Callback 'report' failed" not in caplog.text
+    assert "Callback 'report' failed" not in caplog.text and "Callback 'progress' failed" not in caplog.text
+    progress = (tmp_path / "jobs" / "nan" / "artifacts" / "progress.jsonl").read_text()
+    assert json.loads(progress) == {"epoch": 1, "loss": None, "accuracy": 0.5}
     assert "null" in (tmp_path / "jobs" / "nan" / "artifacts" / "report.html").read_text()
 
 
