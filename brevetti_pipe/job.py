@@ -30,10 +30,10 @@ from brevetti_pipe._lease import JobLease
 from brevetti_pipe._paths import check_relative
 from brevetti_pipe._overrides import hydra_literal
 from brevetti_pipe._retry import RetryPolicy
-from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback
+from brevetti_pipe.callbacks import CALLBACKS, CallbackList, JobCallback, check_files
 from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig, JobSettings
-from brevetti_pipe.errors import ConfigError, StorageError, describe, folder_error
+from brevetti_pipe.errors import ConfigError, JobLockedError, StorageError, describe, folder_error
 from brevetti_pipe.io import IoTools, is_local, join_url
 from brevetti_pipe.platform import PLATFORMS
 
@@ -124,11 +124,15 @@ class Job:
             if ds.storage_options and "://" in ds.url:
                 self.io.storage_options.setdefault(ds.url.split("://", 1)[0], dict(ds.storage_options))
         if callbacks is None:
-            callbacks = [
-                CALLBACKS.get(spec.type, where=f"callbacks.{name}.type")(spec.params())
-                for name, spec in config.callbacks.items()
-            ]
-        self.callbacks = CallbackList(callbacks)
+            named = {name: CALLBACKS.get(spec.type, where=f"callbacks.{name}.type")(spec.params())
+                     for name, spec in config.callbacks.items()}
+        else:
+            named = {}
+            for i, cb in enumerate(callbacks):
+                key = cb.name or type(cb).__name__
+                named[f"{key}[{i}]" if key in named else key] = cb
+        check_files(named, self._own_files())
+        self.callbacks = CallbackList(named.values())
         self._validate_pipeline()
         self.metrics: dict[str, float] = {}
         self.metadata: dict[str, Any] = {}
@@ -147,9 +151,20 @@ class Job:
         self._strategy: Any = None
         self._lease: JobLease | None = None
         self._output_error: BaseException | None = None
+        self._output_warned = False
         self._trained = False
+        self._fitted: Any = None
 
     # -- construction --------------------------------------------------------------------
+    def _own_files(self) -> dict[str, str]:
+        """The artifacts the job itself writes (a name ending with ``/`` is a folder): callbacks keep off them."""
+        return {
+            "output.json": "the job's output.json", "model.tar.gz": "the model archive",
+            self.config.split.file.removeprefix("./"): "the split (split.file)",
+            "bad_samples.csv": "the list of skipped samples", "charts/": "the charts folder",
+            "pivot/": "the pivot table folder", "facets/": "the facets folder",
+        }
+
     @classmethod
     def _settings_model(cls) -> type[JobSettings]:
         try:
@@ -513,24 +528,46 @@ class Job:
         self.add_output_metrics({name: value})
 
     def add_output_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Record several metrics at once and rewrite output.json once.
+        """Record several metrics at once and rewrite output.json once (best effort: the final
+        write in :meth:`complete` carries every metric).
+
+        A value that is not finite (NaN, inf: a diverged training) is kept in :attr:`metrics` and
+        written as null to output.json (JSON has no NaN), with a warning naming it.
 
         Raises:
-            ValueError: for a value that is not a finite number (NaN, inf, text).
+            ValueError: for a value that is not a number (text, None).
         """
-        clean = {}
+        clean: dict[str, float] = {}
         for name, value in metrics.items():
             try:
                 number = float(value)
             except (TypeError, ValueError):
                 raise ValueError(f"Metric '{name}' must be a number; got {value!r}") from None
             if not math.isfinite(number):
-                raise ValueError(f"Metric '{name}' must be finite; got {number}")
+                log.warning("Metric '%s' is not finite (%s); output.json records it as null", name, number)
             clean[str(name)] = int(value) if isinstance(value, int) and not isinstance(value, bool) else number
         self.metrics.update(clean)
         for name, value in clean.items():
-            self.callbacks.on_metric(job=self, name=name, value=value)
-        self.upload_job_output()
+            if math.isfinite(value):
+                self.callbacks.on_metric(job=self, name=name, value=value)
+        self._update_output()
+
+    def _update_output(self) -> None:
+        """Rewrite output.json while the job runs; a failure is warned about once and training goes on."""
+        if self._lease is not None and self._lease.lost:
+            return
+        try:
+            self.io.best_effort().write_file(self.artifact_path("output.json"), json.dumps(self.output(), indent=2))
+        except Exception as exc:
+            if not self._output_warned:
+                self._output_warned = True
+                log.warning("Could not update output.json (%s); the job goes on and writes it at its end",
+                            _secrets.redact(describe(exc)))
+
+    def remember_model(self, model: Any) -> None:
+        """Note the trained ``model`` (the Keras monitor does at the end of ``fit``): a failure before
+        :meth:`complete` then keeps it locally for a rerun instead of losing it."""
+        self._fitted = model
 
     def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Report the metrics of a finished epoch to the progress callbacks."""
@@ -556,13 +593,14 @@ class Job:
         """The output.json document (secrets redacted)."""
         settings = self.settings.model_dump(mode="json")
         config = self.config.model_dump(mode="json")
+        metrics = {k: v if math.isfinite(v) else None for k, v in self.metrics.items()}  # JSON has no NaN
         return _secrets.redact_obj({
             "job": {"id": self.id, "name": self.name, "seed": self.seed, "run": self.config.run},
             "status": self.status,
             "settings": settings,
             "config": config,
-            "metrics": dict(self.metrics),
-            "output": dict(self.metrics),
+            "metrics": metrics,
+            "output": dict(metrics),
             "model_path": self.model_path,
             "kept_model": self.kept_model,
             "attempt": self.attempt,
@@ -764,11 +802,16 @@ class Job:
         self.status = "failed"
         self.error = _secrets.redact(reason)
         self.ended_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self._keep_fitted_model()
         failure = exc
         try:
+            if self._lease is not None and self._lease.lost:
+                raise self._lease.lost_error()
             if exc is self._output_error:
                 raise exc
             self.upload_job_output()
+        except JobLockedError:
+            pass  # the job's artifacts are its new owner's now: write nothing there
         except Exception as write_error:
             kept = self._kept.keep_output(self.output())
             try:  # an output.json saying "running" would outlive this process
@@ -791,6 +834,22 @@ class Job:
             raise exc
         raise failure from exc
 
+    def _keep_fitted_model(self) -> None:
+        """Keep the model trained by this run locally when the job fails before uploading it."""
+        if self._fitted is None or self.kept_model is not None:
+            return
+        self._trained = True
+        try:
+            archive = self._archive(self._fitted, "model.tar.gz")
+            scratch = self._temp_dir if self.config.job.temp_dir is None else None
+            self.kept_model = self._kept.keep_model(str(archive), "model.tar.gz", scratch)
+        except Exception as exc:
+            log.error("Could not keep the trained model of job %s: %s", self.id, exc)
+            return
+        self.error = f"{self.error}. The trained model is kept at {self.kept_model}; rerun job.id={self.id} to upload it"
+        log.error("The trained model of the failed job %s is kept at %s; rerun job.id=%s to upload it",
+                  self.id, self.kept_model, self.id)
+
     def complete(self, model: Any = None) -> str | None:
         """Export ``model`` (a Keras model or a local path) to artifacts/model.tar.gz and finish.
 
@@ -803,8 +862,11 @@ class Job:
         """
         self._trained = True
         try:
+            if self._lease is not None:
+                self._lease.check()  # a run that lost its lock must not write over its successor's
             if model is not None:
                 self.model_path = self.export_model(model)
+                self._fitted = None  # uploaded
             self.status = "completed"
             self.ended_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             self.upload_job_output()
@@ -844,6 +906,26 @@ class Job:
 
     def export_model(self, model: Any, name: str = "model.tar.gz") -> str:
         """Write ``model`` with a metadata.json into artifacts/``name``; returns the relative path."""
+        archive = self._archive(model, name)
+        url = self.artifact_path(name)
+        try:
+            self.io.upload(str(archive), url)
+        except BaseException as exc:  # an interrupted upload keeps the model too
+            scratch = self._temp_dir if self.config.job.temp_dir is None else None
+            self.kept_model = self._kept.keep_model(str(archive), name, scratch)
+            if not isinstance(exc, Exception):
+                raise
+            raise StorageError(
+                f"Could not upload the model to {_secrets.redact(url)} ({_secrets.redact(describe(exc))}). "
+                f"The trained model is kept at {self.kept_model}"
+                + (f" (scratch folder {scratch} kept too)" if scratch else "")
+                + f"; rerun job.id={self.id} to upload it."
+            ) from exc
+        self.on_artifact(url)
+        return name
+
+    def _archive(self, model: Any, name: str) -> Path:
+        """The local model archive ``name`` of ``model`` (a Keras model or a path) in the scratch folder."""
         staging = Path(self.temp_path("export", dir=True))
         archive = Path(self.temp_path(name))
         if isinstance(model, (str, os.PathLike)):
@@ -870,22 +952,7 @@ class Job:
                 for item in ("model.keras", "metadata.json"):
                     tar.add(staging / item, arcname=item)
             shutil.rmtree(staging, ignore_errors=True)
-        url = self.artifact_path(name)
-        try:
-            self.io.upload(str(archive), url)
-        except BaseException as exc:  # an interrupted upload keeps the model too
-            scratch = self._temp_dir if self.config.job.temp_dir is None else None
-            self.kept_model = self._kept.keep_model(str(archive), name, scratch)
-            if not isinstance(exc, Exception):
-                raise
-            raise StorageError(
-                f"Could not upload the model to {_secrets.redact(url)} ({_secrets.redact(describe(exc))}). "
-                f"The trained model is kept at {self.kept_model}"
-                + (f" (scratch folder {scratch} kept too)" if scratch else "")
-                + f"; rerun job.id={self.id} to upload it."
-            ) from exc
-        self.on_artifact(url)
-        return name
+        return archive
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, run={self.config.run!r}, status={self.status!r})"
