@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from brevetti_pipe.reporting._callback import CALLBACKS, CallbackList, JobCallback, JobView
+from brevetti_pipe.reporting._callback import CALLBACKS, CallbackList, JobCallback, JobView, check_files
 from brevetti_pipe.reporting._end_reports import FacetsReport, HtmlReport, PivotReport
 from brevetti_pipe.reporting.progress import Progress
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALLBACKS", "CallbackList", "FacetsReport", "HtmlReport", "JobCallback", "JobView", "PivotReport", "Progress",
-    "build_facets", "export_pivot_table", "pivot_counts", "render_report", "tile2d", "write_report",
+    "build_facets", "check_files", "export_pivot_table", "pivot_counts", "render_report", "tile2d", "write_report",
 ]
 
 _LAZY = {

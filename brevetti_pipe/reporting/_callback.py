@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from brevetti_pipe.storage import IoTools
 
-__all__ = ["JobCallback", "JobView", "CallbackList", "CALLBACKS"]
+__all__ = ["JobCallback", "JobView", "CallbackList", "CALLBACKS", "check_files"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,14 @@ class JobCallback:
                         f"no '..'). Received: callbacks.{self.name}.{field}={value!r}"
                     ) from None
 
+    def files(self) -> dict[str, str]:
+        """The artifact files this callback writes, by parameter name (the ``file`` parameters)."""
+        return {f: v for f, v in self.params.model_dump().items() if f == "file" and isinstance(v, str)}
+
+    def owns(self, path: str) -> bool:
+        """True when this callback writes the artifact ``path`` (relative, normalized)."""
+        return path in {check_relative([v], f) for f, v in self.files().items()}
+
     def on_job_start(self, *, job: JobView, **kwargs: Any) -> None: ...
 
     def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None: ...
@@ -150,3 +158,30 @@ class CallbackList:
 
     def on_job_end(self, **kwargs: Any) -> None:
         self._call("on_job_end", **kwargs)
+
+
+def check_files(callbacks: Mapping[str, JobCallback], reserved: Mapping[str, str]) -> None:
+    """Refuse a callback file that names one of the job's own artifacts or another callback's file.
+
+    Args:
+        callbacks: the callbacks by config key (``callbacks.<key>``).
+        reserved: the job's artifact files (a name ending with ``/`` is a folder) -> what they hold.
+
+    Raises:
+        ConfigError: naming the key, the value and what the file already is.
+    """
+    for key, cb in callbacks.items():
+        for field, value in cb.files().items():
+            path = check_relative([value], field)
+            taken = next((what for name, what in reserved.items()
+                          if path == name or (name.endswith("/") and path.startswith(name))), None)
+            if taken is None and path.rsplit("/", 1)[-1].startswith("."):
+                taken = "a hidden name (the job's lock and temporary files)"
+            if taken is None:
+                other = next((k for k, c in callbacks.items() if k != key and c.owns(path)), None)
+                taken = f"the file of callbacks.{other}" if other else None
+            if taken:
+                raise ConfigError(
+                    f"callbacks.{key}.{field} names a file the job already writes: {taken}. "
+                    f"Received: callbacks.{key}.{field}={value!r}. Pick another file name."
+                )

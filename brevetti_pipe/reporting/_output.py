@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,12 +14,17 @@ from brevetti_pipe.storage import IoTools
 
 __all__ = ["clean_metrics", "epoch_values", "output_document", "write_confusion_matrix"]
 
+log = logging.getLogger(__name__)
+
 
 def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
     """Metric values as numbers (ints stay ints).
 
+    A value that is not finite (NaN, inf: a diverged training) is kept, with a warning naming it;
+    :func:`output_document` writes it as null (JSON has no NaN).
+
     Raises:
-        ValueError: for a value that is not a finite number (NaN, inf, text).
+        ValueError: for a value that is not a number (text, None).
     """
     clean: dict[str, float | int] = {}
     for name, value in metrics.items():
@@ -27,7 +33,7 @@ def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
         except (TypeError, ValueError):
             raise ValueError(f"Metric '{name}' must be a number; got {value!r}") from None
         if not math.isfinite(number):
-            raise ValueError(f"Metric '{name}' must be finite; got {number}")
+            log.warning("Metric '%s' is not finite (%s); output.json records it as null", name, number)
         clean[str(name)] = int(value) if isinstance(value, int) and not isinstance(value, bool) else number
     return clean
 
@@ -47,7 +53,9 @@ def epoch_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
 def output_document(
     *, job: Mapping[str, Any], status: str, settings: Any, config: Any, metrics: Mapping[str, Any], **fields: Any
 ) -> dict[str, Any]:
-    """The output.json document (secrets redacted); ``metrics`` is also written as ``output`` for old readers."""
+    """The output.json document (secrets redacted); ``metrics`` is also written as ``output`` for old readers,
+    a non-finite metric as null (JSON has no NaN)."""
+    metrics = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
     return _secrets.redact_obj({
         "job": dict(job), "status": status, "settings": settings, "config": config,
         "metrics": dict(metrics), "output": dict(metrics), **fields,

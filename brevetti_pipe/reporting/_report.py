@@ -110,7 +110,7 @@ def render_report(artifacts_url: str, io: IoTools | None = None) -> str:
     metrics = out.get("metrics") or {}
     sections.append("<h2>Final metrics</h2>")
     if metrics:
-        frame = pd.DataFrame({"value": [f"{v:.4g}" for v in metrics.values()]}, index=list(metrics))
+        frame = pd.DataFrame({"value": ["null" if v is None else f"{v:.4g}" for v in metrics.values()]}, index=list(metrics))
         sections.append(f"<div id='metrics'>{_table(frame, 'metric')}</div>")
     else:
         sections.append("<p id='metrics'>No metrics were reported.</p>")

@@ -6,15 +6,16 @@ import contextlib
 import http.client
 import json
 import logging
+import re
 import socket
 import threading
-import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
 from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe._util.paths import check_relative
 from brevetti_pipe.reporting._callback import JobCallback
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StorageError
@@ -69,10 +70,12 @@ class Progress(JobCallback, name="progress"):
     """Appends ``{"epoch": n, ...metrics}`` to artifacts/progress.jsonl after every epoch.
 
     The file is rewritten atomically each time, so a reader (or a crash) never sees a half
-    line. With ``url`` set, the same JSON is POSTed there; the API key travels in the
-    ``Authorization`` header only, never across a redirect (redirects are not followed), and each
-    attempt ends within ``timeout`` seconds in total. A store or server that is down is warned
-    about once; the job goes on.
+    line. With ``url`` set, the same JSON is POSTed there from a background thread, so a slow or
+    hung endpoint never holds training: one POST is in flight, a newer epoch replaces one still
+    waiting (or being retried), and the job's end waits at most ``timeout`` seconds for the last.
+    The API key travels in the ``Authorization`` header only, never across a redirect (redirects
+    are not followed), and each attempt ends within ``timeout`` seconds in total. A store or
+    server that is down is warned about once; the job goes on.
     """
 
     class Params(StrictModel):
@@ -93,11 +96,22 @@ class Progress(JobCallback, name="progress"):
         super().__init__(params, **kwargs)
         self._lines: list[str] = []
         self._warned: set[str] = set()
+        self._cond = threading.Condition()
+        self._pending: bytes | None = None  # the newest body not yet taken by the sender
+        self._busy = False
+        self._closed = False
+        self._sender: threading.Thread | None = None
 
     def _warn_once(self, what: str, message: str, *args: Any) -> None:
         if what not in self._warned:
             self._warned.add(what)
             log.warning(message + "; training goes on, further failures are not logged.", *args)
+
+    def owns(self, path: str) -> bool:
+        """The progress file and the earlier attempts' copies (``<stem>.attempt-N.<ext>``)."""
+        stem, dot, ext = check_relative([self.params.file], "file").rpartition(".")
+        aside = rf"{re.escape(stem)}\.attempt-\d+\.{re.escape(ext)}" if dot else rf"{re.escape(ext)}\.attempt-\d+"
+        return super().owns(path) or re.fullmatch(aside, path) is not None
 
     def on_job_start(self, *, job: JobView, **kwargs: Any) -> None:
         # A rerun of the same job id continues its progress file.
@@ -111,7 +125,7 @@ class Progress(JobCallback, name="progress"):
             self._warn_once("read", "Could not read the earlier progress (%s)", exc)
 
     def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
-        record = {"epoch": int(epoch), **{k: float(v) for k, v in metrics.items()}}
+        record = {"epoch": int(epoch), **{k: None if v is None else float(v) for k, v in metrics.items()}}  # None: NaN
         line = json.dumps(record, sort_keys=False)
         self._lines.append(line)
         try:  # progress is not worth the storage retry budget of every epoch: one backoff, then on
@@ -122,7 +136,33 @@ class Progress(JobCallback, name="progress"):
             self._post(job, record)
 
     def _post(self, job: JobView, record: dict[str, Any]) -> None:
+        """Hand the newest record to the sender thread (started on first use); never waits for the network."""
         body = json.dumps({"job_id": job.id, **record}).encode()
+        with self._cond:
+            self._pending, self._closed = body, False
+            self._cond.notify_all()
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="brevetti-pipe-progress", daemon=True)
+                self._sender.start()
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._pending is None:
+                    self._sender = None
+                    return
+                body, self._pending, self._busy = self._pending, None, True
+            try:
+                self._send(body)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _send(self, body: bytes) -> None:
+        """POST ``body`` with retries; a newer record (or the job's end) cuts the retries short."""
         headers = {"Content-Type": "application/json"}
         key = _secrets.api_key()
         if key:
@@ -139,8 +179,25 @@ class Progress(JobCallback, name="progress"):
                     break
             except (OSError, http.client.HTTPException) as exc:
                 error = str(exc) or type(exc).__name__
-            if attempt < self.params.retries:
-                time.sleep(delay)
-                delay *= 2
+            with self._cond:
+                if attempt < self.params.retries:
+                    self._cond.wait_for(lambda: self._pending is not None or self._closed, timeout=delay)
+                if self._pending is not None or self._closed:
+                    break
+            delay *= 2
         self._warn_once("post", "Progress POST to %s failed (%s)", _secrets.redact(self.params.url or ""),
                         _secrets.redact(error))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the POSTs handed over so far are done (with their retries); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout=timeout)
+
+    def on_job_end(self, *, job: JobView, status: str, **kwargs: Any) -> None:
+        """Wait at most ``timeout`` seconds for the last POST (no more retries); a hung endpoint does not hold the job's end."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if not self.wait(self.params.timeout):
+            self._warn_once("post", "The last progress POST to %s did not finish within %gs at the end of the job",
+                            _secrets.redact(self.params.url or ""), self.params.timeout)

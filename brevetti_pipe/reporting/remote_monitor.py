@@ -11,9 +11,11 @@ __all__ = ["make_remote_monitor", "ProgressSink", "RemoteMonitor"]
 
 
 class ProgressSink(Protocol):
-    """Where finished epochs go (the job's ``report_progress``)."""
+    """Where finished epochs go (the job's ``report_progress``) and the trained model (``remember_model``)."""
 
     def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None: ...
+
+    def remember_model(self, model: Any) -> None: ...
 
 
 def progress_name(key: str) -> str:
@@ -26,7 +28,8 @@ def progress_name(key: str) -> str:
 
 
 class RemoteMonitor(keras.callbacks.Callback):
-    """Reports every finished epoch to the job (progress.jsonl and any progress endpoint).
+    """Reports every finished epoch to the job (progress.jsonl and any progress endpoint) and
+    hands it the trained model at the end of ``fit``.
 
     ``epoch`` in the report counts finished epochs (Keras' 0-based index + 1).
     """
@@ -38,6 +41,9 @@ class RemoteMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {progress_name(k): v for k, v in (logs or {}).items()}
         self.job.report_progress(epoch + 1, metrics)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.job.remember_model(self.model)  # a failure between fit and complete() keeps it
 
 
 def make_remote_monitor(job: ProgressSink) -> RemoteMonitor:

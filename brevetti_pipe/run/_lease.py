@@ -2,7 +2,9 @@
 
 On a local root the lock is created with ``O_EXCL``, so of two processes starting the same job
 exactly one wins. A lock whose owner process is gone (same host) or whose lease expired (the
-owner stopped renewing it: killed, hung, or on another host) is stale and taken over. Object
+owner stopped renewing it: killed, hung, or on another host) is stale and taken over; a lock
+whose owner runs on this host is held as long as that process lives, whatever its lease says.
+An owner that finds its lock taken over stops writing: :meth:`JobLease.check` raises. Object
 stores have no exclusive create here: the lease is written, then read back, so two starts a few
 milliseconds apart may both proceed (best effort); a running owner is always seen.
 """
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 
 #: A lease not renewed for this long is stale; the owner renews it every third of that.
 LEASE_SECONDS = 60.0
+
+#: Tokens of the leases this process holds now: a lock with this pid and another token was left
+#: by an earlier job of this process (a sweep, a notebook) that could not remove it.
+_HELD: set[str] = set()
 
 
 def _alive(pid: int) -> bool:
@@ -62,6 +68,8 @@ class JobLease:
         self.path = url.removeprefix("file://") if self.local else url
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._owner: dict[str, Any] = {}  # who took the lock over, for the error
         self._thread: threading.Thread | None = None
 
     def _record(self) -> dict[str, Any]:
@@ -69,17 +77,18 @@ class JobLease:
         return {"token": self.token, "pid": os.getpid(), "host": socket.gethostname(),
                 "started_at": _iso(now), "expires_at": now + self.seconds, "expires": _iso(now + self.seconds)}
 
-    def _read(self) -> dict[str, Any] | None:
+    def _read(self, io: IoTools | None = None) -> dict[str, Any] | None:
         """The current lock's record; ``{}`` while its owner is still writing it; None without a lock."""
+        io = io or self.io
         try:
             if self.local:
                 with open(self.path, encoding="utf-8") as fh:
                     text = fh.read()
                 mtime = os.path.getmtime(self.path)
             else:
-                if not self.io.exists(self.url):
+                if not io.exists(self.url):
                     return None
-                text, mtime = self.io.read_file(self.url).decode("utf-8", "replace"), time.time()
+                text, mtime = io.read_file(self.url).decode("utf-8", "replace"), time.time()
         except FileNotFoundError:
             return None
         try:
@@ -89,8 +98,11 @@ class JobLease:
             return {"expires_at": mtime + self.seconds}  # half-written: trust it for one lease
 
     def _stale_reason(self, held: dict[str, Any]) -> str | None:
-        if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int) and not _alive(held["pid"]):
-            return f"its owner (pid {held['pid']} on {held['host']}) is gone"
+        if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int):
+            if held["pid"] == os.getpid() and held.get("token") not in _HELD:
+                return f"an earlier job of this process (pid {held['pid']}) left it"
+            # a live owner on this host holds the lock even when its renewals failed
+            return None if _alive(held["pid"]) else f"its owner (pid {held['pid']} on {held['host']}) is gone"
         expires = held.get("expires_at")
         if isinstance(expires, (int, float)) and expires < time.time():
             return f"its lease expired at {_iso(expires)} (owner pid {held.get('pid')} on {held.get('host')})"
@@ -111,6 +123,7 @@ class JobLease:
         """
         for _ in range(5):
             if self._try_create():
+                _HELD.add(self.token)
                 self._thread = threading.Thread(target=self._renew, name="brevetti-pipe-lease", daemon=True)
                 self._thread.start()
                 return
@@ -179,6 +192,8 @@ class JobLease:
             try:
                 held = self._read()
                 if held is None or held.get("token") != self.token:
+                    self._owner = held or {}
+                    self._lost.set()
                     log.error("The lock of job %s was taken by another process; this run no longer holds it", self.job_id)
                     return
                 self.io.best_effort().write_file(self.url, json.dumps({**held, **{k: v for k, v in self._record().items()
@@ -186,9 +201,41 @@ class JobLease:
             except Exception as exc:  # renewal is best effort; the lease runs out on its own
                 log.warning("Could not renew the lock of job %s: %s", self.job_id, exc)
 
+    @property
+    def lost(self) -> bool:
+        """True once this run found its lock taken over by another process."""
+        return self._lost.is_set()
+
+    def check(self) -> None:
+        """Read the lock now and raise if another process took it over (before the job's final writes).
+
+        Raises:
+            JobLockedError: the lock now belongs to another run of the same job id.
+        """
+        if not self.lost:
+            try:
+                held = self._read(self.io.best_effort())
+            except Exception as exc:  # cannot tell: the renewals decide
+                log.warning("Could not read the lock of job %s: %s", self.job_id, exc)
+                return
+            if held and held.get("token") == self.token:
+                return
+            self._lost.set()
+            self._owner = held or {}
+        raise self.lost_error()
+
+    def lost_error(self) -> JobLockedError:
+        """The error of a run whose lock another run took over."""
+        owner = self._owner
+        return JobLockedError(
+            f"Job '{self.job_id}' lost its lock {redact(self.url)} to another run (pid {owner.get('pid', '?')} on "
+            f"{owner.get('host', '?')}); this run stops without writing its results. Run one job per job.id."
+        )
+
     def release(self) -> None:
         """Stop renewing and remove the lock if this process still holds it (best effort)."""
         self._stop.set()
+        _HELD.discard(self.token)
         if self._thread is None:
             return
         self._thread.join(timeout=5)

@@ -9,16 +9,17 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from brevetti_pipe._util.paths import check_relative
 from brevetti_pipe._util.retry import RetryPolicy
 from brevetti_pipe.config import JobConfig
 from brevetti_pipe.errors import ConfigError, folder_error
-from brevetti_pipe.reporting import CALLBACKS, JobCallback
+from brevetti_pipe.reporting import CALLBACKS, JobCallback, check_files
 from brevetti_pipe.storage import IoTools
 
-__all__ = ["Cluster", "Scratch", "configured_callbacks", "job_io", "seed_frameworks"]
+__all__ = ["Cluster", "Scratch", "configured_callbacks", "job_io", "own_files", "seed_frameworks"]
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,32 @@ def job_io(config: JobConfig, platform_options: dict[str, dict[str, Any]]) -> Io
     return io
 
 
-def configured_callbacks(config: JobConfig) -> list[JobCallback]:
-    """The reporting callbacks of ``callbacks.<name>``, in config order."""
-    return [CALLBACKS.get(spec.type, where=f"callbacks.{name}.type")(spec.params()) for name, spec in config.callbacks.items()]
+def configured_callbacks(config: JobConfig, given: Iterable[JobCallback] | None = None) -> list[JobCallback]:
+    """The reporting callbacks of ``callbacks.<name>`` in config order (or ``given`` instead).
+
+    Raises:
+        ConfigError: a callback file names one of the job's own artifacts or another callback's file.
+    """
+    if given is None:
+        named = {name: CALLBACKS.get(spec.type, where=f"callbacks.{name}.type")(spec.params())
+                 for name, spec in config.callbacks.items()}
+    else:
+        named = {}
+        for i, cb in enumerate(given):
+            key = cb.name or type(cb).__name__
+            named[f"{key}[{i}]" if key in named else key] = cb
+    check_files(named, own_files(config))
+    return list(named.values())
+
+
+def own_files(config: JobConfig) -> dict[str, str]:
+    """The artifacts the job itself writes (a name ending with ``/`` is a folder): callbacks keep off them."""
+    return {
+        "output.json": "the job's output.json", "model.tar.gz": "the model archive",
+        config.split.file.removeprefix("./"): "the split (split.file)",
+        "bad_samples.csv": "the list of skipped samples", "charts/": "the charts folder",
+        "pivot/": "the pivot table folder", "facets/": "the facets folder",
+    }
 
 
 class Scratch:

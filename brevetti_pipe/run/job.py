@@ -41,6 +41,7 @@ from brevetti_pipe.reporting import _output
 from brevetti_pipe.run import lifecycle
 from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.run._lease import JobLease
+from brevetti_pipe.run._view import ReportingView
 from brevetti_pipe.run.context import Cluster, Scratch, configured_callbacks, job_io, seed_frameworks
 from brevetti_pipe.run.export import environment
 from brevetti_pipe.run.lifecycle import JobInterrupted
@@ -101,7 +102,7 @@ class Job:
         self.settings = validate_model(model, config.settings, prefix="settings")
         self.backend = PLATFORMS.get(config.platform.type, where="platform.type")(config.platform)
         self.io = job_io(config, self.backend.storage_options)
-        self.callbacks = CallbackList(configured_callbacks(config) if callbacks is None else callbacks)
+        self.callbacks = CallbackList(configured_callbacks(config, callbacks))
         _pipeline().validate_pipeline(config)
         self.scratch = Scratch(self.id, self.io, config.job.temp_dir, config.platform.cache_dir)
         self.cluster = Cluster(config.distribution.strategy)
@@ -117,7 +118,9 @@ class Job:
         self.ended_at: str | None = None
         self.lease: JobLease | None = None
         self.output_error: BaseException | None = None
+        self.output_warned = False
         self.trained = False
+        self.fitted: Any = None
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -244,8 +247,6 @@ class Job:
     @functools.cached_property
     def view(self) -> JobView:
         """The read-only view of this job that reporting callbacks receive."""
-        from brevetti_pipe.run._view import ReportingView
-
         return ReportingView(self)
 
     def add_output_metric(self, name: str, value: float) -> None:
@@ -253,12 +254,13 @@ class Job:
         self.add_output_metrics({name: value})
 
     def add_output_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Record several metrics and rewrite output.json once; a value that is not a finite number raises ValueError."""
-        clean = _output.clean_metrics(metrics)
-        self.metrics.update(clean)
-        for name, value in clean.items():
-            self.callbacks.on_metric(job=self.view, name=name, value=value)
-        self.upload_job_output()
+        """Record several metrics and rewrite output.json once (best effort: :meth:`complete` writes them all);
+        a non-finite value is kept here, null in output.json; a value that is not a number raises ValueError."""
+        lifecycle.add_metrics(self, metrics)
+
+    def remember_model(self, model: Any) -> None:
+        """Note the model ``fit`` trained (the Keras monitor does): a failure before :meth:`complete` keeps it."""
+        self.fitted = model
 
     def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Report the metrics of a finished epoch to the progress callbacks."""

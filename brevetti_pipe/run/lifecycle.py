@@ -5,19 +5,21 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.config import JobConfig
-from brevetti_pipe.errors import StorageError, describe
+from brevetti_pipe.errors import JobLockedError, StorageError, describe
 from brevetti_pipe.platform import layout
 from brevetti_pipe.reporting import CallbackList, JobView, Progress
+from brevetti_pipe.reporting._output import clean_metrics
 from brevetti_pipe.reporting._output import output_document as _document
 from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.run._lease import JobLease
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
     from brevetti_pipe.data.selection import SampleSelection
 
 __all__ = [
-    "JobInterrupted", "JobState", "begin", "complete", "export_model", "fail", "output_document", "start", "write_output",
+    "JobInterrupted", "JobState", "add_metrics", "begin", "complete", "export_model", "fail", "output_document", "start",
+    "update_output", "write_output",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,9 @@ class JobState(Protocol):
     model_path: str | None
     kept_model: str | None
     trained: bool
+    fitted: Any
     output_error: BaseException | None
+    output_warned: bool
 
     @property
     def kept(self) -> KeptFiles: ...
@@ -158,8 +163,11 @@ def complete(job: JobState, model: Any = None) -> str | None:
     """Export ``model``, mark the job completed, write output.json and run the end hooks."""
     job.trained = True
     try:
+        if job.lease is not None:
+            job.lease.check()  # a run that lost its lock must not write over its successor's
         if model is not None:
             job.model_path = job.export_model(model)
+            job.fitted = None  # uploaded
         job.status = "completed"
         job.ended_at = _now()
         job.upload_job_output()
@@ -183,11 +191,16 @@ def fail(job: JobState, exc: BaseException) -> NoReturn:
     job.status = "failed"
     job.error = _secrets.redact(reason)
     job.ended_at = _now()
+    _keep_fitted_model(job)
     failure = exc
     try:
+        if job.lease is not None and job.lease.lost:
+            raise job.lease.lost_error()
         if exc is job.output_error:
             raise exc
         job.upload_job_output()
+    except JobLockedError:
+        pass  # the job's artifacts are its new owner's now: write nothing there
     except Exception as write_error:
         kept = job.kept.keep_output(job.output())
         try:  # an output.json saying "running" would outlive this process
@@ -209,6 +222,23 @@ def fail(job: JobState, exc: BaseException) -> NoReturn:
     if failure is exc:
         raise exc
     raise failure from exc
+
+
+def _keep_fitted_model(job: JobState) -> None:
+    """Keep the model trained by this run (see :meth:`Job.remember_model`) locally when the job fails
+    before uploading it."""
+    if job.fitted is None or job.kept_model is not None:
+        return
+    job.trained = True
+    try:
+        archive = _archive(job, job.fitted, "model.tar.gz")
+        job.kept_model = job.kept.keep_model(str(archive), "model.tar.gz", job.scratch.owned)
+    except Exception as exc:
+        log.error("Could not keep the trained model of job %s: %s", job.id, exc)
+        return
+    job.error = f"{job.error}. The trained model is kept at {job.kept_model}; rerun job.id={job.id} to upload it"
+    log.error("The trained model of the failed job %s is kept at %s; rerun job.id=%s to upload it",
+              job.id, job.kept_model, job.id)
 
 
 def end(job: JobState) -> None:
@@ -237,6 +267,36 @@ def output_document(job: JobState) -> dict[str, Any]:
     )
 
 
+def add_metrics(job: JobState, metrics: Mapping[str, Any]) -> None:
+    """Record final metrics (non-finite ones too, null in output.json), tell the callbacks of the
+    finite ones and rewrite output.json (best effort: the final write carries every metric).
+
+    Raises:
+        ValueError: for a value that is not a number (text, None).
+    """
+    clean = clean_metrics(metrics)
+    job.metrics.update(clean)
+    for name, value in clean.items():
+        if math.isfinite(value):
+            job.callbacks.on_metric(job=job.view, name=name, value=value)
+    update_output(job)
+
+
+def update_output(job: JobState) -> None:
+    """Rewrite output.json while the job runs; a failure is warned about once and training goes on.
+    A run that lost its lock writes nothing."""
+    if job.lease is not None and job.lease.lost:
+        return
+    try:
+        job.io.best_effort().write_file(job.artifact_path("output.json"),
+                                        json.dumps(job.output(), indent=2, allow_nan=False))
+    except Exception as exc:
+        if not job.output_warned:
+            job.output_warned = True
+            log.warning("Could not update output.json (%s); the job goes on and writes it at its end",
+                        _secrets.redact(describe(exc)))
+
+
 def write_output(job: JobState) -> str:
     """Write artifacts/output.json atomically and return its URL (failures raise)."""
     url = job.artifact_path("output.json")
@@ -251,12 +311,7 @@ def write_output(job: JobState) -> str:
 def export_model(job: JobState, model: Any, name: str) -> str:
     """Archive ``model`` with a metadata.json and upload it to artifacts/``name`` (kept locally when
     the upload fails); returns ``name``."""
-    meta = {
-        "job_id": job.id, "name": job.name, "classes": job.data.known_classes,
-        "pipeline": {n: s.model_dump(mode="json") for n, s in job.config.pipeline.items()},
-        "brevetti_pipe": environment()["packages"].get("brevetti_pipe"), **job.metadata,
-    }
-    archive = archive_model(model, Path(job.temp_path("export", dir=True)), Path(job.temp_path(name)), meta)
+    archive = _archive(job, model, name)
     url = job.artifact_path(name)
 
     def kept(path: str) -> None:
@@ -265,6 +320,16 @@ def export_model(job: JobState, model: Any, name: str) -> str:
     upload_model(job.io, archive, url, kept=job.kept, name=name, scratch=job.scratch.owned, job_id=job.id, on_kept=kept)
     job.on_artifact(url)
     return name
+
+
+def _archive(job: JobState, model: Any, name: str) -> Path:
+    """The local model archive ``name`` of ``model`` (a Keras model or a path) in the scratch folder."""
+    meta = {
+        "job_id": job.id, "name": job.name, "classes": job.data.known_classes,
+        "pipeline": {n: s.model_dump(mode="json") for n, s in job.config.pipeline.items()},
+        "brevetti_pipe": environment()["packages"].get("brevetti_pipe"), **job.metadata,
+    }
+    return archive_model(model, Path(job.temp_path("export", dir=True)), Path(job.temp_path(name)), meta)
 
 
 def _remove(io: IoTools, url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from pydantic import Field
@@ -56,10 +57,10 @@ def test_run_step_error_marks_job_failed(tmp_path):
     assert out["status"] == "failed" and out["error"] == "RuntimeError: boom in the run step"
 
 
-def test_metrics_must_be_finite_numbers(tmp_path):
+def test_metrics_must_be_numbers_and_non_finite_ones_are_null(tmp_path):
     job = MyJob.init(overrides=[f"platform.root={tmp_path}"])
-    with pytest.raises(ValueError, match="finite"):
-        job.add_output_metric("devel_loss", float("nan"))
+    job.add_output_metric("devel_loss", float("nan"))  # a diverged training: recorded, not an exception
+    assert math.isnan(job.metrics["devel_loss"]) and job.output()["metrics"] == {"devel_loss": None}
     with pytest.raises(ValueError, match="number"):
         job.add_output_metric("devel_loss", "low")
 

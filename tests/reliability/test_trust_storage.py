@@ -210,6 +210,7 @@ def test_progress_post_never_sends_the_key_across_a_redirect(tmp_path, api_key, 
         progress = Progress(url=f"{url}/progress", retries=0)
         with caplog.at_level(logging.WARNING):
             progress.on_epoch_end(job=_job(IoTools(), str(tmp_path)), epoch=0, metrics={"loss": 1.0})
+            assert progress.wait(10)  # the POST runs in the background
     assert received and received[0]["authorization"] == f"Bearer {api_key}"
     assert not stolen, f"the other host got {stolen}"
     assert any(f"HTTP {status}" in r.getMessage() for r in caplog.records)
@@ -227,6 +228,7 @@ def test_a_trickling_progress_server_cannot_hold_a_post_past_its_timeout(tmp_pat
         progress = Progress(url=f"{url}/progress", timeout=1.0, retries=1, backoff=0.0)
         start = time.monotonic()
         progress.on_epoch_end(job=_job(IoTools(), str(tmp_path)), epoch=0, metrics={"loss": 1.0})
+        progress.wait(10)  # the POST runs in the background
         elapsed = time.monotonic() - start
     assert len(received) == 2 and elapsed < 3.0, f"two 1 s attempts took {elapsed:.1f}s"
 
