@@ -69,8 +69,10 @@ def test_ray_launcher_on_a_local_ray_instance(request, tmp_path, tiny_vials):
 
 
 def test_failed_run_is_marked_and_the_others_complete(tmp_path, tiny_vials):
+    # user configs name the summary callback brevetti_pipe.sweep.SweepSummary; that name still works
     proc = run_cli("-m", *BASE, f"platform.root={tmp_path / 'p'}", f"datasets.vials.url={tiny_vials}",
-                   "settings.learning_rate=0.001,-1", cwd=tmp_path, timeout=600)
+                   "settings.learning_rate=0.001,-1",
+                   "hydra.callbacks.sweep_summary._target_=brevetti_pipe.sweep.SweepSummary", cwd=tmp_path, timeout=600)
     assert proc.returncode == 1
     assert "1 of 2 runs failed" in proc.stderr
     table = pd.read_csv(_sweep_dir(tmp_path) / "sweep.csv")
