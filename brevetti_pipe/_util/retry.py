@@ -155,4 +155,20 @@ def retry_call(fn: Callable[[], T], what: str, policy: RetryPolicy | None = None
 
     retrying = tenacity.Retrying(stop=stop, wait=wait, retry=tenacity.retry_if_exception(is_transient),
                                  before_sleep=before_sleep, reraise=True)
-    return retrying(lambda: call_with_deadline(fn, deadline - time.monotonic(), what))
+    last: list[BaseException] = []
+
+    def attempt() -> T:
+        remaining = deadline - time.monotonic()
+        try:
+            return call_with_deadline(fn, remaining, what)
+        except TimeoutError:
+            # an attempt started on the last scraps of the budget says nothing new: report the fault
+            # that used the budget up rather than "no answer within 0.0s"
+            if last and remaining < min(1.0, policy.total_seconds / 10):
+                raise last[-1] from None
+            raise
+        except Exception as exc:
+            last.append(exc)
+            raise
+
+    return retrying(attempt)
