@@ -140,12 +140,13 @@ class Waiting(Job):
         print("running", flush=True)
         sys.stdin.readline()
 
-Waiting.init(job_id="twin", overrides=[f"platform.root={sys.argv[1]}"]).start()
+Waiting.init(job_id=sys.argv[3], overrides=[f"platform.root={sys.argv[1]}"]).start()
 """
 
 
-def _child(root: Path, who: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", _CHILD, str(root), str(who)], stdin=subprocess.PIPE,
+def _child(root: Path, who: int, job_id: str = "twin") -> subprocess.Popen[str]:
+    """A real process running job ``job_id`` that reports ``running`` and waits for a line on stdin."""
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(root), str(who), job_id], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

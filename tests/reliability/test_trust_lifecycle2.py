@@ -19,6 +19,7 @@ import pytest
 from brevetti_pipe import ConfigError, Job, StorageError
 from brevetti_pipe.errors import JobLockedError
 from tests.conftest import TINY_ARGS
+from tests.reliability.test_trust_lifecycle import _child as _twin_child
 from tests.servers import FaultProxy
 
 
@@ -133,23 +134,8 @@ def test_callback_files_may_not_name_the_jobs_own_artifacts(tmp_path, override, 
 
 
 # -- one owner per job id -----------------------------------------------------------------------
-_CHILD = """
-import sys
-from brevetti_pipe import Job
-
-class Waiting(Job):
-    def run(self):
-        self.add_output_metric("devel_who", float(sys.argv[2]))
-        print("running", flush=True)
-        sys.stdin.readline()
-
-Waiting.init(job_id="exp1", overrides=[f"platform.root={sys.argv[1]}"]).start()
-"""
-
-
 def _child(root: Path, who: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", _CHILD, str(root), str(who)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return _twin_child(root, who, job_id="exp1")
 
 
 def test_a_live_owner_on_this_host_keeps_its_lock_after_its_lease_expired(tmp_path):
