@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import tarfile
 import threading
 import time
