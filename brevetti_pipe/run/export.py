@@ -19,7 +19,7 @@ from brevetti_pipe.errors import StorageError, describe
 from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.storage import IoTools
 
-__all__ = ["archive_model", "environment", "upload_model"]
+__all__ = ["archive_model", "environment", "upload_model", "weights_sha256"]
 
 _PACKAGES = (
     "brevetti_pipe", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "hydra-core",
@@ -42,6 +42,21 @@ def _environment() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return {"python": _platform.python_version(), "platform": _platform.platform(), "packages": versions}
+
+
+def weights_sha256(model: Any) -> str:
+    """SHA-256 over a Keras model's weights (each variable's path, dtype, shape and bytes, in
+    ``model.weights`` order): equal hashes mean bit-identical weights."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        value = np.ascontiguousarray(np.asarray(variable))
+        digest.update(f"{getattr(variable, 'path', variable.name)}|{value.dtype.str}|{value.shape}\n".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def archive_model(model: Any, staging: Path, archive: Path, metadata: dict[str, Any]) -> Path:

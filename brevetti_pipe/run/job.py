@@ -303,6 +303,10 @@ class Job:
         unless a subclass overrides it."""
         if self.recipe is None:
             raise ConfigError("Nothing to run: pick a recipe (recipe=NAME) or subclass Job and override run()")
+        if self.recipe.kind == "builder":
+            from brevetti_pipe.run.training import train_evaluate
+
+            return train_evaluate(self, self.recipe)
         return self.recipe.run(self)
 
     def start(self, complete: bool = True) -> Any:

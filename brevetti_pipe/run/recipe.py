@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +17,36 @@ __all__ = ["Recipe", "RECIPES", "recipe"]
 
 @dataclass(frozen=True)
 class Recipe:
-    """A run step (``run(job) -> model | path | None``) and the settings model it reads."""
+    """A run step and the settings model it reads.
+
+    Attributes:
+        name: the name ``run:`` uses (a registered name, ``package.module:attr`` or an entry point).
+        run: ``run(job) -> model | path | None`` (``kind="run"``), or a model builder
+            ``build_model(job, input_shape, classes) -> keras.Model`` (``kind="builder"``) for which
+            the framework owns the loop (fit, evaluate, export).
+        settings: the typed ``settings.*`` model.
+        task: ``"classification"``, ``"segmentation"`` or None (what evaluation computes).
+        kind: ``"run"`` or ``"builder"``.
+        job_class: the ``Job`` subclass to instantiate (``run: package.module:JobSubclass``), else None.
+    """
 
     name: str
-    run: Callable[[Any], Any]
+    run: Callable[..., Any]
     settings: type[JobSettings] = JobSettings
     description: str = ""
+    task: str | None = None
+    kind: str = "run"
+    job_class: type | None = None
+
+
+def step_kind(fn: Callable[..., Any]) -> str:
+    """``"builder"`` for ``fn(job, input_shape, classes)``, ``"run"`` for ``fn(job)``."""
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        return "run"
+    return "builder" if len(params) >= 3 else "run"
 
 
 def _as_recipe(name: str, obj: Any) -> Recipe:
@@ -40,16 +65,20 @@ RECIPES: Registry[Recipe] = Registry("recipe", config_group="recipe", entry_poin
 RECIPES.add_loader(lambda: importlib.import_module("brevetti_pipe.recipes"))
 
 
-def recipe(name: str, settings: type[JobSettings] = JobSettings) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
-    """Register a run step under ``name`` (used as ``run: NAME`` in a recipe config).
+def recipe(name: str, settings: type[JobSettings] = JobSettings,
+           task: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a run step under ``name`` (used as ``run: NAME`` in a recipe config): a full
+    ``run(job)``, or a model builder ``build_model(job, input_shape, classes)`` for which the
+    framework fits, evaluates and exports.
 
     Example:
-        >>> @recipe("my_recipe", settings=MySettings)
-        ... def run(job): ...
+        >>> @recipe("my_recipe", settings=MySettings, task="classification")
+        ... def build_model(job, input_shape, classes): ...
     """
 
-    def wrap(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        RECIPES.register(name, Recipe(name, fn, settings, (fn.__doc__ or "").strip().split("\n")[0]))
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        RECIPES.register(name, Recipe(name, fn, settings, (fn.__doc__ or "").strip().split("\n")[0], task,
+                                      step_kind(fn)))
         return fn
 
     return wrap
