@@ -17,6 +17,10 @@ __all__ = [
     "SamplerConfig",
     "DataConfig",
     "ComponentSpec",
+    "TrainingConfig",
+    "EvaluationConfig",
+    "OperatingPointConfig",
+    "ExportConfig",
     "JobConfig",
     "PURPOSES",
 ]
@@ -220,6 +224,65 @@ class ComponentSpec(StrictModel):
         return dict(self.model_extra or {})
 
 
+class TrainingConfig(StrictModel):
+    """How the framework trains a model-builder recipe's model (``training.*``)."""
+
+    epochs: int | None = Field(None, ge=1, description="Training epochs; null = settings.epochs, else 10")
+    batch_size: int | None = Field(None, ge=1, description="Global batch size; null = settings.batch_size, else 32")
+    optimizer: str = Field("adam", description="Keras optimizer name, used when the builder leaves the model uncompiled")
+    learning_rate: float | None = Field(
+        None, gt=0, description="Optimizer learning rate; null = settings.learning_rate, else the optimizer's default"
+    )
+    mixed_precision: bool = Field(False, description="Train with the mixed_float16 policy (float32 outputs)")
+    jit_compile: bool | Literal["auto"] = Field(False, description="XLA-compile the train step (Keras jit_compile)")
+    verbose: Literal["auto", 0, 1, 2] = Field(
+        "auto", description="Keras progress: auto (a bar on a terminal, one line per epoch otherwise), 0, 1 or 2"
+    )
+    resume: bool = Field(True, description="Checkpoint every epoch under artifacts/checkpoint/ and continue a rerun of the job id")
+    init_from: str | None = Field(
+        None, description="Warm start: a model.tar.gz URL or a job id on this platform whose weights are loaded"
+    )
+    init_from_partial: bool = Field(False, description="Allow init_from to leave layers that do not match untouched")
+    callbacks: dict[str, ComponentSpec] = Field(
+        default_factory=dict,
+        description="Registered Keras callbacks by name (early_stopping, reduce_lr_on_plateau, model_checkpoint, csv_logger)",
+    )
+
+
+class OperatingPointConfig(StrictModel):
+    """The accept/reject threshold chosen on devel (classification)."""
+
+    accept_class: str = Field(..., description="The class a line accepts (e.g. good)")
+    max_escape_rate: float = Field(
+        0.01, ge=0, le=1, description="Largest fraction of defective devel samples that may be accepted"
+    )
+
+
+class EvaluationConfig(StrictModel):
+    """What the framework evaluates after training (``evaluation.*``)."""
+
+    purposes: list[Literal["train", "devel", "test"]] | None = Field(
+        None, description="Purposes to evaluate; null = devel, plus test when the split has test samples"
+    )
+    operating_point: OperatingPointConfig | None = Field(
+        None, description="Pick a threshold on P(accept_class) on devel (classification)"
+    )
+
+
+ExportFormat = Literal["keras", "saved_model", "onnx", "tflite"]
+DEFAULT_EXPORT_FORMATS: tuple[ExportFormat, ...] = ("keras", "saved_model")
+
+
+class ExportConfig(StrictModel):
+    """What goes into artifacts/model.tar.gz (``export.*``)."""
+
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: list(DEFAULT_EXPORT_FORMATS), description="Model formats inside the archive"
+    )
+    parity_samples: int = Field(64, ge=0, description="Devel samples run through every format to prove they agree")
+    tolerance: float = Field(1e-4, ge=0, description="Largest allowed |output difference| between formats")
+
+
 class JobConfig(StrictModel):
     """The complete validated job config (everything but Hydra's own ``hydra`` node)."""
 
@@ -233,6 +296,9 @@ class JobConfig(StrictModel):
     distribution: DistributionConfig = Field(default_factory=DistributionConfig)
     pipeline: dict[str, ComponentSpec] = Field(default_factory=dict)
     callbacks: dict[str, ComponentSpec] = Field(default_factory=dict)
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig())
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     run: str | None = Field(None, description="Registered recipe run step")
     settings: dict[str, Any] = Field(default_factory=dict, description="The recipe's typed settings")
 
