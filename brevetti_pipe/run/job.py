@@ -42,6 +42,7 @@ from brevetti_pipe.run import lifecycle
 from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.run._lease import JobLease
 from brevetti_pipe.run._view import ReportingView
+from brevetti_pipe.run.evaluation import Evaluation
 from brevetti_pipe.run.context import Cluster, Scratch, configured_callbacks, job_io, seed_frameworks
 from brevetti_pipe.run.export import environment
 from brevetti_pipe.run.lifecycle import JobInterrupted
@@ -121,6 +122,7 @@ class Job:
         self.output_warned = False
         self.trained = False
         self.fitted: Any = None
+        self.evaluations: dict[str, Evaluation] = {}
 
     # -- construction --------------------------------------------------------------------
     @classmethod
