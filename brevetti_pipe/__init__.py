@@ -7,7 +7,7 @@ TensorFlow is imported only when a graph or model is built.
 
 from brevetti_pipe.config import JobSettings
 from brevetti_pipe.errors import (
-    BrevettiPipeError, ChecksumError, ConfigError, DatasetError, JobLockedError, SplitError, StageError, StorageError,
+    BrevettiPipeError, ChecksumError, ConfigError, DatasetError, JobLockedError, MetricError, SplitError, StageError, StorageError,
 )
 from brevetti_pipe.run.job import Job
 from brevetti_pipe.run.recipe import recipe
@@ -30,6 +30,7 @@ __all__ = [
     "Job",
     "JobLockedError",
     "JobSettings",
+    "MetricError",
     "SplitError",
     "StageError",
     "StorageError",

@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "JobLockedError",
+    "MetricError",
     "SplitError",
     "StageError",
     "StorageError",
@@ -36,6 +37,10 @@ class DatasetError(BrevettiPipeError):
 
 class JobLockedError(BrevettiPipeError):
     """Another live process runs the same job id (its lock under the job folder is held)."""
+
+
+class MetricError(BrevettiPipeError, ValueError):
+    """A metric value handed to the job is not a number."""
 
 
 class SplitError(BrevettiPipeError):
