@@ -289,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         translated = guard_overrides(translated)  # secrets masked first: a flag error may quote an override
         _check_hydra_flags(translated)
         _check_config_folders(translated)
+        _prepare_settings(translated)
     except ConfigError as exc:
         _fail(str(exc), 2)
         return
@@ -301,6 +302,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     LAST_SWEEP.clear()
     with _secrets.redacting_streams():
         _run_hydra(verbose or user_full_error, translated)
+
+
+_NO_COMPOSE_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc")
+
+
+def _prepare_settings(argv: list[str]) -> None:
+    """Install the run step's settings defaults (lowest precedence) before Hydra composes; not for --help."""
+    if any(a in _NO_COMPOSE_FLAGS for a in argv):
+        return
+    from brevetti_pipe.run._settings import prepare_settings
+
+    overrides, folders = _split_args(argv)
+    name = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config-name", "-cn")), None)
+    name = name or next((a.partition("=")[2] for a in argv if a.startswith(("--config-name=", "-cn="))), None)
+    prepare_settings(overrides, config_dir=folders[0] if folders else None, config_name=name or "config")
 
 
 def _check_hydra_flags(argv: list[str]) -> None:
