@@ -43,7 +43,7 @@ def settings_defaults(model: type[BaseModel]) -> dict[str, Any]:
 def settings_model(job_class: Any, step: Recipe | None) -> type[JobSettings]:
     """The settings model a job reads: the ``settings:`` hint of its Job class (the run step's own class
     when it names one), else the run step's model, else :class:`JobSettings`."""
-    cls = step.job_class if step is not None and step.job_class is not None else job_class
+    cls: Any = step.job_class if step is not None and step.job_class is not None else job_class
     model: type[JobSettings] = cls._settings_model() if cls is not None else JobSettings
     if model is JobSettings and step is not None:
         model = step.settings

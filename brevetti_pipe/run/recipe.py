@@ -8,7 +8,6 @@ import dataclasses
 import importlib
 import inspect
 import os
-import re
 import sys
 import typing
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brevetti_pipe._util.registry import Registry
+from brevetti_pipe.config._load import is_import_path
 from brevetti_pipe.config._schema import JobSettings
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
@@ -56,15 +56,8 @@ def step_kind(fn: Callable[..., Any]) -> str:
     return "builder" if len(params) >= 3 else "run"
 
 
-#: ``package.module:attribute`` (the attribute may be dotted: ``pkg.mod:Class.method``).
-_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 #: Where a decorated function keeps its Recipe (``run: pkg.mod:build_model`` finds it there).
 _RECIPE_ATTR = "__brevetti_pipe_recipe__"
-
-
-def is_import_path(value: str) -> bool:
-    """Whether ``value`` reads as ``package.module:attribute`` (code to import), not a registered name."""
-    return bool(_IMPORT_PATH.match(value))
 
 
 def _is_job_class(obj: Any) -> bool:
