@@ -287,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         translated, verbose = translate_argv(args)
         translated = guard_overrides(translated)  # secrets masked first: a flag error may quote an override
+        translated = _upgrade_settings_overrides(translated)
         _check_hydra_flags(translated)
         _check_config_folders(translated)
         _prepare_settings(translated)
@@ -305,6 +306,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 _NO_COMPOSE_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc")
+
+
+def _upgrade_settings_overrides(argv: list[str]) -> list[str]:
+    from brevetti_pipe.run._settings import upgrade_settings_overrides
+
+    return upgrade_settings_overrides(argv)
 
 
 def _prepare_settings(argv: list[str]) -> None:

@@ -19,7 +19,7 @@ from brevetti_pipe.config._compose import set_settings_defaults
 from brevetti_pipe.config._overrides import hydra_literal
 from brevetti_pipe.run.recipe import Recipe, resolve_run
 
-__all__ = ["prepare_settings", "settings_defaults", "settings_model"]
+__all__ = ["prepare_settings", "settings_defaults", "settings_model", "upgrade_settings_overrides"]
 
 #: OmegaConf's marker of a value that must be set (a settings field without a default).
 MISSING = "???"
@@ -48,6 +48,12 @@ def settings_model(job_class: Any, step: Recipe | None) -> type[JobSettings]:
     if model is JobSettings and step is not None:
         model = step.settings
     return model
+
+
+def upgrade_settings_overrides(overrides: Sequence[str]) -> list[str]:
+    """``+settings.x=V`` as ``++settings.x=V``: the ``+`` once needed to add a setting keeps working now
+    that the defaults put the key there (Hydra refuses ``+`` on an existing key)."""
+    return [f"+{o}" if o.startswith("+settings") and not o.startswith("++") else o for o in overrides]
 
 
 def _probe_overrides(overrides: Sequence[str]) -> list[str]:

@@ -142,11 +142,11 @@ class Job:
         from brevetti_pipe.config import compose
         from brevetti_pipe.platform import resolve_config
 
-        from brevetti_pipe.run._settings import prepare_settings
+        from brevetti_pipe.run._settings import prepare_settings, upgrade_settings_overrides
 
         if api_key:
             _secrets.set_api_key(api_key)
-        overrides = [*overrides, *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
+        overrides = [*upgrade_settings_overrides(overrides), *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
         prepare_settings(overrides, config_dir=config_dir, config_name=config_name, job_class=cls)
         cfg, task_overrides, groups = compose(overrides, config_dir=config_dir, config_name=config_name)
         return cls.from_config(resolve_config(cfg, task_overrides, groups))
