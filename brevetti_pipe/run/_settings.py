@@ -56,6 +56,13 @@ def upgrade_settings_overrides(overrides: Sequence[str]) -> list[str]:
     return [f"+{o}" if o.startswith("+settings") and not o.startswith("++") else o for o in overrides]
 
 
+def _may_set_run(override: str) -> bool:
+    """Whether an override can change ``run`` (of the bundled configs, only recipes and experiments set it;
+    a user's folder comes with ``config_dir`` or ``hydra.searchpath``)."""
+    key = override.partition("=")[0].lstrip("+~").split("@")[0]
+    return key.split(".")[0].split("/")[0] in ("run", "recipe", "experiment", "hydra")
+
+
 def _probe_overrides(overrides: Sequence[str]) -> list[str]:
     """The overrides that can change ``run``: settings overrides dropped (they may name keys only the
     defaults add), a sweep reduced to its first value (a sweep over run steps gets the first one's defaults)."""
@@ -99,11 +106,12 @@ def prepare_settings(overrides: Sequence[str], *, config_dir: str | os.PathLike[
 
     set_settings_defaults({})
     run: Any = None
-    try:
-        cfg, _, _ = compose(_probe_overrides(overrides), config_dir=config_dir, config_name=config_name)
-        run = OmegaConf.select(cfg, "run", default=None)
-    except Exception:  # noqa: S110 - the real composition reports what is wrong, with its own message
-        pass
+    if config_dir is not None or config_name != "config" or any(map(_may_set_run, overrides)):
+        try:
+            cfg, _, _ = compose(_probe_overrides(overrides), config_dir=config_dir, config_name=config_name)
+            run = OmegaConf.select(cfg, "run", default=None)
+        except Exception:  # noqa: S110 - the real composition reports what is wrong, with its own message
+            pass
     step = resolve_run(str(run)) if run not in (None, "") else None
     model = settings_model(job_class, step)
     if model is not JobSettings:
