@@ -161,7 +161,7 @@ class Job:
         """
         step = resolve_run(config.run) if config.run else None
         target: type[Job] = cls
-        if step is not None and step.job_class is not None and step.job_class is not cls:
+        if step is not None and step.job_class is not None and not issubclass(cls, step.job_class):
             if not issubclass(step.job_class, cls):
                 raise ConfigError(
                     f"run names the Job class {step.job_class.__qualname__}, which is not a {cls.__qualname__}. "

@@ -66,6 +66,11 @@ def _is_job_class(obj: Any) -> bool:
         c.__module__ == "brevetti_pipe.run.job" and c.__name__ == "Job" for c in obj.__mro__)
 
 
+def _is_job_subclass(obj: Any) -> bool:
+    """A strict subclass of ``Job`` (the base class itself adds nothing to a run step)."""
+    return _is_job_class(obj) and not (obj.__module__ == "brevetti_pipe.run.job" and obj.__name__ == "Job")
+
+
 def _overrides_run(cls: type) -> bool:
     for c in cls.__mro__:
         if c.__module__ == "brevetti_pipe.run.job" and c.__name__ == "Job":
@@ -107,12 +112,15 @@ def as_recipe(name: str, obj: Any, where: str = "run") -> Recipe:
     if isinstance(decorated, Recipe):
         return decorated
     doc = (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
-    if _is_job_class(obj):
+    if _is_job_subclass(obj):
         if not _overrides_run(obj):
             raise ConfigError(
                 f"The Job subclass {obj.__qualname__} does not override run(), so it has nothing to run. "
                 f"Received: {where}={name!r}. Define run(self) in it, or name a run(job) function.")
         return Recipe(name, obj.run, obj._settings_model(), doc, None, "run", obj)
+    if _is_job_class(obj):
+        raise ConfigError(f"The Job base class has no run step of its own. Received: {where}={name!r}. "
+                          "Name your Job subclass or a run(job) function.")
     if isinstance(obj, type):
         raise ConfigError(
             f"{obj.__qualname__} is a class but not a brevetti_pipe Job subclass. Received: {where}={name!r}. "
@@ -121,17 +129,26 @@ def as_recipe(name: str, obj: Any, where: str = "run") -> Recipe:
         raise ConfigError(
             f"The run step is not callable: {type(obj).__name__} {obj!r}. Received: {where}={name!r}. "
             "Expected a run(job) function, a build_model(job, input_shape, classes) function or a Job subclass.")
-    settings: type[JobSettings] = JobSettings
-    job_class = None
-    hint = _first_parameter_hint(obj)
-    if _is_job_class(hint):
-        if _overrides_run(hint):
-            raise ConfigError(
-                f"The run step annotates its job as {hint.__qualname__}, which overrides run() itself. "
-                f"Received: {where}={name!r}. Name the class as the run step, or annotate the job with a "
-                "Job subclass that only declares settings.")
-        settings, job_class = hint._settings_model(), hint
+    if not (inspect.isfunction(obj) or inspect.ismethod(obj)):
+        raise ConfigError(
+            f"The run step must be a Python function, got {type(obj).__name__} {obj!r}. Received: {where}={name!r}. "
+            "Expected a run(job) function, a build_model(job, input_shape, classes) function or a Job subclass.")
+    settings, job_class = _job_hint(obj, name, where)
     return Recipe(name, obj, settings, doc, None, step_kind(obj), job_class)
+
+
+def _job_hint(fn: Callable[..., Any], name: str, where: str = "run") -> tuple[type[JobSettings], type | None]:
+    """(settings model, Job class) from ``fn``'s first parameter annotated with a Job subclass, else
+    (JobSettings, None)."""
+    hint = _first_parameter_hint(fn)
+    if not _is_job_subclass(hint):
+        return JobSettings, None
+    if _overrides_run(hint):
+        raise ConfigError(
+            f"The run step annotates its job as {hint.__qualname__}, which overrides run() itself. "
+            f"Received: {where}={name!r}. Name the class as the run step, or annotate the job with a "
+            "Job subclass that only declares settings.")
+    return hint._settings_model(), hint
 
 
 def _entry_point_recipe(name: str, obj: Any) -> Recipe:
@@ -227,7 +244,9 @@ def recipe(name: str, settings: type[JobSettings] = JobSettings,
            task: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a run step under ``name`` (used as ``run: NAME`` in a recipe config): a full
     ``run(job)``, or a model builder ``build_model(job, input_shape, classes)`` for which the
-    framework fits, evaluates and exports.
+    framework fits, evaluates and exports. Without ``settings``, a first parameter annotated with a
+    Job subclass (``def run(job: MyJob)``) gives the settings model (its ``settings:`` hint) and the
+    class the job is built as.
 
     Example:
         >>> @recipe("my_recipe", settings=MySettings, task="classification")
@@ -235,7 +254,9 @@ def recipe(name: str, settings: type[JobSettings] = JobSettings,
     """
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        found = Recipe(name, fn, settings, (fn.__doc__ or "").strip().split("\n")[0], task, step_kind(fn))
+        hinted, job_class = _job_hint(fn, name)
+        found = Recipe(name, fn, hinted if settings is JobSettings else settings,
+                       (fn.__doc__ or "").strip().split("\n")[0], task, step_kind(fn), job_class)
         RECIPES.register(name, found)
         setattr(fn, _RECIPE_ATTR, found)
         return fn

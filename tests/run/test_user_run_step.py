@@ -61,6 +61,11 @@ STEPS = textwrap.dedent('''
         return None
 
 
+    @recipe("rs_hinted")
+    def hinted(job: StepJob):
+        return None
+
+
     class ReqSettings(JobSettings):
         needed: int
 
@@ -91,6 +96,7 @@ def pkg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "configs" / "recipe" / "mine.yaml").write_text("# @package _global_\nrun: rs_decorated\n")
     yield root
     RECIPES.unregister("rs_decorated")
+    RECIPES.unregister("rs_hinted")
     for name in [m for m in sys.modules if m == PKG or m.startswith(PKG + ".")]:
         sys.modules.pop(name)
 
@@ -117,6 +123,8 @@ def test_every_form_resolves_from_the_working_directory_and_leaves_sys_path_alon
     own = resolve_run(f"{PKG}.steps:OwnJob")
     assert (own.kind, own.settings, own.job_class) == ("run", steps.StepSettings, steps.OwnJob)
     assert resolve_run(f"{PKG}.steps:decorated") is RECIPES.get("rs_decorated") is resolve_run("rs_decorated")
+    hinted = resolve_run("rs_hinted")
+    assert (hinted.settings, hinted.job_class, hinted.run) == (steps.StepSettings, steps.StepJob, steps.hinted)
     assert as_recipe("x", plain) is plain
 
 
@@ -174,6 +182,7 @@ def test_a_setting_without_default_must_be_set(in_pkg_dir, tmp_path):
     (f"{PKG}.steps:BareJob", r"BareJob does not override run\(\).*run='rs_userpkg.steps:BareJob'"),
     (f"{PKG}.steps:NotAJob", r"NotAJob is a class but not a brevetti_pipe Job subclass"),
     (f"{PKG}/steps.py", r"Invalid run step\. Received: run='rs_userpkg/steps.py'"),
+    (f"{PKG}.steps:Job", r"The Job base class has no run step of its own"),
 ])
 def test_bad_run_values(in_pkg_dir, value, message):
     with pytest.raises(ConfigError, match=message):
