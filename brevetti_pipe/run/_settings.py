@@ -15,11 +15,11 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from brevetti_pipe.config import JobSettings, compose
-from brevetti_pipe.config._compose import set_settings_defaults
+from brevetti_pipe.config._compose import RUN_SETTINGS_GROUP, set_settings_defaults
 from brevetti_pipe.config._overrides import hydra_literal
 from brevetti_pipe.run.recipe import Recipe, resolve_run
 
-__all__ = ["prepare_settings", "settings_defaults", "settings_model", "upgrade_settings_overrides"]
+__all__ = ["drop_foreign_defaults", "prepare_settings", "settings_defaults", "settings_model", "upgrade_settings_overrides"]
 
 #: OmegaConf's marker of a value that must be set (a settings field without a default).
 MISSING = "???"
@@ -48,6 +48,30 @@ def settings_model(job_class: Any, step: Recipe | None) -> type[JobSettings]:
     if model is JobSettings and step is not None:
         model = step.settings
     return model
+
+
+def installed_defaults() -> dict[str, Any]:
+    """The settings defaults the compositions of this process start from (launchers carry them to workers)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    try:
+        node = ConfigStore.instance().load(f"{RUN_SETTINGS_GROUP}/defaults.yaml").node
+    except Exception:
+        return {}
+    data = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+    return data if isinstance(data, dict) else {}
+
+
+def drop_foreign_defaults(settings: dict[str, Any], model: type[JobSettings]) -> dict[str, Any]:
+    """``settings`` without the keys that only the installed defaults of another run step put there: a
+    ``--multirun`` sweep over run steps composes every run with the first one's defaults. A key the run
+    step's model does not know stays (and is refused) unless it still holds that default value."""
+    if model.model_config.get("extra") != "forbid":
+        return settings
+    known = {f.alias or n for n, f in model.model_fields.items()}
+    foreign = installed_defaults()
+    return {k: v for k, v in settings.items() if k in known or k not in foreign or foreign[k] != v}
 
 
 def upgrade_settings_overrides(overrides: Sequence[str]) -> list[str]:

@@ -167,6 +167,12 @@ class Job:
                     f"run names the Job class {step.job_class.__qualname__}, which is not a {cls.__qualname__}. "
                     f"Received: run={config.run!r}. Build it with {step.job_class.__qualname__}.init() or Job.init().")
             target = step.job_class
+        if step is not None:
+            from brevetti_pipe.run._settings import drop_foreign_defaults, settings_model
+
+            settings = drop_foreign_defaults(config.settings, settings_model(target, step))
+            if settings != config.settings:
+                config = config.model_copy(update={"settings": settings})
         return target(config)
 
     @property

@@ -261,3 +261,18 @@ def test_cfg_job_shows_the_defaults_without_importing_tensorflow(cli_session):
     assert run["code"] == 0, run["err"]
     assert "run: rs_userpkg.steps:run\nsettings:\n  units: 8\n  label: z\n" in run["out"]
     assert cli_session["tensorflow"] is False
+
+
+def test_a_sweep_over_run_steps_drops_only_the_other_steps_untouched_defaults(in_pkg_dir, tmp_path):
+    from brevetti_pipe.config import compose
+    from brevetti_pipe.platform import resolve_config
+    from brevetti_pipe.run._settings import prepare_settings
+
+    # a --multirun sweep composes each of its runs with the defaults its first run step installed
+    prepare_settings([f"run={PKG}.steps:run"])
+    cfg, task, groups = compose([f"run={PKG}.steps:ReqJob", "+settings.needed=2", _root(tmp_path)])
+    job = Job.from_config(resolve_config(cfg, task, groups))
+    assert type(job).__name__ == "ReqJob" and job.settings.needed == 2 and job.config.settings == {"needed": 2}
+    cfg, task, groups = compose([f"run={PKG}.steps:ReqJob", "+settings.needed=2", "settings.units=9", _root(tmp_path)])
+    with pytest.raises(ConfigError, match=r"Unknown key 'settings.units'"):
+        Job.from_config(resolve_config(cfg, task, groups))
