@@ -60,7 +60,7 @@ def installed_defaults() -> dict[str, Any]:
     except Exception:
         return {}
     data = OmegaConf.to_container(node, resolve=False) if node is not None else {}
-    return data if isinstance(data, dict) else {}
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def drop_foreign_defaults(settings: dict[str, Any], model: type[JobSettings]) -> dict[str, Any]:
