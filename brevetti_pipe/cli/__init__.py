@@ -287,8 +287,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         translated, verbose = translate_argv(args)
         translated = guard_overrides(translated)  # secrets masked first: a flag error may quote an override
+        translated = _upgrade_settings_overrides(translated)
         _check_hydra_flags(translated)
         _check_config_folders(translated)
+        _prepare_settings(translated)
     except ConfigError as exc:
         _fail(str(exc), 2)
         return
@@ -301,6 +303,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     LAST_SWEEP.clear()
     with _secrets.redacting_streams():
         _run_hydra(verbose or user_full_error, translated)
+
+
+_NO_COMPOSE_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc")
+
+
+def _upgrade_settings_overrides(argv: list[str]) -> list[str]:
+    from brevetti_pipe.run._settings import upgrade_settings_overrides
+
+    return upgrade_settings_overrides(argv)
+
+
+def _prepare_settings(argv: list[str]) -> None:
+    """Install the run step's settings defaults (lowest precedence) before Hydra composes; not for --help."""
+    if any(a in _NO_COMPOSE_FLAGS for a in argv):
+        return
+    from brevetti_pipe.run._settings import prepare_settings
+
+    overrides, folders = _split_args(argv)
+    name = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config-name", "-cn")), None)
+    name = name or next((a.partition("=")[2] for a in argv if a.startswith(("--config-name=", "-cn="))), None)
+    prepare_settings(overrides, config_dir=folders[0] if folders else None, config_name=name or "config")
 
 
 def _check_hydra_flags(argv: list[str]) -> None:

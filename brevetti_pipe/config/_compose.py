@@ -14,8 +14,13 @@ from brevetti_pipe._util.resources import config_dir as bundled_config_dir
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
 __all__ = [
-    "MAX_DEPTH", "MAX_NODES", "check_config_folder", "check_size", "compose", "defaults_loop", "translate_hydra_error",
+    "MAX_DEPTH", "MAX_NODES", "RUN_SETTINGS_GROUP", "check_config_folder", "check_size", "compose", "defaults_loop",
+    "set_settings_defaults", "translate_hydra_error",
 ]
+
+#: The config group (``configs/config.yaml``'s first, optional defaults entry, package ``settings``) holding
+#: the run step's settings defaults, so config files, the settings JSON and the command line override them.
+RUN_SETTINGS_GROUP = "run_settings"
 
 #: Caps on one config document: nesting depth, and values after YAML anchors/aliases are expanded.
 MAX_DEPTH = 100
@@ -189,6 +194,14 @@ def check_config_folder(folder: str | os.PathLike[str]) -> None:
             continue  # Hydra reports syntax errors itself, naming the file
         if node is not None:
             check_size(node, _yaml_children, f"Config file {path}")
+
+
+def set_settings_defaults(defaults: dict[str, Any]) -> None:
+    """Make ``defaults`` the lowest-precedence ``settings`` of every composition that follows in this
+    process (Hydra's ConfigStore, option ``run_settings/defaults``; launchers carry it to their workers)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group=RUN_SETTINGS_GROUP, name="defaults", node=dict(defaults), provider="brevetti_pipe")
 
 
 def _hydra_overrides_with_dir(overrides: Sequence[str], config_dir: str | os.PathLike[str] | None) -> list[str]:

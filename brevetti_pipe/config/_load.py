@@ -22,7 +22,7 @@ from brevetti_pipe.config._errors import validate_model
 from brevetti_pipe.config._schema import JobConfig, JobSection
 from brevetti_pipe.errors import ConfigError, StorageError, did_you_mean
 
-__all__ = ["JSON_KEYS", "SettingsSource", "parse_settings_json", "resolve_config", "target_error"]
+__all__ = ["JSON_KEYS", "SettingsSource", "is_import_path", "parse_settings_json", "resolve_config", "target_error"]
 
 _HP = "hydra_plugins.hydra_"
 #: ``_target_`` values a command line or settings JSON may hold, by exact name and by the node that holds
@@ -49,6 +49,39 @@ _ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
 _CODE_KEYS = re.compile(r"^hydra\.(sweeper\.custom_search_space|launcher\.(.+\.)?runtime_env)(\.|$)")
 #: Top-level keys a platform settings JSON may set.
 JSON_KEYS = ("settings", "datasets", "split", "sampler", "pipeline", "data")
+#: ``package.module:attribute`` (the attribute may be dotted: ``pkg.mod:Class.method``): code to import.
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+#: Keys whose value picks a component by name; from a settings JSON only registered names, never code.
+_NAMING_KEYS = ("type", "generator", "run")
+
+
+def is_import_path(value: str) -> bool:
+    """Whether ``value`` reads as ``package.module:attribute`` (code to import), not a registered name."""
+    return bool(_IMPORT_PATH.match(value))
+
+
+def _json_code_error(path: str, value: Any, url: str) -> ConfigError | None:
+    """The error for a settings JSON naming code: ``run``, a ``_target_`` anywhere, or a
+    ``package.module:attr`` as a component's ``type`` or a dataset's ``generator``. A settings JSON comes
+    from outside; which code runs stays with the user's own config files and command line."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_" or (key == "run" and not path):
+                return ConfigError(
+                    f"Settings JSON {url!r} may not set '{where}': it names code to run, which only config files "
+                    f"and the command line choose. Received: {where}={item!r}.")
+            if (key in _NAMING_KEYS and isinstance(item, str) and is_import_path(item)
+                    and path.split(".")[0] != "settings"):
+                return ConfigError(
+                    f"Settings JSON {url!r} may not name code in '{where}'. Received: {where}={item!r}. Allowed: "
+                    "a registered name; code is chosen only in config files and on the command line.")
+            error = _json_code_error(where, item, url)
+            if error:
+                return error
+    elif isinstance(value, list):
+        return next((e for i, v in enumerate(value) if (e := _json_code_error(f"{path}[{i}]", v, url))), None)
+    return None
 
 
 class SettingsSource(Protocol):
@@ -88,6 +121,9 @@ def parse_settings_json(raw: bytes, url: str) -> dict[str, Any]:
             if key.lower().replace("-", "_") == "api_key":
                 _secrets.set_api_key(doc[key])
             _secrets.add_secret(doc.pop(key))
+    code = _json_code_error("", doc, url)
+    if code:
+        raise code
     unknown = [k for k in doc if k not in JSON_KEYS]
     if unknown:
         key = unknown[0]
@@ -220,6 +256,10 @@ def resolve_config(
                 else:
                     work[key] = OmegaConf.merge(work[key], value)
             _reapply_overrides(work, composed, overrides, set(groups))
+        unset = sorted(k for k in OmegaConf.missing_keys(work) if k.startswith("settings."))
+        if unset:  # a settings field without a default (``???``) that nothing set
+            raise ConfigError(f"Missing required key '{unset[0]}'. Set it in a config file or on the command line: "
+                              f"{unset[0]}=VALUE.{' Also unset: ' + ', '.join(unset[1:]) + '.' if unset[1:] else ''}")
         data = cast("dict[str, Any]", OmegaConf.to_container(work, resolve=True))
         if isinstance(data, dict):
             _secrets.restore(data)

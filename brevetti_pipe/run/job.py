@@ -46,7 +46,7 @@ from brevetti_pipe.run.evaluation import Evaluation
 from brevetti_pipe.run.context import Cluster, Scratch, configured_callbacks, job_io, seed_frameworks
 from brevetti_pipe.run.export import environment
 from brevetti_pipe.run.lifecycle import JobInterrupted
-from brevetti_pipe.run.recipe import RECIPES, Recipe
+from brevetti_pipe.run.recipe import Recipe, resolve_run
 from brevetti_pipe.storage import is_local, join_url
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Job:
         self.config, self.id, self.name, self.seed = config, config.job.id, config.job.name, config.job.seed
         model = self._settings_model()
         if model is JobSettings and config.run:
-            model = RECIPES.get(config.run, where="run").settings
+            model = resolve_run(config.run).settings
         self.settings = validate_model(model, config.settings, prefix="settings")
         self.backend = PLATFORMS.get(config.platform.type, where="platform.type")(config.platform)
         self.io = job_io(config, self.backend.storage_options)
@@ -142,21 +142,43 @@ class Job:
         from brevetti_pipe.config import compose
         from brevetti_pipe.platform import resolve_config
 
+        from brevetti_pipe.run._settings import prepare_settings, upgrade_settings_overrides
+
         if api_key:
             _secrets.set_api_key(api_key)
-        overrides = [*overrides, *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
+        overrides = [*upgrade_settings_overrides(overrides), *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
+        prepare_settings(overrides, config_dir=config_dir, config_name=config_name, job_class=cls)
         cfg, task_overrides, groups = compose(overrides, config_dir=config_dir, config_name=config_name)
         return cls.from_config(resolve_config(cfg, task_overrides, groups))
 
     @classmethod
     def from_config(cls, config: JobConfig) -> Job:
-        """Build the job for a validated config; a recipe's own Job class is honoured."""
-        return cls(config)
+        """Build the job for a validated config, as the Job subclass ``run`` names when it names one
+        (``run: package.module:MyJob``, or a run step whose job parameter is annotated ``MyJob``).
+
+        Raises:
+            ConfigError: ``run`` names no run step, or a Job class that is not a ``cls``.
+        """
+        step = resolve_run(config.run) if config.run else None
+        target: type[Job] = cls
+        if step is not None and step.job_class is not None and not issubclass(cls, step.job_class):
+            if not issubclass(step.job_class, cls):
+                raise ConfigError(
+                    f"run names the Job class {step.job_class.__qualname__}, which is not a {cls.__qualname__}. "
+                    f"Received: run={config.run!r}. Build it with {step.job_class.__qualname__}.init() or Job.init().")
+            target = step.job_class
+        if step is not None:
+            from brevetti_pipe.run._settings import drop_foreign_defaults, settings_model
+
+            settings = drop_foreign_defaults(config.settings, settings_model(target, step))
+            if settings != config.settings:
+                config = config.model_copy(update={"settings": settings})
+        return target(config)
 
     @property
     def recipe(self) -> Recipe | None:
-        """The registered recipe named by ``run`` (None when the job runs its own ``run``)."""
-        return RECIPES.get(self.config.run, where="run") if self.config.run else None
+        """The run step ``run`` names (a registered recipe, an entry point or ``package.module:attr``), or None."""
+        return resolve_run(self.config.run) if self.config.run else None
 
     # -- paths and cluster (run.context) -------------------------------------------------
     @property

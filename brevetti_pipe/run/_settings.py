@@ -1,0 +1,143 @@
+"""Run layer: the run step's settings model, its defaults merged into the composed config below everything else.
+
+overrides -> a first, cheap composition learns ``run`` -> its Recipe -> the settings model -> its defaults
+become ``settings`` at the lowest precedence (config files, the settings JSON and the command line override
+them), so ``settings.x=V`` needs no ``+``, ``--cfg job`` shows the defaults, and unknown keys are still refused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
+from brevetti_pipe.config import JobSettings, compose
+from brevetti_pipe.config._compose import RUN_SETTINGS_GROUP, set_settings_defaults
+from brevetti_pipe.config._overrides import hydra_literal
+from brevetti_pipe.run.recipe import Recipe, resolve_run
+
+__all__ = ["drop_foreign_defaults", "prepare_settings", "settings_defaults", "settings_model", "upgrade_settings_overrides"]
+
+#: OmegaConf's marker of a value that must be set (a settings field without a default).
+MISSING = "???"
+
+
+def settings_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s fields with their defaults as plain (YAML-able) values; a required field is ``???``
+    (a required nested model is expanded, so its own fields can be set one by one)."""
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if not field.is_required():
+            out[key] = to_jsonable_python(field.get_default(call_default_factory=True))
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out[key] = settings_defaults(field.annotation)
+        else:
+            out[key] = MISSING
+    return out
+
+
+def settings_model(job_class: Any, step: Recipe | None) -> type[JobSettings]:
+    """The settings model a job reads: the ``settings:`` hint of its Job class (the run step's own class
+    when it names one), else the run step's model, else :class:`JobSettings`."""
+    cls: Any = step.job_class if step is not None and step.job_class is not None else job_class
+    model: type[JobSettings] = cls._settings_model() if cls is not None else JobSettings
+    if model is JobSettings and step is not None:
+        model = step.settings
+    return model
+
+
+def installed_defaults() -> dict[str, Any]:
+    """The settings defaults the compositions of this process start from (launchers carry them to workers)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    try:
+        node = ConfigStore.instance().load(f"{RUN_SETTINGS_GROUP}/defaults.yaml").node
+    except Exception:
+        return {}
+    data = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def drop_foreign_defaults(settings: dict[str, Any], model: type[JobSettings]) -> dict[str, Any]:
+    """``settings`` without the keys that only the installed defaults of another run step put there: a
+    ``--multirun`` sweep over run steps composes every run with the first one's defaults. A key the run
+    step's model does not know stays (and is refused) unless it still holds that default value."""
+    if model.model_config.get("extra") != "forbid":
+        return settings
+    known = {f.alias or n for n, f in model.model_fields.items()}
+    foreign = installed_defaults()
+    return {k: v for k, v in settings.items() if k in known or k not in foreign or foreign[k] != v}
+
+
+def upgrade_settings_overrides(overrides: Sequence[str]) -> list[str]:
+    """``+settings.x=V`` as ``++settings.x=V``: the ``+`` once needed to add a setting keeps working now
+    that the defaults put the key there (Hydra refuses ``+`` on an existing key)."""
+    return [f"+{o}" if o.startswith("+settings") and not o.startswith("++") else o for o in overrides]
+
+
+def _may_set_run(override: str) -> bool:
+    """Whether an override can change ``run`` (of the bundled configs, only recipes and experiments set it;
+    a user's folder comes with ``config_dir`` or ``hydra.searchpath``)."""
+    key = override.partition("=")[0].lstrip("+~").split("@")[0]
+    return key.split(".")[0].split("/")[0] in ("run", "recipe", "experiment", "hydra")
+
+
+def _probe_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that can change ``run``: settings overrides dropped (they may name keys only the
+    defaults add), a sweep reduced to its first value (a sweep over run steps gets the first one's defaults)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for arg in overrides:
+        key = arg.partition("=")[0].lstrip("+~")
+        if key.split("@")[0] == "settings" or key.startswith("settings."):
+            continue
+        try:
+            ov = parser.parse_override(arg)
+            if ov.is_sweep_override():
+                arg = f"{arg.partition('=')[0]}={hydra_literal(next(iter(ov.sweep_iterator())))}"
+        except Exception:
+            pass  # the real composition reports a malformed override
+        out.append(arg)
+    return out
+
+
+def prepare_settings(overrides: Sequence[str], *, config_dir: str | os.PathLike[str] | None = None,
+                     config_name: str = "config", job_class: Any = None) -> type[JobSettings]:
+    """Compose once to learn ``run``, then install its settings model's defaults as the lowest-precedence
+    ``settings`` of the compositions that follow (the CLI's and ``Job.init``'s). No TensorFlow import (a
+    user's module may import it itself).
+
+    Args:
+        overrides: Hydra overrides (as given on the command line or to ``Job.init``).
+        config_dir: the user's ``--config-dir``.
+        config_name: the primary config.
+        job_class: the Job subclass being built (``MyJob.init``), whose ``settings:`` hint counts.
+
+    Returns:
+        The settings model whose defaults were installed.
+
+    Raises:
+        ConfigError: ``run`` names no run step (unknown name, module not importable, ...).
+    """
+    from omegaconf import OmegaConf
+
+    set_settings_defaults({})
+    run: Any = None
+    if config_dir is not None or config_name != "config" or any(map(_may_set_run, overrides)):
+        try:
+            cfg, _, _ = compose(_probe_overrides(overrides), config_dir=config_dir, config_name=config_name)
+            run = OmegaConf.select(cfg, "run", default=None)
+        except Exception:  # noqa: S110 - the real composition reports what is wrong, with its own message
+            pass
+    step = resolve_run(str(run)) if run not in (None, "") else None
+    model = settings_model(job_class, step)
+    if model is not JobSettings:
+        set_settings_defaults(settings_defaults(model))
+    return model
