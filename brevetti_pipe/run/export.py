@@ -73,17 +73,27 @@ def weights_sha256(model: Any) -> str:
     return digest.hexdigest()
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def check_export_formats(formats: Sequence[str]) -> None:
     """Fail early when a format in ``export.formats`` needs packages that are not installed.
 
     Raises:
         ConfigError: naming the format, the missing module and the extra to install.
     """
-    import importlib.util
-
     for fmt in formats:
         modules, extra = _FORMAT_NEEDS.get(fmt, ((), ""))
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        missing = [m for m in modules if not _importable(m)]
         if missing:
             raise ConfigError(
                 f"export.formats asks for {fmt}, which needs {', '.join(missing)} (not installed). "
