@@ -1,0 +1,51 @@
+"""A segmentation archive exports the same way (masks out) and predict writes mask PNGs beside the CSV."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from brevetti_pipe import Job, load_model
+from brevetti_pipe.cli.predict import main
+from tests.deploy.conftest import ALL_FORMATS, QUIET
+
+
+def test_segmentation_archive_and_predicted_masks(tmp_path, capsys):
+    root = tmp_path / "platform"
+    job = Job.init(job_id="seg", overrides=[
+        "recipe=vials_segmentation", "settings.epochs=1", "settings.batch_size=8", "settings.filters=2",
+        "pipeline.image.target_size=[16,16]", f"platform.root={root}", *QUIET,
+        "datasets.vials_seg.generator_params.per_class=4", "datasets.vials_seg.generator_params.size=32",
+        f"export.formats=[{','.join(ALL_FORMATS)}]",
+    ])
+    job.start()
+    artifacts = root / "jobs" / "seg" / "artifacts"
+    out = json.loads((artifacts / "output.json").read_text())
+    assert out["status"] == "completed", out["error"]
+    devel = job.samples[job.samples.purpose == "devel"]
+    for fmt in ALL_FORMATS:
+        figures = out["export"][fmt]
+        assert figures["samples"] == len(devel) > 0 and figures["label_agreement"] == 1.0, fmt
+        assert figures["max_abs_diff"] <= 1e-4, fmt
+    assert out["operating_point"] is None
+
+    paths = [str(p) for p in devel.path]
+    with load_model(artifacts / "model.tar.gz") as model:
+        assert model.task == "segmentation" and model.classes == ["background", "cap", "liquid"]
+        assert model.metadata["output"]["shape"] == [None, 16, 16, 3]
+        probs = model.predict(paths)
+    assert probs.shape == (len(paths), 16, 16, 3)
+
+    csv = tmp_path / "out" / "predictions.csv"
+    assert main([str(artifacts / "model.tar.gz"), *paths, "--format", "tflite", "--output", str(csv)]) == 0, capsys.readouterr().err
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["path", "mask", "area_background", "area_cap", "area_liquid"]
+    assert list(table.path) == paths
+    for row, p in zip(table.itertuples(), probs):
+        mask = np.asarray(Image.open(tmp_path / "out" / "predictions_masks" / row.mask))
+        expected = np.argmax(p, axis=-1)
+        assert mask.shape == (16, 16) and np.mean(mask == expected) == 1.0
+        assert [row.area_background, row.area_cap, row.area_liquid] == [float(np.mean(expected == i)) for i in range(3)]
