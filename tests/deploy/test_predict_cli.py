@@ -32,7 +32,17 @@ def _check_rows(table: pd.DataFrame, deployed, images: list[Path]) -> None:
     assert list(table.decision) == decisions and set(decisions) <= {"accept", "reject"}
 
 
-def test_a_corrupt_file_is_listed_and_the_rest_predicted(deployed, tmp_path):
+def test_the_console_script_is_installed():
+    exe = Path(sys.executable).with_name("brevetti-pipe-predict")
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ARCHIVE" in proc.stdout.upper() and "--storage-option" in proc.stdout
+    proc = subprocess.run([str(exe), "missing.tar.gz", "x.png"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        "brevetti-pipe-predict: error: Model archive not found: missing.tar.gz")
+
+
+def test_a_corrupt_file_is_listed_and_the_rest_predicted(deployed, tmp_path, capsys):
     folder = tmp_path / "line" / "cam1"
     folder.mkdir(parents=True)
     images = []
@@ -42,11 +52,10 @@ def test_a_corrupt_file_is_listed_and_the_rest_predicted(deployed, tmp_path):
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG cut short
     (folder / "notes.txt").write_text("not an image, not an input")
     out = tmp_path / "predictions.csv"
-    exe = Path(sys.executable).with_name("brevetti-pipe-predict")
-    proc = subprocess.run([str(exe), str(deployed.archive), str(tmp_path / "line"), "--output", str(out), "--batch-size", "8"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    assert f"Could not predict 1 input(s):\n  {folder / 'broken.png'}: cannot be decoded" in proc.stderr
+    code = main([str(deployed.archive), str(tmp_path / "line"), "--output", str(out), "--batch-size", "8"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"Could not predict 1 input(s):\n  {folder / 'broken.png'}: cannot be decoded" in err
     table = pd.read_csv(out)
     assert list(table.path) == sorted(str(p) for p in images)
     _check_rows(table, deployed, sorted(images))

@@ -10,14 +10,32 @@ from PIL import Image
 
 from brevetti_pipe import Job, load_model
 from brevetti_pipe.cli.predict import main
+from brevetti_pipe.recipes.vials_segmentation import VialsSegmentationSettings
+from brevetti_pipe.run.recipe import recipe
 from tests.deploy.conftest import ALL_FORMATS, QUIET
+
+
+@recipe("deploy_tiny_segmenter", settings=VialsSegmentationSettings)
+def tiny_segmenter(job):  # noqa: ANN001, ANN201
+    """A per-pixel softmax over background, cap and liquid (a 3x3 convolution), fitted for one step."""
+    import keras
+
+    samples = job.get_samples()
+    train = job.data_generator(samples[samples.purpose == "train"], train=True, batch_size=8,
+                               output_structure=("img", "segmentation"))
+    job.seed_frameworks()
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(inputs))
+    model.compile("adam", "categorical_crossentropy")
+    model.fit(train.get_dataset(), steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+    return model
 
 
 def test_segmentation_archive_and_predicted_masks(tmp_path, capsys):
     root = tmp_path / "platform"
     job = Job.init(job_id="seg", overrides=[
-        "recipe=vials_segmentation", "settings.epochs=1", "settings.batch_size=8", "settings.filters=2",
-        "pipeline.image.target_size=[16,16]", f"platform.root={root}", *QUIET,
+        "recipe=vials_segmentation", "run=deploy_tiny_segmenter", "pipeline.image.target_size=[16,16]",
+        f"platform.root={root}", *QUIET,
         "datasets.vials_seg.generator_params.per_class=4", "datasets.vials_seg.generator_params.size=32",
         f"export.formats=[{','.join(ALL_FORMATS)}]",
     ])
