@@ -51,6 +51,9 @@ class ExportSource(Protocol):
     @property
     def samples(self) -> pd.DataFrame | None: ...
 
+    @property
+    def classes(self) -> list[str]: ...
+
     def artifact_path(self, *parts: str, dir: bool = False) -> str: ...
 
     def on_artifact(self, path: str) -> None: ...
@@ -92,7 +95,9 @@ def _classes(job: ExportSource, task: str, metadata: dict[str, Any]) -> list[str
                 params = spec.params()
                 background = ["background"] if params.get("include_background", True) else []
                 return [*background, *params.get("classes", [])]
-    return list(metadata.get("classes") or [])
+    if metadata.get("classes"):
+        return list(metadata["classes"])
+    return list(job.classes) if job.samples is not None else []  # listed already: no extra I/O
 
 
 def _read(io: IoTools, paths: Sequence[str]) -> list[bytes]:

@@ -68,6 +68,9 @@ class JobState(Protocol):
 
     @property
     def samples(self) -> pd.DataFrame | None: ...
+
+    @property
+    def classes(self) -> list[str]: ...
     output_error: BaseException | None
     output_warned: bool
 
@@ -331,6 +334,8 @@ def export_model(job: JobState, model: Any, name: str) -> str:
     """
     from brevetti_pipe.run.deployment import UNVERIFIED, export_archive
 
+    if job.fitted is None and hasattr(model, "save") and hasattr(model, "weights"):
+        job.fitted = model  # a failing export (a converter error, say) keeps the model, see fail()
     result = export_archive(job, model, Path(job.temp_path("export", dir=True)), Path(job.temp_path(name)), _metadata(job))
     job.exported = result.output_fields()
     if result.failures:

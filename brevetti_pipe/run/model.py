@@ -244,6 +244,9 @@ class LoadedModel:
                 hint = " Pass paths to predict() instead." if isinstance(item, (str, os.PathLike)) else ""
                 raise StageError(f"predict_bytes takes encoded image bytes; item {i} is a {type(item).__name__} "
                                  f"({str(item)[:200]!r}).{hint}")
+        if not items:
+            shape = (self.metadata.get("output") or {}).get("shape") or [None, len(self.classes)]
+            return np.zeros((0, *[d or 0 for d in shape[1:]]), np.float32)
         out, bad = self.predict_encoded([bytes(b) for b in items], batch_size)
         if bad:
             i = min(bad)

@@ -50,7 +50,7 @@ def accept_index(classes: Sequence[str], accept_class: str) -> int:
     names = list(classes)
     if accept_class not in names:
         raise ConfigError(
-            f"{_KEY} must be one of the model's classes {names}. Received: {_KEY}={accept_class!r}."
+            f"{_KEY} must be one of the model's classes {names}. Received: {_KEY}={accept_class!r}"
             + did_you_mean(accept_class, names)
         )
     return names.index(accept_class)

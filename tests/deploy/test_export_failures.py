@@ -80,3 +80,20 @@ def test_onnx_without_the_export_extra_fails_before_training(tmp_path, tiny_vial
     assert "export.formats asks for onnx, which needs tf2onnx" in str(info.value)
     assert "Install brevetti_pipe[export]" in str(info.value)
     assert "noonnx" not in CALLS, "the run step never ran"
+
+
+def test_an_export_error_after_training_keeps_the_model_locally(tmp_path, tiny_vials, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    job = Job.init(job_id="badop", overrides=_overrides(tmp_path, tiny_vials, "run=deploy_drifting_layer",
+                                                         "export.formats=[keras]",
+                                                         "evaluation.operating_point={accept_class:godo}"))
+    with pytest.raises(ConfigError) as info:
+        job.start()
+    assert str(info.value) == ("evaluation.operating_point.accept_class must be one of the model's classes "
+                               "['failed_cap', 'good', 'missing_cap']. Received: evaluation.operating_point."
+                               "accept_class='godo' Did you mean 'good'?")
+    out = json.loads((tmp_path / "jobs" / "badop" / "artifacts" / "output.json").read_text())
+    assert out["status"] == "failed" and out["kept_model"].startswith(str(tmp_path / "cache"))
+    assert "The trained model is kept at" in out["error"]
+    with load_model(out["kept_model"], format="keras") as kept:
+        assert kept.metadata["job_id"] == "badop"
