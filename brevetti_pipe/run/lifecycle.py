@@ -65,14 +65,14 @@ class JobState(Protocol):
     fitted: Any
     exported: dict[str, Any]
     evaluations: dict[str, Evaluation]
+    output_error: BaseException | None
+    output_warned: bool
 
     @property
     def samples(self) -> pd.DataFrame | None: ...
 
     @property
     def classes(self) -> list[str]: ...
-    output_error: BaseException | None
-    output_warned: bool
 
     @property
     def kept(self) -> KeptFiles: ...
