@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from brevetti_pipe.config import JobSettings
 from brevetti_pipe.errors import (
-    BrevettiPipeError, ChecksumError, ConfigError, DatasetError, ExportError, JobLockedError, SplitError, StageError, StorageError,
+    BrevettiPipeError, ChecksumError, ConfigError, DatasetError, ExportError, JobLockedError, MetricError, SplitError,
+    StageError, StorageError,
 )
 from brevetti_pipe.run.job import Job
 from brevetti_pipe.run.recipe import recipe
@@ -47,6 +48,7 @@ __all__ = [
     "Job",
     "JobLockedError",
     "JobSettings",
+    "MetricError",
     "SplitError",
     "StageError",
     "StorageError",

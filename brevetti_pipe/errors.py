@@ -14,6 +14,7 @@ __all__ = [
     "DatasetError",
     "ExportError",
     "JobLockedError",
+    "MetricError",
     "SplitError",
     "StageError",
     "StorageError",
@@ -41,6 +42,10 @@ class ExportError(BrevettiPipeError):
 
 class JobLockedError(BrevettiPipeError):
     """Another live process runs the same job id (its lock under the job folder is held)."""
+
+
+class MetricError(BrevettiPipeError, ValueError):
+    """A metric value handed to the job is not a number."""
 
 
 class SplitError(BrevettiPipeError):

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from brevetti_pipe.errors import ConfigError
+
 __all__ = [
     "StrictModel",
     "JobSettings",
@@ -70,9 +72,9 @@ class PlatformConfig(StrictModel):
     def _check_root(cls, value: str) -> str:
         scheme, sep, rest = value.partition("://")
         if not value.strip():
-            raise ValueError("must not be empty; allowed: a folder or URL, e.g. /data/platform or s3://bucket/platform")
+            raise ConfigError("must not be empty; allowed: a folder or URL, e.g. /data/platform or s3://bucket/platform")
         if sep and not rest.strip("/") and scheme not in ("file", "local", "memory"):
-            raise ValueError(f"a {scheme}:// URL needs a location after it, e.g. {scheme}://bucket/platform")
+            raise ConfigError(f"a {scheme}:// URL needs a location after it, e.g. {scheme}://bucket/platform")
         return value
 
 
@@ -95,7 +97,7 @@ class JobSection(StrictModel):
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # job.id=42 on the command line
         if isinstance(value, str) and (not _JOB_ID.fullmatch(value) or ".." in value):
-            raise ValueError(
+            raise ConfigError(
                 "a job id is one folder name under <platform.root>/jobs: 1-128 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit, without '..'"
             )
@@ -144,7 +146,7 @@ class SplitConfig(StrictModel):
     def _check_file(cls, value: str) -> str:
         parts = value.replace("\\", "/").split("/")
         if not value.strip() or value.startswith(("/", "\\", "~")) or ":" in parts[0] or ".." in parts:
-            raise ValueError("allowed: a file name relative to the job's artifacts folder, without '..'")
+            raise ConfigError("allowed: a file name relative to the job's artifacts folder, without '..'")
         return value
 
     @field_validator("fractions")
@@ -152,12 +154,12 @@ class SplitConfig(StrictModel):
     def _check_fractions(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - set(PURPOSES))
         if unknown:
-            raise ValueError(f"unknown purpose(s) {unknown}; allowed: {list(PURPOSES)}")
+            raise ConfigError(f"unknown purpose(s) {unknown}; allowed: {list(PURPOSES)}")
         if any(v < 0 for v in value.values()):
-            raise ValueError(f"fractions must be >= 0, got {value}")
+            raise ConfigError(f"fractions must be >= 0, got {value}")
         total = sum(value.values())
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"fractions must sum to 1, got {total:g} from {value}")
+            raise ConfigError(f"fractions must sum to 1, got {total:g} from {value}")
         return value
 
 
@@ -193,7 +195,7 @@ class DataConfig(StrictModel):
     def _check_count(cls, value: int | str, info: ValidationInfo) -> int | str:
         least = 1 if info.field_name == "num_parallel_calls" else 0
         if isinstance(value, int) and value != -1 and value < least:
-            raise ValueError(f"allowed: 'autotune', -1 (the same) or a count >= {least}")
+            raise ConfigError(f"allowed: 'autotune', -1 (the same) or a count >= {least}")
         return value
 
 

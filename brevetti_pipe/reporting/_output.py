@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from brevetti_pipe._util import secrets as _secrets
-from brevetti_pipe.errors import ConfigError
+from brevetti_pipe.errors import ConfigError, MetricError
 from brevetti_pipe.storage import IoTools
 
 __all__ = ["clean_metrics", "epoch_values", "output_document", "write_confusion_matrix"]
@@ -24,14 +24,14 @@ def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
     :func:`output_document` writes it as null (JSON has no NaN).
 
     Raises:
-        ValueError: for a value that is not a number (text, None).
+        MetricError: (a ValueError) for a value that is not a number (text, None).
     """
     clean: dict[str, float | int] = {}
     for name, value in metrics.items():
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"Metric '{name}' must be a number; got {value!r}") from None
+            raise MetricError(f"Metric '{name}' must be a number; got {value!r}") from None
         if not math.isfinite(number):
             log.warning("Metric '%s' is not finite (%s); output.json records it as null", name, number)
         clean[str(name)] = int(value) if isinstance(value, int) and not isinstance(value, bool) else number

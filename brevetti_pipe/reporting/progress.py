@@ -18,7 +18,7 @@ from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe._util.paths import check_relative
 from brevetti_pipe.reporting._callback import JobCallback
 from brevetti_pipe.config._schema import StrictModel
-from brevetti_pipe.errors import StorageError
+from brevetti_pipe.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from brevetti_pipe.reporting._callback import JobView
@@ -89,7 +89,7 @@ class Progress(JobCallback, name="progress"):
         @classmethod
         def _http_url(cls, url: str | None) -> str | None:
             if url is not None and (urllib.parse.urlsplit(url).scheme not in ("http", "https") or "://" not in url):
-                raise ValueError("expected an http:// or https:// URL")
+                raise ConfigError("expected an http:// or https:// URL")
             return url
 
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
