@@ -5,21 +5,38 @@ DataGenerator (tf.data, seeded) -> your run step -> reporting callbacks -> model
 TensorFlow is imported only when a graph or model is built.
 """
 
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
 from brevetti_pipe.config import JobSettings
 from brevetti_pipe.errors import (
-    BrevettiPipeError, ChecksumError, ConfigError, DatasetError, JobLockedError, MetricError, SplitError, StageError, StorageError,
+    BrevettiPipeError, ChecksumError, ConfigError, DatasetError, ExportError, JobLockedError, MetricError, SplitError,
+    StageError, StorageError,
 )
 from brevetti_pipe.run.job import Job
 from brevetti_pipe.run.recipe import recipe
 
+if TYPE_CHECKING:
+    from brevetti_pipe.run.model import LoadedModel
+    from brevetti_pipe.storage import IoTools
+
 __version__ = "0.1.0"
 
 
-def load_model(path_or_url: str, io: object = None):  # type: ignore[no-untyped-def]
-    """Load an exported model archive; see :func:`brevetti_pipe.run.model.load_model` (imports TensorFlow)."""
+def load_model(path_or_url: str | os.PathLike[str], io: IoTools | None = None, *, format: str | None = None,
+               verify: bool = True) -> LoadedModel:
+    """Load an exported model archive in one of its formats (keras, saved_model, onnx, tflite); see
+    :func:`brevetti_pipe.run.model.load_model` (imports TensorFlow).
+
+    Example:
+        >>> with load_model("model.tar.gz", format="onnx") as model:
+        ...     probabilities = model.predict(["a.png", "b.bmp"])
+    """
     from brevetti_pipe.run.model import load_model as _load
 
-    return _load(path_or_url, io)  # type: ignore[arg-type]
+    return _load(path_or_url, io, format=format, verify=verify)
 
 
 __all__ = [
@@ -27,6 +44,7 @@ __all__ = [
     "ChecksumError",
     "ConfigError",
     "DatasetError",
+    "ExportError",
     "Job",
     "JobLockedError",
     "JobSettings",

@@ -12,6 +12,7 @@ __all__ = [
     "ChecksumError",
     "ConfigError",
     "DatasetError",
+    "ExportError",
     "JobLockedError",
     "MetricError",
     "SplitError",
@@ -33,6 +34,10 @@ class ConfigError(BrevettiPipeError, ValueError):
 
 class DatasetError(BrevettiPipeError):
     """A dataset cannot be listed, is empty, or its samples are unusable."""
+
+
+class ExportError(BrevettiPipeError):
+    """An exported model format does not predict what the trained model predicts (export parity)."""
 
 
 class JobLockedError(BrevettiPipeError):

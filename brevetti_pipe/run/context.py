@@ -55,6 +55,7 @@ def own_files(config: JobConfig) -> dict[str, str]:
     """The artifacts the job itself writes (a name ending with ``/`` is a folder): callbacks keep off them."""
     return {
         "output.json": "the job's output.json", "model.tar.gz": "the model archive",
+        "model.unverified.tar.gz": "the model archive that failed export parity",
         config.split.file.removeprefix("./"): "the split (split.file)",
         "bad_samples.csv": "the list of skipped samples", "charts/": "the charts folder",
         "pivot/": "the pivot table folder", "facets/": "the facets folder",

@@ -10,21 +10,35 @@ import os
 import platform as _platform
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from brevetti_pipe._util import secrets as _secrets
-from brevetti_pipe.errors import StorageError, describe
+from brevetti_pipe.errors import ConfigError, StorageError, describe
 from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.storage import IoTools
 
-__all__ = ["archive_model", "environment", "upload_model", "weights_sha256"]
+__all__ = [
+    "FORMAT_FILES", "archive_folder", "archive_model", "check_export_formats", "environment", "file_digests",
+    "upload_model", "weights_sha256", "write_formats",
+]
 
 _PACKAGES = (
     "brevetti_pipe", "tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "hydra-core",
-    "omegaconf", "pydantic", "fsspec", "s3fs", "gcsfs", "pillow",
+    "omegaconf", "pydantic", "fsspec", "s3fs", "gcsfs", "pillow", "tf2onnx", "onnx", "onnxruntime",
 )
+
+#: where each export format lives inside model.tar.gz (a trailing ``/`` is a folder)
+FORMAT_FILES = {"keras": "model.keras", "saved_model": "saved_model/", "onnx": "model.onnx", "tflite": "model.tflite"}
+#: the modules a format needs that the core install lacks, and the extra bringing them
+_FORMAT_NEEDS = {"onnx": (("tf2onnx", "onnx", "onnxruntime"), "export")}
+#: SavedModel signatures: encoded bytes in (serving_default), the preprocessing alone, the model alone
+SIGNATURES = {
+    "serving_default": "images: [N] tf.string of encoded BMP/PNG/JPEG/GIF -> probabilities (preprocessing inside)",
+    "preprocess": "images: [N] tf.string -> image: the preprocessed batch the model takes",
+    "predict_preprocessed": "image: the preprocessed batch -> probabilities",
+}
 
 
 def environment() -> dict[str, Any]:
@@ -57,6 +71,110 @@ def weights_sha256(model: Any) -> str:
         digest.update(f"{getattr(variable, 'path', variable.name)}|{value.dtype.str}|{value.shape}\n".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_export_formats(formats: Sequence[str]) -> None:
+    """Fail early when a format in ``export.formats`` needs packages that are not installed.
+
+    Raises:
+        ConfigError: naming the format, the missing module and the extra to install.
+    """
+    for fmt in formats:
+        modules, extra = _FORMAT_NEEDS.get(fmt, ((), ""))
+        missing = [m for m in modules if not _importable(m)]
+        if missing:
+            raise ConfigError(
+                f"export.formats asks for {fmt}, which needs {', '.join(missing)} (not installed). "
+                f"Install brevetti_pipe[{extra}], or drop {fmt} from export.formats. Received: export.formats={list(formats)}"
+            )
+
+
+def write_formats(model: Any, staging: Path, formats: Sequence[str], preprocess: Any, input_spec: Any) -> dict[str, Any]:
+    """Write ``model`` in each of ``formats`` into ``staging`` (see :data:`FORMAT_FILES`).
+
+    Args:
+        model: a single-input Keras model.
+        preprocess: ``[N] tf.string -> model input batch`` (see ``run._images.batch_preprocessor``),
+            traced into the SavedModel's ``serving_default`` so it serves encoded image bytes.
+        input_spec: the model input's ``tf.TensorSpec`` (batch dimension None).
+
+    Returns:
+        ``{format: {file/path and what it takes}}`` for metadata.json.
+    """
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    check_export_formats(formats)
+    written: dict[str, Any] = {}
+    images = tf.TensorSpec([None], tf.string, name="images")
+    tensor = tf.TensorSpec(input_spec.shape, input_spec.dtype, name="image")
+    need_saved_model = any(f in formats for f in ("saved_model", "tflite"))
+    if "keras" in formats:
+        model.save(staging / FORMAT_FILES["keras"])
+        written["keras"] = {"file": FORMAT_FILES["keras"], "input": "preprocessed"}
+    if need_saved_model:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", lambda images: {"probabilities": model(preprocess(images), training=False)},
+                             input_signature=[images])
+        archive.add_endpoint("preprocess", lambda images: {"image": preprocess(images)}, input_signature=[images])
+        archive.add_endpoint("predict_preprocessed", lambda image: {"probabilities": model(image, training=False)},
+                             input_signature=[tensor])
+        archive.write_out(str(staging / "saved_model"), verbose=False)
+        written["saved_model"] = {"path": FORMAT_FILES["saved_model"], "input": "encoded", "signatures": dict(SIGNATURES)}
+    if "tflite" in formats:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(staging / "saved_model"),
+                                                             signature_keys=["predict_preprocessed"])
+        (staging / FORMAT_FILES["tflite"]).write_bytes(converter.convert())
+        written["tflite"] = {"file": FORMAT_FILES["tflite"], "input": "preprocessed", "signature": "predict_preprocessed"}
+    if need_saved_model and "saved_model" not in formats:
+        shutil.rmtree(staging / "saved_model", ignore_errors=True)  # only the TFLite converter's input
+    if "onnx" in formats:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf2onnx's NumPy deprecation notices
+            model.export(str(staging / FORMAT_FILES["onnx"]), format="onnx", verbose=False,
+                         input_signature=[tf.TensorSpec(input_spec.shape, input_spec.dtype, name="image")])
+        written["onnx"] = {"file": FORMAT_FILES["onnx"], "input": "preprocessed"}
+    return {f: written[f] for f in formats}
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` by its relative path (``/``-separated), sorted."""
+    import hashlib
+
+    digests = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        digests[path.relative_to(folder).as_posix()] = h.hexdigest()
+    return digests
+
+
+def archive_folder(staging: Path, archive: Path) -> Path:
+    """Pack every entry of ``staging`` (sorted, metadata.json first) into the gzip tar ``archive``."""
+    entries = sorted(staging.iterdir(), key=lambda p: (p.name != "metadata.json", p.name))
+    tmp = archive.with_name(f".{archive.name}.{os.getpid()}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for entry in entries:
+            tar.add(entry, arcname=entry.name)
+    os.replace(tmp, archive)
+    return archive
 
 
 def archive_model(model: Any, staging: Path, archive: Path, metadata: dict[str, Any]) -> Path:

@@ -123,6 +123,7 @@ class Job:
         self.trained = False
         self.fitted: Any = None
         self.evaluations: dict[str, Evaluation] = {}
+        self.exported: dict[str, Any] = {}  # weights_sha256, export parity, operating_point (output.json)
 
     # -- construction --------------------------------------------------------------------
     @classmethod

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.config import JobConfig
-from brevetti_pipe.errors import JobLockedError, StorageError, describe
+from brevetti_pipe.errors import ExportError, JobLockedError, StorageError, describe
 from brevetti_pipe.platform import layout
 from brevetti_pipe.reporting import CallbackList, JobView, Progress
 from brevetti_pipe.reporting._output import clean_metrics
@@ -24,11 +24,14 @@ from brevetti_pipe.reporting._output import output_document as _document
 from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.run._lease import JobLease
 from brevetti_pipe.run.context import Scratch
-from brevetti_pipe.run.export import archive_model, environment, upload_model
+from brevetti_pipe.run.export import archive_model, check_export_formats, environment, upload_model
 from brevetti_pipe.storage import IoTools
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from brevetti_pipe.data.selection import SampleSelection
+    from brevetti_pipe.run.evaluation import Evaluation
 
 __all__ = [
     "JobInterrupted", "JobState", "add_metrics", "begin", "complete", "export_model", "fail", "output_document", "start",
@@ -60,8 +63,16 @@ class JobState(Protocol):
     kept_model: str | None
     trained: bool
     fitted: Any
+    exported: dict[str, Any]
+    evaluations: dict[str, Evaluation]
     output_error: BaseException | None
     output_warned: bool
+
+    @property
+    def samples(self) -> pd.DataFrame | None: ...
+
+    @property
+    def classes(self) -> list[str]: ...
 
     @property
     def kept(self) -> KeptFiles: ...
@@ -121,6 +132,7 @@ def start(job: JobState, complete_after: bool = True) -> Any:
         if job.config.distribution.strategy != "default":
             _ = job.strategy  # multi-worker strategies must exist before other TensorFlow work
         job.callbacks.on_job_start(job=job.view)
+        check_export_formats(job.config.export.formats)  # a missing extra fails before training, not after
         if job.config.run is not None or "tensorflow" in sys.modules:
             job.seed_frameworks()
         result = job.run()
@@ -264,6 +276,8 @@ def output_document(job: JobState) -> dict[str, Any]:
         metrics=job.metrics, model_path=job.model_path, kept_model=job.kept_model, attempt=job.attempt,
         environment=environment(), error=job.error, bad_samples=job.bad_samples,
         started_at=job.started_at, ended_at=job.ended_at,
+        weights_sha256=job.exported.get("weights_sha256"), export=job.exported.get("export") or {},
+        operating_point=job.exported.get("operating_point"),
     )
 
 
@@ -309,27 +323,67 @@ def write_output(job: JobState) -> str:
 
 
 def export_model(job: JobState, model: Any, name: str) -> str:
-    """Archive ``model`` with a metadata.json and upload it to artifacts/``name`` (kept locally when
-    the upload fails); returns ``name``."""
-    archive = _archive(job, model, name)
+    """Export ``model`` (every format of ``export.formats``, the operating point, parity with the
+    trained model) into the archive ``name`` and upload it to the artifacts (kept locally when the
+    upload fails); returns ``name``.
+
+    Raises:
+        ExportError: a format's outputs differ from the trained model's beyond ``export.tolerance``
+            (or a label differs); the archive is kept as artifacts/model.unverified.tar.gz (or
+            locally when that upload fails too) and the message says where.
+    """
+    from brevetti_pipe.run.deployment import UNVERIFIED, export_archive
+
+    if job.fitted is None and hasattr(model, "save") and hasattr(model, "weights"):
+        job.fitted = model  # a failing export (a converter error, say) keeps the model, see fail()
+    result = export_archive(job, model, Path(job.temp_path("export", dir=True)), Path(job.temp_path(name)), _metadata(job))
+    job.exported = result.output_fields()
+    if result.failures:
+        return _keep_unverified(job, result.archive, UNVERIFIED, result.failures)
     url = job.artifact_path(name)
 
     def kept(path: str) -> None:
         job.kept_model = path
 
-    upload_model(job.io, archive, url, kept=job.kept, name=name, scratch=job.scratch.owned, job_id=job.id, on_kept=kept)
+    upload_model(job.io, result.archive, url, kept=job.kept, name=name, scratch=job.scratch.owned, job_id=job.id, on_kept=kept)
     job.on_artifact(url)
     return name
 
 
-def _archive(job: JobState, model: Any, name: str) -> Path:
-    """The local model archive ``name`` of ``model`` (a Keras model or a path) in the scratch folder."""
-    meta = {
+def _keep_unverified(job: JobState, archive: Path, name: str, failures: list[str]) -> str:
+    """Upload an archive whose formats failed parity as artifacts/``name`` (locally kept if that fails too)
+    and raise the ExportError naming the formats and where the model is."""
+    url = job.artifact_path(name)
+    where = _secrets.redact(url)
+
+    def kept(path: str) -> None:
+        job.kept_model = path
+
+    try:
+        upload_model(job.io, archive, url, kept=job.kept, name=name, scratch=job.scratch.owned, job_id=job.id, on_kept=kept)
+        job.on_artifact(url)
+        job.kept_model = name
+    except StorageError:
+        where = str(job.kept_model)
+    job.fitted = None  # it is kept: a failure must not archive it again
+    raise ExportError(
+        f"Export parity failed for {'; '.join(failures)}. The trained model is kept (unverified) at {where}; "
+        "the export figures are under 'export' in output.json"
+    )
+
+
+def _metadata(job: JobState) -> dict[str, Any]:
+    return {
         "job_id": job.id, "name": job.name, "classes": job.data.known_classes,
         "pipeline": {n: s.model_dump(mode="json") for n, s in job.config.pipeline.items()},
         "brevetti_pipe": environment()["packages"].get("brevetti_pipe"), **job.metadata,
     }
-    return archive_model(model, Path(job.temp_path("export", dir=True)), Path(job.temp_path(name)), meta)
+
+
+def _archive(job: JobState, model: Any, name: str) -> Path:
+    """The local model archive ``name`` of ``model`` (a Keras model or a path) in the scratch folder:
+    the Keras format and metadata only (a failed job keeps its model this way, quickly)."""
+    return archive_model(model, Path(job.temp_path("export", dir=True)), Path(job.temp_path(name)), _metadata(job))
 
 
 def _remove(io: IoTools, url: str) -> None:
