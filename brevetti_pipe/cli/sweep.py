@@ -120,6 +120,7 @@ def sweep_table(runs: Sequence[dict[str, Any]], objective: str | None = None,
     params = [k for k in keys if len(texts[k]) > 1]
     constant = [f"{k}={next(iter(texts[k]))}" for k in keys if k not in params]
     metrics = list(dict.fromkeys(m for r in runs for m in (r.get("metrics") or {})))
+    given = objective
     objective = objective if objective else (metrics[0] if metrics else None)
     if objective and objective in metrics:
         metrics.remove(objective)
@@ -142,6 +143,7 @@ def sweep_table(runs: Sequence[dict[str, Any]], objective: str | None = None,
             best = int(scores.idxmin() if minimise else scores.idxmax())
     table.insert(columns.index("best"), "best", [i == best for i in range(len(table))])
     return table, {"params": params, "constant": constant, "metrics": metrics, "objective": objective,
+                   "objective_given": bool(given),
                    "minimise": minimise, "best": best}
 
 
@@ -209,6 +211,7 @@ def _html(table: pd.DataFrame, folder: Path, sort_by: str | None, info: dict[str
     return render_page(
         "sweep.html.j2", title=f"Sweep {folder.name}", folder=str(folder), rows=rows, params=params,
         metrics=info["metrics"], objective=objective, minimise=info["minimise"], constant=info["constant"],
+        objective_given=info["objective_given"],
         charts=charts, failed=failed, order=f"sorted by {sort_by}" if sort_by else "in run order",
     )
 

@@ -32,10 +32,14 @@ def _color(label: str, i: int) -> str:
     return _PALETTE.get(label, _OTHERS[i % len(_OTHERS)])
 
 
-def _figure(width: float, height: float) -> Any:
+def _figure(width: float, height: float, fixed: bool = False) -> Any:
+    """A figure; ``fixed`` margins cost a third of the constrained layout (the per-epoch charts use them)."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=96, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=96, layout=None if fixed else "constrained")
+    if fixed:
+        fig.subplots_adjust(left=0.15, right=0.97, top=0.89, bottom=0.19)
+    return fig
 
 
 def _svg(fig: Any, key: str) -> str:
@@ -66,7 +70,7 @@ def curves_svg(name: str, series: Mapping[str, Sequence[tuple[int, float | None]
     import matplotlib
 
     with matplotlib.rc_context(_RC):
-        fig = _figure(4.4, 2.6)
+        fig = _figure(4.4, 2.6, fixed=True)
         ax = fig.add_subplot()
         epochs: set[int] = set()
         for i, (label, points) in enumerate(sorted(series.items(), key=lambda kv: (kv[0] not in _PALETTE, kv[0]))):
@@ -105,17 +109,20 @@ def confusion_svg(matrix: Sequence[Sequence[float]], classes: Sequence[str], pur
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = np.where(totals > 0, counts / totals, 0.0)
     n = len(classes)
-    side = min(3.6, 1.4 + 0.45 * n)
+    longest = max((len(str(c)) for c in classes), default=1)
+    rotate = n > 2 and longest > 4
+    side = min(4.2, 1.6 + 0.5 * n + (0.06 * longest if rotate else 0))
     with matplotlib.rc_context(_RC):
-        fig = _figure(2 * side + 0.8, side + 0.4)
+        fig = _figure(2 * side + 0.6, side + 0.2)
         axes = fig.subplots(1, 2)
         panels = ((counts, "Blues", "counts", _count_text), (rates, "Oranges", "row-normalised", lambda v: f"{v:.2f}"))
         for ax, (values, cmap, title, fmt) in zip(axes, panels):
             vmax = float(values.max()) if values.size and values.max() > 0 else 1.0
             image = ax.imshow(values, cmap=cmap, vmin=0, vmax=vmax)
             ax.set_title(f"{purpose}: {title}")
-            ax.set_xticks(range(n), labels=list(classes), rotation=30 if n > 3 else 0, ha="right" if n > 3 else "center")
-            ax.set_yticks(range(n), labels=list(classes))
+            ax.set_xticks(range(n), labels=[str(c) for c in classes], rotation=35 if rotate else 0,
+                          ha="right" if rotate else "center", rotation_mode="anchor")
+            ax.set_yticks(range(n), labels=[str(c) for c in classes])
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
             ax.grid(False)
@@ -125,7 +132,7 @@ def confusion_svg(matrix: Sequence[Sequence[float]], classes: Sequence[str], pur
                         dark = values[r, c] > 0.55 * vmax
                         ax.text(c, r, fmt(values[r, c]), ha="center", va="center", fontsize=8,
                                 color="white" if dark else "#222222")
-            fig.colorbar(image, ax=ax, shrink=0.8)
+            fig.colorbar(image, ax=ax, shrink=0.7, aspect=15)
         return _svg(fig, f"confusion-{purpose}")
 
 
@@ -176,7 +183,7 @@ def objective_svg(parameter: str, values: Sequence[Any], objective: str, scores:
         xs = [labels.index(str(v)) for v in values]
     ys = [np.nan if s is None else float(s) for s in scores]
     with matplotlib.rc_context(_RC):
-        fig = _figure(3.6, 2.6)
+        fig = _figure(3.8, 2.8, fixed=True)
         ax = fig.add_subplot()
         ax.scatter(xs, ys, s=28, color="#1f77b4", zorder=3, label="run")
         if best is not None:
@@ -189,6 +196,7 @@ def objective_svg(parameter: str, values: Sequence[Any], objective: str, scores:
                 ax.set_xscale("log")
         else:
             ax.set_xticks(range(len(labels)), labels=labels)
+        ax.margins(x=0.12, y=0.12)
         ax.set_xlabel(parameter)
         ax.set_ylabel(objective)
         ax.set_title(f"{objective} by {parameter}")

@@ -285,7 +285,7 @@ def render_report(artifacts_url: str, io: IoTools | None = None, extras: ReportE
             log.warning("Report: cannot read the facets atlas (%s)", exc)
     try:
         fs, root = io.fs(artifacts_url)
-        pages = sorted(posixpath.relpath(p, root.rstrip("/")) for p in fs.find(root) if p.endswith(".html"))
+        pages = sorted(posixpath.relpath(p, root.rstrip("/")) for p in fs.find(root, maxdepth=3) if p.endswith(".html"))
     except Exception:
         pages = []
     links = [href(p) for p in pages if p != report_file]

@@ -138,7 +138,7 @@ class ReportingView:
         launch = hydra or self._launch or {"overrides": [], "choices": {}}
         overrides = _mask(launch["overrides"])
         if hydra is None and self._launch is not None:
-            command = f"Job.init(overrides={overrides!r})"
+            command = "Job.init (Python): see the overrides"
         else:
             argv = list(sys.argv) or ["python"]
             prog = os.path.basename(argv[0])
