@@ -133,7 +133,7 @@ def facet_tiles(atlas_png: bytes, doc: dict[str, Any]) -> list[dict[str, Any]]:
 
     atlas = np.asarray(Image.open(_io.BytesIO(atlas_png)))
     h, w = (int(v) for v in doc["tile_size"])
-    tiles = []
+    tiles: list[dict[str, Any]] = []
     for sample in doc.get("samples", []):
         r, c = int(sample["row"]), int(sample["col"])
         tile = atlas[r * h:(r + 1) * h, c * w:(c + 1) * w]

@@ -19,13 +19,21 @@ __all__ = ["confusion_svg", "curves_svg", "objective_svg", "operating_point_svg"
 #: colour per series label; train and devel keep their colour in every chart
 _PALETTE = {"train": "#1f77b4", "devel": "#d62728", "test": "#2ca02c"}
 _OTHERS = ("#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
-_RC = {
+_RC: dict[str, Any] = {
     "svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "axes.grid": True, "grid.color": "#dddddd",
     "grid.linewidth": 0.6, "axes.spines.top": False, "axes.spines.right": False, "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
 }
 _HEADER = re.compile(r"^.*?(?=<svg)", re.S)
 _METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
+
+
+def _rc(extra: dict[str, Any] | None = None) -> Any:
+    """matplotlib's rc_context with the report's style (``extra`` on top)."""
+    import matplotlib
+
+    settings: Any = {**_RC, **(extra or {})}
+    return matplotlib.rc_context(settings)
 
 
 def _color(label: str, i: int) -> str:
@@ -44,10 +52,8 @@ def _figure(width: float, height: float, fixed: bool = False) -> Any:
 
 def _svg(fig: Any, key: str) -> str:
     """The figure as an ``<svg>`` element for inline use (no XML prolog; ids unique per ``key``)."""
-    import matplotlib
-
     buf = io.StringIO()
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": key}):
+    with _rc({"svg.hashsalt": key}):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     return _METADATA.sub("", _HEADER.sub("", buf.getvalue(), count=1), count=1)
 
@@ -67,9 +73,7 @@ def curves_svg(name: str, series: Mapping[str, Sequence[tuple[int, float | None]
     """
     from matplotlib.ticker import MaxNLocator
 
-    import matplotlib
-
-    with matplotlib.rc_context(_RC):
+    with _rc():
         fig = _figure(4.4, 2.6, fixed=True)
         ax = fig.add_subplot()
         epochs: set[int] = set()
@@ -102,8 +106,6 @@ def _count_text(value: float) -> str:
 
 def confusion_svg(matrix: Sequence[Sequence[float]], classes: Sequence[str], purpose: str) -> str:
     """Two heatmaps side by side: counts, and rows normalised to 1 (recall per true class on the diagonal)."""
-    import matplotlib
-
     counts = np.asarray(matrix, dtype=np.float64)
     totals = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -112,7 +114,7 @@ def confusion_svg(matrix: Sequence[Sequence[float]], classes: Sequence[str], pur
     longest = max((len(str(c)) for c in classes), default=1)
     rotate = n > 2 and longest > 4
     side = min(4.2, 1.6 + 0.5 * n + (0.06 * longest if rotate else 0))
-    with matplotlib.rc_context(_RC):
+    with _rc():
         fig = _figure(2 * side + 0.6, side + 0.2)
         axes = fig.subplots(1, 2)
         panels = ((counts, "Blues", "counts", _count_text), (rates, "Oranges", "row-normalised", lambda v: f"{v:.2f}"))
@@ -139,13 +141,11 @@ def confusion_svg(matrix: Sequence[Sequence[float]], classes: Sequence[str], pur
 def operating_point_svg(points: Sequence[Mapping[str, float]], chosen: Mapping[str, float] | None) -> str:
     """Escape rate and false-reject rate against the threshold, and the trade-off between them, with
     the chosen operating point marked."""
-    import matplotlib
-
     pts = sorted(points, key=lambda p: p["threshold"])
     t = [p["threshold"] for p in pts]
     esc = [p["escape_rate"] for p in pts]
     frr = [p["false_reject_rate"] for p in pts]
-    with matplotlib.rc_context(_RC):
+    with _rc():
         fig = _figure(8.4, 2.8)
         left, right = fig.subplots(1, 2)
         left.plot(t, esc, color="#d62728", linewidth=1.8, label="escape rate")
@@ -173,8 +173,6 @@ def objective_svg(parameter: str, values: Sequence[Any], objective: str, scores:
                   best: int | None) -> str:
     """The sweep objective against one swept parameter (numbers on a numeric axis, other values as
     categories), the best run starred."""
-    import matplotlib
-
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if numeric:
         xs: list[Any] = [float(v) for v in values]
@@ -182,7 +180,7 @@ def objective_svg(parameter: str, values: Sequence[Any], objective: str, scores:
         labels = sorted({str(v) for v in values})
         xs = [labels.index(str(v)) for v in values]
     ys = [np.nan if s is None else float(s) for s in scores]
-    with matplotlib.rc_context(_RC):
+    with _rc():
         fig = _figure(3.8, 2.8, fixed=True)
         ax = fig.add_subplot()
         ax.scatter(xs, ys, s=28, color="#1f77b4", zorder=3, label="run")
