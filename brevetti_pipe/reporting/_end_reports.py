@@ -67,6 +67,8 @@ class HtmlReport(JobCallback, name="report"):
         thumbnail_size: int = Field(96, ge=16, le=512, description="Gallery thumbnail edge in pixels (shown 1:1)")
         live: bool = Field(True, description="Rewrite the report at the start and after every epoch")
 
+    _live_failed = False
+
     def _write(self, job: JobView, extras: dict[str, Any]) -> None:
         from brevetti_pipe.reporting._report import write_report
 
@@ -76,13 +78,22 @@ class HtmlReport(JobCallback, name="report"):
         io = job.io.best_effort()  # the report can be rebuilt later: a store that is down costs one backoff
         write_report(job.artifacts_url, io, extras, self.params.file)  # type: ignore[arg-type]
 
+    def _live(self, job: JobView, extras: dict[str, Any]) -> None:
+        if not self.params.live or self._live_failed:
+            return
+        try:
+            self._write(job, extras)
+        except Exception:
+            self._live_failed = True  # a store that is down costs one backoff, not one per epoch
+            raise
+
     def on_job_start(self, *, job: JobView, **kwargs: Any) -> None:
-        if self.params.live:
-            self._write(job, {})
+        self._live_failed = False
+        self._live(job, {})
 
     def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
-        if self.params.live:
-            self._write(job, {})
+        # the progress callback may write this epoch after us: hand it over directly
+        self._live(job, {"epoch": {"epoch": epoch, **metrics}})
 
     def on_job_end(self, *, job: JobView, status: str, **kwargs: Any) -> None:
         extras: dict[str, Any] = {}

@@ -40,6 +40,7 @@ class ReportExtras(TypedDict, total=False):
     launch: dict[str, Any]  #: command, overrides, choices (see JobView.launch)
     model: dict[str, Any] | None  #: see JobView.model_summary
     gallery: list[dict[str, Any]] | None  #: entries of brevetti_pipe.reporting._gallery.gallery
+    epoch: dict[str, Any]  #: the epoch just finished ({"epoch": n, ...metrics}), if progress.jsonl lacks it
 
 
 @functools.lru_cache(maxsize=1)
@@ -203,12 +204,18 @@ def predictions(io: IoTools, artifacts_url: str) -> dict[str, pd.DataFrame]:
 
 
 def _yaml(obj: Any) -> str:
-    try:
-        from omegaconf import OmegaConf
+    """``obj`` as block YAML, the way Hydra users read configs (JSON when it does not fit)."""
+    return _yaml_text(json.dumps(obj, sort_keys=False, default=str))
 
-        return OmegaConf.to_yaml(OmegaConf.create(obj)) if obj else "{}"
-    except Exception:
-        return json.dumps(obj, indent=2, default=str)
+
+@functools.lru_cache(maxsize=8)
+def _yaml_text(text: str) -> str:  # settings and config do not change between epochs
+    import yaml
+
+    try:
+        return yaml.safe_dump(json.loads(text), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    except yaml.YAMLError:
+        return json.dumps(json.loads(text), indent=2)
 
 
 def _group_gallery(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -251,6 +258,9 @@ def render_report(artifacts_url: str, io: IoTools | None = None, extras: ReportE
             progress.append(json.loads(line))
         except ValueError:
             continue
+    latest = extras.get("epoch")
+    if latest and not any(r.get("epoch") == latest.get("epoch") for r in progress):
+        progress.append(dict(latest))
     confusion = []
     for purpose in sorted(cm_purposes, key=lambda p: (purposes.index(p), p)):
         raw = _read(io, join_url(artifacts_url, "charts", f"confusion_matrix_{purpose}.json"))

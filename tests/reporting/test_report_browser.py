@@ -20,6 +20,9 @@ from brevetti_pipe.run.recipe import recipe
 from tests.browser import open_offline, requested, save_screenshot, x_ticks
 
 
+LIVE: dict[str, str] = {}
+
+
 # -- run steps that write what the framework's evaluation writes: predictions_<purpose>.csv, per-class metrics
 @recipe("report_test_classification", settings=VialsClassificationSettings)
 def _classify(job: Job) -> Any:
@@ -35,6 +38,7 @@ def _classify(job: Job) -> Any:
     model = build_cnn(tuple(train.get_dataset().element_spec[0].shape[1:]), len(job.classes), s.filters, s.learning_rate)
     model.fit(train.get_dataset(), steps_per_epoch=len(train), epochs=s.epochs, validation_data=devel.get_dataset(),
               validation_steps=len(devel), callbacks=[job.get_remote_monitor()], verbose=0, shuffle=False)
+    LIVE["after_fit"] = Path(job.artifact_path("report.html")).read_text()  # the page a reload shows mid-job
     classes = job.classes
     for purpose in ("devel", "test"):
         rows = parts[purpose]
@@ -118,7 +122,11 @@ def classification_report(tmp_path_factory, tiny_vials) -> Path:
 
 def test_classification_report_offline_with_every_section(classification_report, browser, tmp_path):
     report = classification_report
+    live = LIVE["after_fit"]
+    assert 'id="status">running<' in live and '<meta http-equiv="refresh"' in live, "rewritten while the job runs"
+    assert live.count("<svg") == 2 and live.count("g id=\"xtick_3\"") == 2, "loss and accuracy up to epoch 3"
     text = report.read_text()
+    assert 'http-equiv="refresh"' not in text, "a finished job's page stays put"
     assert "sk-report-secret-42" not in text
     dom = open_offline(browser, report)
     for section in ("metrics", "curves", "per_class", "confusion_devel", "confusion_test", "operating_point", "gallery",
