@@ -51,3 +51,16 @@ def test_sweep_table_splits_swept_from_constant_overrides_and_picks_the_best():
     table, info = sweep_table(runs, objective="devel_accuracy", direction="minimize")
     assert list(table.best) == [True, False, False, False]
     assert list(table.columns[:5]) == ["run", "job_id", "settings.lr", "job.seed", "status"]
+
+
+def test_launch_record_masks_secrets_and_drops_hydra_groups():
+    from brevetti_pipe.run._view import ReportingView
+
+    view = ReportingView(object())  # type: ignore[arg-type]
+    view.launched_with(["platform.storage_options.secret=TOPSECRET", "datasets.v.url=s3://AK:SK@bucket/x", "settings.a=1"],
+                       {"recipe": "r", "hydra/launcher": "basic", "datasets": None})
+    launch = view.launch()
+    assert "TOPSECRET" not in str(launch) and "AK:SK" not in str(launch)
+    assert launch["overrides"][2] == "settings.a=1" and launch["choices"] == {"recipe": "r"}
+    page = render_report("memory://nothing-here", extras={"launch": launch})
+    assert "TOPSECRET" not in page and "settings.a=1" in page
