@@ -134,7 +134,12 @@ def confusion_svg(matrix: Sequence[Sequence[float]], classes: Sequence[str], pur
                         dark = values[r, c] > 0.55 * vmax
                         ax.text(c, r, fmt(values[r, c]), ha="center", va="center", fontsize=8,
                                 color="white" if dark else "#222222")
-            fig.colorbar(image, ax=ax, shrink=0.7, aspect=15)
+            bar = fig.colorbar(image, ax=ax, shrink=0.7, aspect=15)
+            if title == "counts":
+                from matplotlib.ticker import MaxNLocator
+
+                bar.locator = MaxNLocator(integer=True)
+                bar.update_ticks()
         return _svg(fig, f"confusion-{purpose}")
 
 

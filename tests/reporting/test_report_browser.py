@@ -194,3 +194,4 @@ def test_one_epoch_segmentation_report(tmp_path, browser):
     captions = browser.evaluate("[...document.querySelectorAll('#gallery figure')].map(f => f.textContent)")
     assert captions and all("IoU" in c for c in captions)
     assert browser.evaluate("document.querySelectorAll('#gallery img').length") == len(captions)
+    save_screenshot(browser, "segmentation")
