@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -76,7 +77,9 @@ class HtmlReport(JobCallback, name="report"):
         summary = getattr(job, "model_summary", None)
         extras = {"launch": launch() if launch else {}, "model": summary() if summary else None, **extras}
         io = job.io.best_effort()  # the report can be rebuilt later: a store that is down costs one backoff
+        started = time.perf_counter()
         write_report(job.artifacts_url, io, extras, self.params.file)  # type: ignore[arg-type]
+        log.debug("report.html rewritten in %.0f ms", 1000 * (time.perf_counter() - started))
 
     def _live(self, job: JobView, extras: dict[str, Any]) -> None:
         if not self.params.live or self._live_failed:
