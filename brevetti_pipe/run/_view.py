@@ -34,7 +34,13 @@ class _Source(Protocol):
 
 
 def _mask(args: Sequence[str]) -> list[str]:
-    return [_secrets.redact(_secrets.redact_config_text(str(a))) for a in args]
+    return [_secrets.redact(_secrets.redact_config_text(str(a))).replace(f"'{_secrets.MASK}'", _secrets.MASK)
+            for a in args]
+
+
+def _shell_words(args: Sequence[str]) -> str:
+    """The command line as a person would type it: only words with blanks are quoted."""
+    return " ".join(shlex.quote(a) if any(c.isspace() for c in a) or not a else a for a in args)
 
 
 def model_summary(model: Any) -> dict[str, Any] | None:
@@ -142,7 +148,7 @@ class ReportingView:
         else:
             argv = list(sys.argv) or ["python"]
             prog = os.path.basename(argv[0])
-            command = shlex.join(["python -m brevetti_pipe" if prog == "__main__.py" else prog, *_mask(argv[1:])])
+            command = _shell_words(["python -m brevetti_pipe" if prog == "__main__.py" else prog, *_mask(argv[1:])])
         choices = {k: v for k, v in launch["choices"].items() if not k.startswith("hydra/") and v is not None}
         return {"command": command, "overrides": overrides, "choices": choices}
 
