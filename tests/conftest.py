@@ -86,3 +86,17 @@ def gcs():
     with gcs_server() as store:
         store.fs().mkdir("bucket")
         yield store
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    """One headless Chromium for the session, behind a loopback proxy (see tests/browser.py)."""
+    from tests.browser import DevTools, find_chromium, start_proxy
+
+    proxy = start_proxy()
+    tools = DevTools(find_chromium(), tmp_path_factory.mktemp("chromium-profile"),
+                     f"127.0.0.1:{proxy.server_address[1]}")
+    yield tools
+    tools.close()
+    proxy.shutdown()
+    proxy.server_close()

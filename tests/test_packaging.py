@@ -26,6 +26,8 @@ def test_wheel_ships_configs_and_recipes(tmp_path):
     assert "brevetti_pipe/_configs/config.yaml" in names
     assert "brevetti_pipe/_configs/recipe/vials_classification.yaml" in names
     assert "brevetti_pipe/recipes/vials_classification.py" in names
+    for template in ("report.html.j2", "sweep.html.j2", "_style.css"):
+        assert f"brevetti_pipe/reporting/templates/{template}" in names, template
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True, timeout=300)
     # Run from an unrelated directory with only the installed copy on the path (deps from this env).
@@ -43,4 +45,13 @@ def test_wheel_ships_configs_and_recipes(tmp_path):
             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(brevetti_pipe.__path__, 'brevetti_pipe.')]")
     proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {walk}"],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    # the report's templates and style sheet are found in the installed package
+    render = ("import sys, brevetti_pipe.reporting._report as r; assert r.__file__.startswith(sys.argv[1]), r.__file__; "
+              "page = r.render_report(sys.argv[2]); assert 'Content-Security-Policy' in page and '--line:' in page; "
+              "print(len(page))")
+    (tmp_path / "artifacts").mkdir()
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {render}",
+                           str(target), str(tmp_path / "artifacts")], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr

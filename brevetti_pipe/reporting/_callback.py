@@ -47,6 +47,14 @@ class JobView(Protocol):
     def thumbnails(self, samples: pd.DataFrame, size: int) -> Any:
         """A generator of ``img`` batches (``size`` x ``size``, values in [0, 1]) of ``samples``, in order."""
 
+    def launch(self) -> dict[str, Any]:
+        """How the job was started, secrets masked: ``command`` (text), ``overrides`` (list of
+        ``key=value``) and ``choices`` (config group -> option)."""
+
+    def model_summary(self) -> dict[str, Any] | None:
+        """The job's model once it has one: ``name``, ``layers`` (``name``, ``type``, ``output_shape``,
+        ``params``), ``total_params``, ``trainable_params``, ``non_trainable_params``; else None."""
+
 
 CALLBACKS: Registry[type["JobCallback"]] = Registry("callback", config_group="callbacks", entry_points="brevetti_pipe.callbacks")
 

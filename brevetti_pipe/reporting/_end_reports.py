@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -58,15 +59,53 @@ class FacetsReport(JobCallback, name="facets"):
 
 
 class HtmlReport(JobCallback, name="report"):
-    """Writes artifacts/report.html from the artifacts (runs last at the end of the job)."""
+    """Writes artifacts/report.html at the start of the job, after every epoch (reload to follow a
+    running job) and at its end (runs last then), from the artifacts and what the job knows."""
 
     class Params(StrictModel):
         file: str = Field("report.html", description="Report file name in the artifacts")
+        gallery: int = Field(12, ge=0, le=200, description="Samples per gallery group (misclassified, least confident)")
+        thumbnail_size: int = Field(96, ge=16, le=512, description="Gallery thumbnail edge in pixels (shown 1:1)")
+        live: bool = Field(True, description="Rewrite the report at the start and after every epoch")
+
+    _live_failed = False
+
+    def _write(self, job: JobView, extras: dict[str, Any]) -> None:
+        from brevetti_pipe.reporting._report import write_report
+
+        launch = getattr(job, "launch", None)
+        summary = getattr(job, "model_summary", None)
+        extras = {"launch": launch() if launch else {}, "model": summary() if summary else None, **extras}
+        io = job.io.best_effort()  # the report can be rebuilt later: a store that is down costs one backoff
+        started = time.perf_counter()
+        write_report(job.artifacts_url, io, extras, self.params.file)  # type: ignore[arg-type]
+        log.debug("report.html rewritten in %.0f ms", 1000 * (time.perf_counter() - started))
+
+    def _live(self, job: JobView, extras: dict[str, Any]) -> None:
+        if not self.params.live or self._live_failed:
+            return
+        try:
+            self._write(job, extras)
+        except Exception:
+            self._live_failed = True  # a store that is down costs one backoff, not one per epoch
+            raise
+
+    def on_job_start(self, *, job: JobView, **kwargs: Any) -> None:
+        self._live_failed = False
+        self._live(job, {})
+
+    def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
+        # the progress callback may write this epoch after us: hand it over directly
+        self._live(job, {"epoch": {"epoch": epoch, **metrics}})
 
     def on_job_end(self, *, job: JobView, status: str, **kwargs: Any) -> None:
-        from brevetti_pipe.reporting._report import render_report
+        extras: dict[str, Any] = {}
+        if self.params.gallery:
+            from brevetti_pipe.reporting._gallery import gallery
+            from brevetti_pipe.reporting._report import predictions
 
-        url = job.artifact_path(self.params.file)
-        io = job.io.best_effort()  # the report can be rebuilt later: a store that is down costs one backoff
-        io.write_file(url, render_report(job.artifacts_url, io))
-        log.info("Report: %s", url)
+            found = predictions(job.io.best_effort(), job.artifacts_url)
+            if found:
+                extras["gallery"] = gallery(job, found, self.params.gallery, self.params.thumbnail_size)
+        self._write(job, extras)
+        log.info("Report: %s", job.artifact_path(self.params.file))

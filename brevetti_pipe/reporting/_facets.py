@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io as _io
 import json
 import math
@@ -13,7 +14,7 @@ import numpy as np
 from brevetti_pipe._util.progress import ProgressBar
 from brevetti_pipe.storage import IoTools, join_url
 
-__all__ = ["BatchSource", "build_facets", "tile2d", "to_uint8"]
+__all__ = ["BatchSource", "build_facets", "facet_tiles", "png_data_uri", "tile2d", "to_uint8"]
 
 
 class BatchSource(Protocol):
@@ -34,6 +35,28 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     elif hi <= 1.0:
         images = images * 255.0
     return np.clip(np.round(images), 0, 255).astype(np.uint8)
+
+
+def _text(value: Any) -> str:
+    """A metadata value as text: bytes decoded, a category array or tuple as ``a/b``."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return "/".join(_text(v) for v in np.asarray(value).ravel().tolist())
+    return str(value)
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """A uint8 image ``[H, W]`` or ``[H, W, C]`` as a ``data:image/png`` URI."""
+    from PIL import Image
+
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    elif image.ndim == 3 and image.shape[-1] > 3:
+        image = image[..., :3]
+    buf = _io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def tile2d(images: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
@@ -81,7 +104,7 @@ def build_facets(
                 if len(images) >= count:
                     break
                 images.append(batch_images[i])
-                meta.append({k: (str(batch[k][i]) if not isinstance(batch[k][i], (int, float)) else batch[k][i])
+                meta.append({k: (_text(batch[k][i]) if not isinstance(batch[k][i], (int, float)) else batch[k][i])
                              for k in _META_KEYS if k in batch})
                 bar.update()
             if len(images) >= count:
@@ -100,3 +123,24 @@ def build_facets(
     doc = {"atlas": "spriteatlas.png", "tile_size": [int(h), int(w)], "columns": int(cols), "samples": meta}
     io.write_file(join_url(facet_dir, "facets.json"), json.dumps(doc, indent=2))
     return doc
+
+
+def facet_tiles(atlas_png: bytes, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The atlas cut back into its tiles, each with its label: one dict per sample of ``doc`` (the
+    facets.json document) with ``img`` (a PNG data URI at the tile's own size), ``label`` (the
+    category), ``path``, ``purpose`` and ``index``. The atlas's padding tiles are left out."""
+    from PIL import Image
+
+    atlas = np.asarray(Image.open(_io.BytesIO(atlas_png)))
+    h, w = (int(v) for v in doc["tile_size"])
+    tiles: list[dict[str, Any]] = []
+    for sample in doc.get("samples", []):
+        r, c = int(sample["row"]), int(sample["col"])
+        tile = atlas[r * h:(r + 1) * h, c * w:(c + 1) * w]
+        if tile.shape[:2] != (h, w):
+            continue
+        label = str(sample.get("category", "")).strip("()',") or "(no category)"
+        tiles.append({"img": png_data_uri(tile), "label": label, "path": str(sample.get("path", "")),
+                      "purpose": str(sample.get("purpose", "")), "index": int(sample.get("index", len(tiles))),
+                      "size": (h, w)})
+    return tiles

@@ -1,32 +1,57 @@
-"""report.html: one self-contained page per job, rendered from the job's artifacts alone."""
+"""report.html: one self-contained offline page per job (Jinja2 template, matplotlib SVG charts, PNG
+data-URI thumbnails), rendered from the job's artifacts plus what only the running job knows."""
 
 from __future__ import annotations
 
-import base64
+import datetime as _dt
+import functools
 import html
 import io as _io
 import json
+import logging
+import math
 import posixpath
+import re
 from collections import defaultdict
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
 
 import pandas as pd
 
+from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe.reporting import _figures
+from brevetti_pipe.reporting._facets import facet_tiles
 from brevetti_pipe.storage import IoTools, join_url
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["CSP", "ReportExtras", "predictions", "render_page", "render_report", "write_report"]
 
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#222;background:#fafafa}
-h1{margin:0 0 .3rem}h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-.status{display:inline-block;padding:.15rem .6rem;border-radius:1rem;color:#fff;font-weight:600}
-.completed{background:#2ca02c}.failed{background:#d62728}.running{background:#1f77b4}
-table{border-collapse:collapse;margin:.5rem 0;background:#fff}td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
-th{background:#eee}td.l,th.l{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:1rem}
-.chart{background:#fff;border:1px solid #ddd;padding:.5rem}pre{background:#fff;border:1px solid #ddd;padding:.8rem;overflow:auto;max-height:24rem}
-.error{color:#d62728;font-weight:600}.atlas img{image-rendering:pixelated;border:1px solid #ccc;max-width:100%}
-"""
+log = logging.getLogger(__name__)
+
+#: nothing but the page itself and its inline data: no script, no remote request
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_PURPOSES = ("train", "devel", "test")
+_PER_CLASS = re.compile(r"^(?P<purpose>[A-Za-z0-9]+)_(?P<metric>precision|recall|f1|iou|dice)_(?P<cls>.+)$")
+_COLUMN_NAMES = {"precision": "precision", "recall": "recall", "f1": "F1", "iou": "IoU", "dice": "Dice"}
+
+
+class ReportExtras(TypedDict, total=False):
+    """What the running job adds to its artifacts."""
+
+    launch: dict[str, Any]  #: command, overrides, choices (see JobView.launch)
+    model: dict[str, Any] | None  #: see JobView.model_summary
+    gallery: list[dict[str, Any]] | None  #: entries of brevetti_pipe.reporting._gallery.gallery
+    epoch: dict[str, Any]  #: the epoch just finished ({"epoch": n, ...metrics}), if progress.jsonl lacks it
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("brevetti_pipe.reporting", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2")),
+        trim_blocks=True, lstrip_blocks=True,
+    )
 
 
 def _read(io: IoTools, url: str) -> bytes | None:
@@ -36,148 +61,297 @@ def _read(io: IoTools, url: str) -> bytes | None:
         return None
 
 
+def _list(io: IoTools, url: str) -> list[str]:
+    """Names in the folder ``url`` (nothing when it does not exist or cannot be listed)."""
+    try:
+        fs, path = io.fs(url)
+        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    except Exception:
+        return []
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return f"{float(value):.4g}"
+
+
 def _table(frame: pd.DataFrame, index_label: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for idx, row in frame.iterrows():
         label = " / ".join(map(str, idx)) if isinstance(idx, tuple) else str(idx)
-        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values)
-        rows.append(f"<tr><th class='l'>{html.escape(label)}</th>{cells}</tr>")
+        cells = "".join(f"<td class='num'>{html.escape(str(v))}</td>" for v in row.values)
+        rows.append(f"<tr><td class='l'>{html.escape(label)}</td>{cells}</tr>")
     return f"<table><tr><th class='l'>{html.escape(index_label)}</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _chart(name: str, series: dict[str, list[tuple[int, float]]]) -> str:
-    width, height, pad, legend = 440, 220, 40, 90
-    points = [p for values in series.values() for p in values if p[1] is not None]
-    if not points:
+def _parse_time(text: Any) -> _dt.datetime | None:
+    try:
+        value = _dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+
+
+def _duration(started: Any, ended: Any, running: bool) -> str:
+    start = _parse_time(started) if started else None
+    end = _parse_time(ended) if ended else (_dt.datetime.now(_dt.timezone.utc) if running else None)
+    if start is None or end is None:
         return ""
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-
-    def sx(x: float) -> float:
-        return pad + (x - x0) / (x1 - x0) * (width - legend - 1.5 * pad)
-
-    def sy(y: float) -> float:
-        return height - pad + (y - y0) / (y1 - y0) * -(height - 1.5 * pad)
-
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' aria-label='{html.escape(name)}'>"]
-    parts.append(f"<line x1='{pad}' y1='{height - pad}' x2='{width - legend - pad / 2}' y2='{height - pad}' stroke='#888'/>")
-    parts.append(f"<line x1='{pad}' y1='{pad / 2}' x2='{pad}' y2='{height - pad}' stroke='#888'/>")
-    parts.append(f"<text x='{pad}' y='{pad / 2 - 4}' font-size='12'>{html.escape(name)}</text>")
-    parts.append(f"<text x='2' y='{sy(y1) + 4:.1f}' font-size='10'>{y1:.3g}</text><text x='2' y='{sy(y0):.1f}' font-size='10'>{y0:.3g}</text>")
-    parts.append(f"<text x='{sx(x1) - 10:.1f}' y='{height - pad + 14}' font-size='10'>epoch {x1}</text>")
-    for i, (label, values) in enumerate(sorted(series.items())):
-        color = _COLORS[i % len(_COLORS)]
-        pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in values if y is not None)
-        parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='2' points='{pts}'/>")
-        for x, y in values:
-            if y is not None:
-                parts.append(f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='2.5' fill='{color}'/>")
-        parts.append(f"<text x='{width - legend + 8}' y='{pad + 14 * i}' font-size='11' fill='{color}'>{html.escape(label)}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
+    seconds = max(0, int((end - start).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours} h {minutes} min {secs} s" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
+    return text + (" so far" if not ended and running else "")
 
 
-def _curves(progress: list[dict[str, Any]]) -> str:
-    groups: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(dict)
+def _split_purpose(name: str, purposes: Sequence[str]) -> tuple[str, str]:
+    head, _, rest = name.partition("_")
+    return (head, rest) if rest and head in purposes else ("", name)
+
+
+def _metric_tables(metrics: Mapping[str, Any], purposes: Sequence[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(final metrics: one row per metric, one column per purpose; per-class tables per purpose)."""
+    per_class: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
+    overall: dict[str, dict[str, Any]] = defaultdict(dict)
+    for name, value in metrics.items():
+        m = _PER_CLASS.match(name)
+        if m and m["purpose"] in purposes:
+            per_class[m["purpose"]][m["cls"]][m["metric"]] = value
+            continue
+        purpose, metric = _split_purpose(name, purposes)
+        overall[metric][purpose] = value
+    columns = [p for p in purposes if any(p in v for v in overall.values())]
+    if any("" in v for v in overall.values()):
+        columns.append("")
+    order = {"loss": 0, "accuracy": 1, "macro_f1": 2, "auc": 3, "mean_iou": 1, "pixel_accuracy": 2}
+    rows = [(name, [_number(overall[name].get(p)) for p in columns])
+            for name in sorted(overall, key=lambda n: (order.get(n, 9), n))]
+    tables = []
+    for purpose in [p for p in purposes if p in per_class]:
+        classes = per_class[purpose]
+        present = [c for c in _COLUMN_NAMES if any(c in v for v in classes.values())]
+        tables.append({"purpose": purpose, "columns": [_COLUMN_NAMES[c] for c in present],
+                       "rows": [(cls, [_number(v.get(c)) for c in present]) for cls, v in classes.items()]})
+    return {"purposes": columns, "rows": rows}, tables
+
+
+def _curves(progress: list[dict[str, Any]]) -> list[str]:
+    groups: dict[str, dict[str, list[tuple[int, float | None]]]] = defaultdict(dict)
     for record in progress:
-        epoch = int(record.get("epoch", 0))
+        try:
+            epoch = int(record.get("epoch", 0))
+        except (TypeError, ValueError):
+            continue
         for key, value in record.items():
-            if key == "epoch" or not isinstance(value, (int, float)) or value is None:
+            if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float, type(None))):
                 continue
-            purpose, _, metric = key.partition("_")
-            name = metric if purpose in ("train", "devel", "test") and metric else key
-            label = purpose if metric and purpose in ("train", "devel", "test") else key
-            groups[name].setdefault(label, []).append((epoch, float(value)))
-    charts = [c for name, series in sorted(groups.items()) if (c := _chart(name, series))]
-    return "<div class='charts' id='curves'>" + "".join(f"<div class='chart'>{c}</div>" for c in charts) + "</div>"
+            purpose, metric = _split_purpose(key, _PURPOSES)
+            name, label = (metric, purpose) if purpose else (key, key)
+            number = None if value is None or not math.isfinite(value) else float(value)
+            groups[name].setdefault(label, []).append((epoch, number))
+    order = {"loss": 0, "accuracy": 1}
+    names = sorted(groups, key=lambda n: (order.get(n, 2), n))
+    return [_figures.curves_svg(n, groups[n]) for n in names if any(y is not None for s in groups[n].values() for _, y in s)]
 
 
-def render_report(artifacts_url: str, io: IoTools | None = None) -> str:
-    """Render the report page of the job whose artifacts live at ``artifacts_url``."""
+@functools.lru_cache(maxsize=16)
+def _confusion_svg(raw: bytes, purpose: str) -> tuple[str, int]:
+    cm = json.loads(raw)
+    matrix = cm["matrix"]
+    return _figures.confusion_svg(matrix, [str(c) for c in cm["classes"]], purpose), int(sum(map(sum, matrix)))
+
+
+def _operating_point(raw: bytes | None) -> dict[str, Any] | None:
+    """The trade-off chart of charts/operating_point.json: ``points`` as records or as columns, and
+    ``chosen`` (or ``operating_point``); None when the file is missing or not in that shape."""
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+        points = doc.get("points", doc.get("curve"))
+        if isinstance(points, dict):
+            points = pd.DataFrame(points).to_dict("records")
+        keys = ("threshold", "escape_rate", "false_reject_rate")
+        clean = [{k: float(p[k]) for k in keys} for p in points or [] if all(p.get(k) is not None for k in keys)]
+        chosen = doc.get("chosen") or doc.get("operating_point")
+        chosen = {k: float(chosen[k]) for k in keys} | {k: v for k, v in chosen.items() if k not in keys} \
+            if isinstance(chosen, dict) and all(k in chosen for k in keys) else None
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        log.warning("Report: charts/operating_point.json is not in the expected shape (%s); no trade-off chart", exc)
+        return None
+    if not clean:
+        return None
+    shown = {k: (_number(v) if isinstance(v, (int, float)) else v) for k, v in (chosen or {}).items()}
+    return {"svg": _figures.operating_point_svg(clean, chosen), "chosen": shown}
+
+
+def predictions(io: IoTools, artifacts_url: str) -> dict[str, pd.DataFrame]:
+    """The ``predictions_<purpose>.csv`` tables at the artifacts' root, by purpose."""
+    out = {}
+    for name in _list(io, artifacts_url):
+        m = re.fullmatch(r"predictions_(.+)\.csv", name)
+        raw = _read(io, join_url(artifacts_url, name)) if m else None
+        if m and raw:
+            try:
+                out[m.group(1)] = pd.read_csv(_io.BytesIO(raw), keep_default_na=False, na_values=[""])
+            except Exception as exc:
+                log.warning("Report: cannot read %s (%s)", name, exc)
+    return out
+
+
+def _yaml(obj: Any) -> str:
+    """``obj`` as block YAML, the way Hydra users read configs (JSON when it does not fit)."""
+    return _yaml_text(json.dumps(obj, sort_keys=False, default=str))
+
+
+@functools.lru_cache(maxsize=8)
+def _yaml_text(text: str) -> str:  # settings and config do not change between epochs
+    import yaml
+
+    try:
+        return yaml.safe_dump(json.loads(text), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    except yaml.YAMLError:
+        return json.dumps(json.loads(text), indent=2)
+
+
+def _group_gallery(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault((e["purpose"], e["group"]), []).append({**e, "name": posixpath.basename(e["path"])})
+    return [{"title": f"{purpose}: {group}", "entries": items} for (purpose, group), items in groups.items()]
+
+
+def render_report(artifacts_url: str, io: IoTools | None = None, extras: ReportExtras | None = None,
+                  report_file: str = "report.html") -> str:
+    """Render the report page of the job whose artifacts live at ``artifacts_url``.
+
+    Args:
+        artifacts_url: the job's artifacts folder (output.json, progress.jsonl, charts/, ...).
+        io: storage access (default: a plain :class:`IoTools`).
+        extras: what the running job knows beyond its artifacts (see :class:`ReportExtras`).
+        report_file: where the page goes, relative to the artifacts (its links are relative to it).
+    """
     io = io or IoTools()
+    extras = extras or ReportExtras()
     out = json.loads(_read(io, join_url(artifacts_url, "output.json")) or b"{}")
-    job = out.get("job", {})
-    status = str(out.get("status", "unknown"))
-    sections = [
-        f"<h1>{html.escape(str(job.get('name', 'job')))}</h1>",
-        f"<p>Job <code>{html.escape(str(job.get('id', '')))}</code> &middot; seed {html.escape(str(job.get('seed', '')))} "
-        f"&middot; <span class='status {html.escape(status)}' id='status'>{html.escape(status)}</span></p>",
-    ]
-    if out.get("error"):
-        sections.append(f"<p class='error' id='error'>{html.escape(str(out['error']))}</p>")
-    metrics = out.get("metrics") or {}
-    sections.append("<h2>Final metrics</h2>")
-    if metrics:
-        frame = pd.DataFrame({"value": ["null" if v is None else f"{v:.4g}" for v in metrics.values()]}, index=list(metrics))
-        sections.append(f"<div id='metrics'>{_table(frame, 'metric')}</div>")
-    else:
-        sections.append("<p id='metrics'>No metrics were reported.</p>")
+    job = {"name": "job", "id": "", "seed": None, "run": None, **(out.get("job") or {})}
+    status = str(out.get("status") or "unknown")
+    listing = _list(io, artifacts_url)
+    chart_files = _list(io, join_url(artifacts_url, "charts"))
+    preds = predictions(io, artifacts_url)
+    cm_purposes = [m.group(1) for f in chart_files if (m := re.fullmatch(r"confusion_matrix_(.+)\.json", f))]
+    purposes = list(dict.fromkeys([*_PURPOSES, *preds, *cm_purposes]))
+    metrics, per_class = _metric_tables(out.get("metrics") or {}, purposes)
+    here = posixpath.dirname(report_file)
+
+    def href(path: str) -> str:
+        return posixpath.relpath(path, here or ".")
+
     progress_raw = _read(io, join_url(artifacts_url, "progress.jsonl"))
-    progress = [json.loads(line) for line in (progress_raw or b"").decode().splitlines() if line.strip()]
-    sections.append("<h2>Training curves</h2>")
-    sections.append(_curves(progress) if progress else "<p id='curves'>No epochs were reported.</p>")
-    for cm_name in ("devel", "test"):
-        raw = _read(io, join_url(artifacts_url, "charts", f"confusion_matrix_{cm_name}.json"))
+    progress = []
+    for line in (progress_raw or b"").decode("utf-8", "replace").splitlines():
+        try:
+            progress.append(json.loads(line))
+        except ValueError:
+            continue
+    latest = extras.get("epoch")
+    if latest and not any(r.get("epoch") == latest.get("epoch") for r in progress):
+        progress.append(dict(latest))
+    confusion = []
+    for purpose in sorted(cm_purposes, key=lambda p: (purposes.index(p), p)):
+        raw = _read(io, join_url(artifacts_url, "charts", f"confusion_matrix_{purpose}.json"))
         if raw:
-            cm = json.loads(raw)
-            frame = pd.DataFrame(cm["matrix"], index=cm["classes"], columns=cm["classes"])
-            sections.append(f"<h2>Confusion matrix ({cm_name}: rows true, columns predicted)</h2>")
-            cm_table = _table(frame, "true \\ predicted")
-            sections.append(f"<div id='confusion_{cm_name}'>{cm_table}</div>")
+            try:
+                svg, total = _confusion_svg(raw, purpose)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("Report: cannot read confusion_matrix_%s.json (%s)", purpose, exc)
+                continue
+            unit = "pixels" if purpose in preds and "iou" in preds[purpose].columns else "samples"
+            confusion.append({"purpose": purpose, "svg": svg, "total": f"{total:,}", "unit": unit})
+    split_html = pivot_html = ""
     split_raw = _read(io, join_url(artifacts_url, "sample_identification.csv"))
     if split_raw:
         split = pd.read_csv(_io.BytesIO(split_raw), dtype=str, keep_default_na=False)
-        if "category" in split.columns:
+        if {"category", "purpose"} <= set(split.columns):
             table = split.groupby(["category", "purpose"]).size().unstack(fill_value=0)
-            sections.append("<h2>Split (samples per category and purpose)</h2>")
-            sections.append(f"<div id='split'>{_table(table, 'category')}</div>")
+            table = table[[p for p in purposes if p in table.columns] + [c for c in table.columns if c not in purposes]]
+            table.loc["total"] = table.sum()
+            split_html = _table(table, "category \\ purpose")
     pivot_raw = _read(io, join_url(artifacts_url, "pivot", "pivot.csv"))
     if pivot_raw:
         pivot = pd.read_csv(_io.BytesIO(pivot_raw), index_col=0)
-        sections.append("<h2>Pivot table</h2>")
-        sections.append(f"<div id='pivot'>{_table(pivot, str(pivot.index.name or ''))}</div>")
+        pivot_html = _table(pivot, str(pivot.index.name or ""))
+    facets: list[dict[str, Any]] = []
     facets_raw = _read(io, join_url(artifacts_url, "facets", "facets.json"))
-    atlas = _read(io, join_url(artifacts_url, "facets", "spriteatlas.png"))
+    atlas = _read(io, join_url(artifacts_url, "facets", "spriteatlas.png")) if facets_raw else None
     if facets_raw and atlas:
-        facets = json.loads(facets_raw)
-        data = base64.b64encode(atlas).decode()
-        by_cat = defaultdict(list)
-        for s in facets.get("samples", []):
-            by_cat[s.get("category", "")].append(str(s["index"]))
-        legend = "".join(f"<li>{html.escape(c)}: tiles {', '.join(ix)}</li>" for c, ix in sorted(by_cat.items()))
-        sections.append("<h2>Facets atlas</h2>")
-        sections.append(
-            f"<div class='atlas' id='facets'><img alt='facets atlas' src='data:image/png;base64,{data}' "
-            f"width='{min(1024, 4 * facets['tile_size'][1] * facets['columns'])}'/><ul>{legend}</ul></div>"
-        )
+        try:
+            facets = facet_tiles(atlas, json.loads(facets_raw))
+        except Exception as exc:
+            log.warning("Report: cannot read the facets atlas (%s)", exc)
     try:
         fs, root = io.fs(artifacts_url)
-        others = sorted(p for p in fs.find(root) if p.endswith(".html") and not p.endswith("/report.html"))
+        pages = sorted(posixpath.relpath(p, root.rstrip("/")) for p in fs.find(root, maxdepth=3) if p.endswith(".html"))
     except Exception:
-        others = []
-    if others:
-        links = "".join(
-            f"<li><a href='{html.escape(posixpath.relpath(p, root.rstrip('/')))}'>{html.escape(posixpath.relpath(p, root.rstrip('/')))}</a></li>"
-            for p in others
-        )
-        sections.append(f"<h2>More pages</h2><ul id='links'>{links}</ul>")
-    sections.append("<h2>Settings</h2>")
-    sections.append(f"<pre id='settings'>{html.escape(json.dumps(out.get('settings', {}), indent=2))}</pre>")
-    sections.append("<details><summary>Full config and environment</summary>")
-    sections.append(f"<pre>{html.escape(json.dumps({'config': out.get('config'), 'environment': out.get('environment')}, indent=2))}</pre></details>")
-    title = html.escape(f"{job.get('name', 'job')} {job.get('id', '')}")
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
-        f"<title>{title}</title><style>{_CSS}</style></head><body>{''.join(sections)}</body></html>"
-    )
+        pages = []
+    links = [href(p) for p in pages if p != report_file]
+    model_path = out.get("model_path")
+    gallery = extras.get("gallery")
+    sections = [("sec-metrics", "Metrics"), ("sec-curves", "Curves")]
+    sections += [("sec-per-class", "Per class")] if per_class else []
+    sections += [(f"sec-confusion-{c['purpose']}", f"Confusion {c['purpose']}") for c in confusion]
+    op = _operating_point(_read(io, join_url(artifacts_url, "charts", "operating_point.json"))
+                          if "operating_point.json" in chart_files else None)
+    sections += [("sec-operating-point", "Operating point")] if op else []
+    sections += [("sec-gallery", "Samples")] if gallery is not None else []
+    sections += [(a, t) for a, t, on in (("sec-split", "Split", split_html), ("sec-pivot", "Pivot", pivot_html),
+                                         ("sec-facets", "Facets", facets), ("sec-model", "Model", extras.get("model")))
+                 if on]
+    sections += [("sec-settings", "Settings"), ("sec-config", "Config")]
+    launch = extras.get("launch") or {}
+    context = {
+        "refresh_seconds": 30, "job": job, "status": status,
+        "status_class": status if status in ("running", "completed", "failed") else "unknown",
+        "attempt": out.get("attempt"), "started": out.get("started_at"), "ended": out.get("ended_at"),
+        "duration": _duration(out.get("started_at"), out.get("ended_at"), status == "running"),
+        "launch": {"command": _secrets.redact(str(launch.get("command") or "")),
+                   "overrides": [_secrets.redact(str(o)) for o in launch.get("overrides") or []],
+                   "choices": dict(launch.get("choices") or {})},
+        "model_href": href(str(model_path)) if model_path else None,
+        "weights_sha256": out.get("weights_sha256"), "kept_model": out.get("kept_model"),
+        "error": out.get("error"), "toc": sections, "metrics": metrics, "per_class": per_class,
+        "curves": _curves(progress), "confusion": confusion, "operating_point": op,
+        "gallery": None if gallery is None else _group_gallery(gallery),
+        "split": split_html, "pivot": pivot_html, "facets": facets, "model": extras.get("model"), "links": links,
+        "settings": _yaml(out.get("settings") or {}), "config": _yaml(out.get("config") or {}),
+        "environment": _yaml(out.get("environment") or {}),
+        "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "version": ((out.get("environment") or {}).get("packages") or {}).get("brevetti_pipe"),
+    }
+    return render_page("report.html.j2", **context)
 
 
-def write_report(artifacts_url: str, io: IoTools | None = None) -> str:
-    """Render and atomically write ``report.html`` into the artifacts; returns its URL."""
+def render_page(template: str, **context: Any) -> str:
+    """Render one of the package's page templates (``templates/<template>``) with the report's style
+    sheet and Content-Security-Policy; secrets masked."""
+    return _secrets.redact(_environment().get_template(template).render(csp=CSP, css=_css(), **context))
+
+
+@functools.lru_cache(maxsize=1)
+def _css() -> str:
+    from importlib.resources import files
+
+    return files("brevetti_pipe.reporting").joinpath("templates", "_style.css").read_text(encoding="utf-8")
+
+
+def write_report(artifacts_url: str, io: IoTools | None = None, extras: ReportExtras | None = None,
+                 report_file: str = "report.html") -> str:
+    """Render and atomically write the report into the artifacts; returns its URL."""
     io = io or IoTools()
-    url = join_url(artifacts_url, "report.html")
-    io.write_file(url, render_report(artifacts_url, io))
+    url = join_url(artifacts_url, report_file)
+    io.write_file(url, render_report(artifacts_url, io, extras, report_file))
     return url

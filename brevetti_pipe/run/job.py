@@ -36,7 +36,7 @@ from brevetti_pipe.config import JobConfig, JobSettings, validate_model
 from brevetti_pipe.config._overrides import hydra_literal
 from brevetti_pipe.errors import ConfigError
 from brevetti_pipe.platform import PLATFORMS
-from brevetti_pipe.reporting import CallbackList, JobCallback, JobView
+from brevetti_pipe.reporting import CallbackList, JobCallback
 from brevetti_pipe.reporting import _output
 from brevetti_pipe.run import lifecycle
 from brevetti_pipe.run._kept import KeptFiles
@@ -150,7 +150,9 @@ class Job:
         overrides = [*upgrade_settings_overrides(overrides), *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
         prepare_settings(overrides, config_dir=config_dir, config_name=config_name, job_class=cls)
         cfg, task_overrides, groups = compose(overrides, config_dir=config_dir, config_name=config_name)
-        return cls.from_config(resolve_config(cfg, task_overrides, groups))
+        job = cls.from_config(resolve_config(cfg, task_overrides, groups))
+        job.view.launched_with(task_overrides, dict(cfg.hydra.runtime.choices))  # for the report's header
+        return job
 
     @classmethod
     def from_config(cls, config: JobConfig) -> Job:
@@ -270,7 +272,7 @@ class Job:
 
     # -- reporting -----------------------------------------------------------------------
     @functools.cached_property
-    def view(self) -> JobView:
+    def view(self) -> ReportingView:
         """The read-only view of this job that reporting callbacks receive."""
         return ReportingView(self)
 
@@ -352,6 +354,7 @@ class Job:
 
     def export_model(self, model: Any, name: str = "model.tar.gz") -> str:
         """Write ``model`` with a metadata.json into artifacts/``name``; returns the relative path."""
+        self.view.note_model(model)  # the report's model summary outlives the model
         return lifecycle.export_model(self, model, name)
 
     def __repr__(self) -> str:

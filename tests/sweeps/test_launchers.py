@@ -42,13 +42,42 @@ def _check_four_runs(tmp_path: Path, proc: subprocess.CompletedProcess[str]) -> 
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
-def test_four_run_sweep(tmp_path, tiny_vials, launcher):
+def test_four_run_sweep(tmp_path, tiny_vials, launcher, request):
     args = [] if launcher == "basic" else [f"hydra/launcher={launcher}"]
     proc = run_cli("-m", *args, *BASE, f"platform.root={tmp_path / 'p'}", f"datasets.vials.url={tiny_vials}",
                    "settings.batch_size=4,8", "job.seed=0,1", "hydra.callbacks.sweep_summary.sort_by=devel_accuracy",
                    cwd=tmp_path, timeout=600)
     table = _check_four_runs(tmp_path, proc)
     assert list(table.devel_accuracy) == sorted(table.devel_accuracy, reverse=True)
+    if launcher == "basic":
+        _check_sweep_page(_sweep_dir(tmp_path), table, request.getfixturevalue("browser"))
+
+
+def _check_sweep_page(sweep: Path, table: pd.DataFrame, browser) -> None:
+    """sweep.csv and sweep.html of the 2x2 sweep: a column per swept parameter, the constant overrides
+    once above the table, one best run (lowest devel_loss: no sweep.objective, so the first metric), a
+    chart per parameter and a working link to each run's report."""
+    from tests.browser import open_offline, save_screenshot
+
+    assert sorted(zip(table["settings.batch_size"], table["job.seed"])) == [(4, 0), (4, 1), (8, 0), (8, 1)]
+    assert table.duration_s.gt(0).all()
+    assert table.best.sum() == 1 and table.devel_loss[table.best].item() == table.devel_loss.min()
+    open_offline(browser, sweep / "sweep.html")
+    assert browser.evaluate("[...document.querySelectorAll('#runs th.param')].map(t => t.textContent)") == \
+        ["settings.batch_size", "job.seed"]
+    assert browser.evaluate("document.querySelectorAll('#runs tr.best').length") == 1
+    best_run = browser.evaluate("document.querySelector('#runs tr.best td').textContent")
+    assert best_run.split()[0] == str(table.run[table.best].item())
+    assert browser.evaluate("document.querySelector('#runs tr.best td:nth-child(2)').textContent") == \
+        str(table["settings.batch_size"][table.best].item())
+    constant = browser.evaluate("document.getElementById('constant').textContent")
+    assert "settings.epochs=1" in constant and "recipe=vials_classification" in constant
+    assert "settings.epochs" not in browser.evaluate("document.getElementById('runs').textContent")
+    assert browser.evaluate("document.querySelectorAll('#charts svg').length") == 2
+    assert "devel_loss" in browser.evaluate("document.querySelector('#charts svg').textContent")
+    hrefs = browser.evaluate("[...document.querySelectorAll('#runs a')].map(a => a.getAttribute('href'))")
+    assert len(hrefs) == 4 and all((sweep / h).is_file() for h in hrefs)
+    save_screenshot(browser, "sweep")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
