@@ -78,9 +78,9 @@ def _is_keras_model(model: Any) -> bool:
 
 
 def _task(job: ExportSource, model: Any) -> str:
-    from brevetti_pipe.run.recipe import RECIPES
+    from brevetti_pipe.run.recipe import resolve_run
 
-    task = RECIPES.get(job.config.run, where="run").task if job.config.run else None
+    task = resolve_run(job.config.run).task if job.config.run else None
     if task:
         return str(task)
     return "segmentation" if len(model.outputs[0].shape) == 4 else "classification"
