@@ -59,8 +59,9 @@ def _environment() -> dict[str, Any]:
 
 
 def weights_sha256(model: Any) -> str:
-    """SHA-256 over a Keras model's weights (each variable's path, dtype, shape and bytes, in
-    ``model.weights`` order): equal hashes mean bit-identical weights."""
+    """SHA-256 over a Keras model's weights (each variable's dtype, shape and bytes, in
+    ``model.weights`` order): equal hashes mean bit-identical weights. Variable names are left out:
+    Keras numbers layer names per process (``dense_1``), and a reloaded model must hash the same."""
     import hashlib
 
     import numpy as np
@@ -68,7 +69,7 @@ def weights_sha256(model: Any) -> str:
     digest = hashlib.sha256()
     for variable in model.weights:
         value = np.ascontiguousarray(np.asarray(variable))
-        digest.update(f"{getattr(variable, 'path', variable.name)}|{value.dtype.str}|{value.shape}\n".encode())
+        digest.update(f"{value.dtype.str}|{value.shape}\n".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
 
