@@ -135,12 +135,17 @@ class Job:
 
     @classmethod
     def init(cls, job_id: str | None = None, api_key: str | None = None, *, overrides: Sequence[str] = (),
-             config_dir: str | os.PathLike[str] | None = None, config_name: str = "config") -> Job:
+             config_dir: str | os.PathLike[str] | None = None, config_name: str = "config",
+             argv: Sequence[str] | None = None) -> Job:
         """Compose the config with Hydra (as the CLI does) and build the job: ``job_id`` is ``job.id=...``,
         ``api_key`` stays out of every output, ``overrides`` are Hydra's (``["settings.epochs=1"]``),
-        ``config_dir`` is like ``--config-dir``. Raises ConfigError for an invalid key, value or option."""
+        ``config_dir`` is like ``--config-dir``; seed-style flags in ``argv`` (default ``sys.argv``, ``[]``
+        for none) apply below explicit arguments. Raises ConfigError for an invalid key, value or option."""
         from brevetti_pipe.config import compose
+        from brevetti_pipe.config._argv import init_arguments
         from brevetti_pipe.platform import resolve_config
+
+        job_id, api_key, overrides = init_arguments(argv, cls._settings_model(), job_id, api_key, overrides)
 
         if api_key:
             _secrets.set_api_key(api_key)
