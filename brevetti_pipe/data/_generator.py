@@ -11,7 +11,6 @@ import copy
 import math
 import os
 import tempfile
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 
@@ -20,6 +19,7 @@ import pandas as pd
 
 from brevetti_pipe._util.category import category_label
 from brevetti_pipe.errors import StageError
+from brevetti_pipe.stages._base import stage_seed_id
 from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def stage_seed_ids(stages: Sequence[Stage]) -> list[int]:
         seen[key] = seen.get(key, 0) + 1
         if seen[key] > 1:
             key = f"{key}#{seen[key]}"
-        ids.append(zlib.crc32(key.encode("utf-8")) & 0x7FFFFFFF)
+        ids.append(stage_seed_id(key))
     return ids
 
 

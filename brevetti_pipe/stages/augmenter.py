@@ -126,13 +126,16 @@ class ImageAugmenter(Stage, name="image_augmenter"):
     def reads(self) -> set[str]:
         return set(self.params.image_keys) | set(self.params.label_keys)
 
+    def sample_ranks(self) -> dict[str, int]:
+        return {k: 3 for k in self.params.image_keys}
+
     def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, Any]:
         import tensorflow as tf
 
         from brevetti_pipe.stages import _augment_core as core
 
         if seed is None:
-            raise ValueError("ImageAugmenter needs a seed; run it inside a DataGenerator")
+            seed = self.seed_tensor()
         p = self.params
         out = dict(x)
         keys = [*p.image_keys, *p.label_keys]

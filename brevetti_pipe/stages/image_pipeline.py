@@ -135,6 +135,9 @@ class ImagePipeline(Stage, name="image_pipeline"):
     def reads(self) -> set[str]:
         return {self.params.path_key}
 
+    def sample_ranks(self) -> dict[str, int]:
+        return {self.params.path_key: 0}
+
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Fully decode every image once (threads, Pillow): empty, truncated, corrupt or non-image
         files, unsupported colour spaces, and with ``color_mode=keep`` a channel count that

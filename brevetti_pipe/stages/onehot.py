@@ -62,6 +62,9 @@ class OneHotEncoder(Stage, name="onehot_encoder"):
     def reads(self) -> set[str]:
         return {self.params.input_key, self._index_column}
 
+    def sample_ranks(self) -> dict[str, int]:
+        return {self.params.input_key: 0}
+
     def prepare_reads_files(self, samples: pd.DataFrame) -> bool:
         return False  # reads the category column only
 

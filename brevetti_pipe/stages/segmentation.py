@@ -125,6 +125,9 @@ class SegmentationLoader(Stage, name="segmentation_loader"):
     def reads(self) -> set[str]:
         return {self._mask_column}
 
+    def sample_ranks(self) -> dict[str, int]:
+        return {self._mask_column: 0, self.params.annotation_key: 0}
+
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Annotations that do not parse, or that use a label that is not a class, mapped or ignored."""
         p = self.params
