@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from brevetti_pipe._util.category import category_label
-from brevetti_pipe.errors import StageError
+from brevetti_pipe.errors import ConfigError, StageError
 from brevetti_pipe.stages._base import stage_seed_id
 from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local
 
@@ -200,7 +200,11 @@ class DataGenerator:
         cache: bool | str = False,
     ) -> None:
         if not isinstance(samples, pd.DataFrame):
-            raise TypeError(f"samples must be a pandas DataFrame, got {type(samples).__name__}")
+            try:  # a column dict or a list of records, as brevettiai took them
+                samples = pd.DataFrame(list(samples) if isinstance(samples, np.ndarray) else samples)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"samples must be a table (DataFrame, column dict or records); got "
+                                  f"{type(samples).__name__}: {exc}") from None
         self.samples = samples.reset_index(drop=True)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -218,7 +222,7 @@ class DataGenerator:
         self.cache = cache
         self._memory_cache: dict[str, Any] | None = None
         if shard is not None and not (shard[0] >= 1 and 0 <= shard[1] < shard[0]):
-            raise ValueError(f"shard must be (workers, index) with 0 <= index < workers; got {shard}")
+            raise ConfigError(f"shard must be (workers, index) with 0 <= index < workers; got {shard}")
         self._columns: dict[str, np.ndarray] | None = None
         self._prefetch: Prefetch | None = None
         self._prefetch_order: np.ndarray | None = None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from brevetti_pipe.config._schema import StrictModel
+from brevetti_pipe.errors import StageError
 from brevetti_pipe.stages._base import ImageSize, Roi, Stage
+from brevetti_pipe.stages._brevettiai import image_pipeline_spellings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,8 +39,9 @@ class ImagePipelineParams(StrictModel):
         "bilinear", description="Interpolation of the resize"
     )
     antialias: bool = Field(False, description="Antialias when downsampling")
-    padding_mode: Literal["constant"] = Field("constant", description="Padding when keep_aspect_ratio is set")
-    center_padding: bool = Field(True, description="Center the image in the padding")
+    padding_mode: Literal["constant", "reflect", "symmetric"] = Field(
+        "constant", description="Padding when keep_aspect_ratio is set (tf.pad modes)")
+    center_padding: bool = Field(True, description="Center the image in the padding (false: pad bottom and right)")
     bit_depth: Literal[8, 16] = Field(8, description="Decode depth: 16 keeps 16-bit PNG/TIFF precision")
     jpeg_downscale: Literal[1, 2, 4, 8] = Field(
         1, description="Decode JPEGs at 1/N size in the DCT (much faster) before resizing; pick N so the "
@@ -50,6 +53,8 @@ class ImagePipelineParams(StrictModel):
     path_key: str = Field("path", description="Element key holding the file path")
     output_key: str = Field("img", description="Element key receiving the image")
 
+    _brevettiai = model_validator(mode="before")(image_pipeline_spellings)
+
     @field_validator("roi_mode")
     @classmethod
     def _rois_combine(cls, mode: str, info: ValidationInfo) -> str:
@@ -59,7 +64,7 @@ class ImagePipelineParams(StrictModel):
             what, got = {"concatenate_height": ("width", [w for _, w in sizes]),
                          "concatenate_width": ("height", [h for h, _ in sizes])}.get(mode, ("size", sizes))
             if len(set(got)) > 1:
-                raise ValueError(f"{mode} needs ROIs of one {what} unless target_size resizes them; the rois have {got}")
+                raise StageError(f"{mode} needs ROIs of one {what} unless target_size resizes them; the rois have {got}")
         return mode
 
     def output_size(self) -> tuple[int, int] | None:
@@ -121,11 +126,13 @@ class ImagePipeline(Stage, name="image_pipeline"):
         if p.rois:
             crops = [image[y0:y1, x0:x1] for (x0, y0, x1, y1) in p.rois]
             if p.target_size is not None:
-                crops = [core.resize(c, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio) for c in crops]
+                crops = [core.resize(c, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio,
+                                 p.padding_mode, p.center_padding) for c in crops]
             axis = {"concatenate_height": 0, "concatenate_width": 1, "stack": None}[p.roi_mode]
             image = tf.stack(crops) if axis is None else tf.concat(crops, axis=axis)
         elif p.target_size is not None:
-            image = core.resize(image, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio)
+            image = core.resize(image, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio,
+                                p.padding_mode, p.center_padding)
         image = core.rescale(image, p.rescale, p.offset, p.scale, maximum=65535.0 if p.bit_depth == 16 else 255.0)
         image = core.cast(image, p.dtype)
         if p.target_size is not None and not p.rois:

@@ -39,7 +39,7 @@ class OneHotEncoderParams(StrictModel):
         if isinstance(value, (list, tuple)):
             value = [category_label(v) for v in value]
             if len(set(value)) != len(value):
-                raise ValueError(f"classes must be unique, got {value}")
+                raise StageError(f"classes must be unique, got {value}")
         return value
 
 
