@@ -166,8 +166,9 @@ class SamplerConfig(StrictModel):
 
     type: Literal["stratified"] = Field("stratified", description="The sampler (one so far: weighted by group)")
     groupby: list[str] | None = Field(None, description="Columns to group by; null = plain shuffle")
-    weighting: Literal["uniform", "count"] | dict[str, float] = Field(
-        "count", description="uniform (equal per group), count (proportional) or weights per group"
+    weighting: Literal["uniform", "count", "sqrt", "log", "logx+1"] | dict[str, float] = Field(
+        "count", description="uniform (equal per group), count (proportional), sqrt / log / logx+1 of the group "
+        "size, or weights per group"
     )
 
 
