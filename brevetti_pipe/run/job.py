@@ -336,5 +336,14 @@ class Job:
         """Write ``model`` with a metadata.json into artifacts/``name``; returns the relative path."""
         return lifecycle.export_model(self, model, name)
 
+    def upload_artifact(self, artifact_name: str | Sequence[str], payload: bytes | str, is_file: bool = False) -> str:
+        """brevettiai's artifact upload: write ``payload`` (or, with ``is_file``, the file it names) to
+        artifacts/``artifact_name`` atomically; returns its URL."""
+        parts = (artifact_name,) if isinstance(artifact_name, str) else tuple(artifact_name)
+        url = self.artifact_path(*parts)
+        self.io.write_file(url, self.io.read_file(str(payload)) if is_file else payload)
+        self.on_artifact(url)
+        return url
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, run={self.config.run!r}, status={self.status!r})"
