@@ -37,7 +37,8 @@ def _json(value: Any) -> Any:
 
 def _is_point_pair(roi: Any) -> bool:
     return (isinstance(roi, (list, tuple)) and len(roi) == 2
-            and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in roi))
+            and all(isinstance(p, (list, tuple)) and len(p) == 2
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p) for p in roi))
 
 
 def _rois(raw: Any, notes: list[str]) -> Any:
