@@ -159,7 +159,7 @@ class DataGenerator:
         batch_size: elements per batch; 0 or None for unbatched elements.
         shuffle: draw each epoch in a seeded random order. Without it, a sampler with group
             weights interleaves the groups deterministically and takes each group's samples in
-            input order (brevettiai's unshuffled sampling).
+            input order, cycling (brevettiai's unshuffled sampling).
         repeat: ``True`` or ``-1`` iterates epochs forever (then use ``steps_per_epoch=len(gen)``
             with Keras); an int N > 0 gives N epochs; False or 0 one epoch.
         seed: the seed (usually ``job.seed``).
@@ -570,9 +570,10 @@ class DataGenerator:
         return map(_decode, self.get_dataset(structure, batch).as_numpy_iterator())
 
     def _ordered_draw(self) -> Callable[[Any], np.ndarray] | None:
-        """Epoch -> sample rows for an unshuffled weighted draw (brevettiai's selector): position k of
-        the endless stream picks group ``#{cumulative weight < (k + 1) * min(weight) / 2 mod 1}`` and
-        takes that group's next sample in input order, cycling. None without group weights."""
+        """Epoch -> sample rows for an unshuffled weighted draw: position k of the endless stream picks
+        group ``#{cumulative weight < (k + 1/2) * min(weight) / 2 mod 1}`` (brevettiai's selector,
+        sampled at the middle of each step so that the groups come in proportion to their weights)
+        and takes that group's next sample in input order, cycling. None without group weights."""
         groups = getattr(self.sampler, "group_draw", None)
         drawn = groups(self.samples) if groups is not None else None
         if drawn is None:
@@ -585,7 +586,7 @@ class DataGenerator:
 
         def rows(epoch: Any) -> np.ndarray:
             k = np.arange((int(epoch) + 1) * m, dtype=np.float64)
-            state = np.mod((k + 1) * step, 1.0)
+            state = np.mod((k + 0.5) * step, 1.0)
             chosen = np.minimum(np.searchsorted(cumulative, state, side="left"), len(members) - 1)
             occurrence = np.zeros(len(chosen), dtype=np.int64)
             for g in range(len(members)):
