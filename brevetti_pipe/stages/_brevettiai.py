@@ -92,11 +92,6 @@ def image_pipeline_spellings(data: Any) -> Any:
     if color == "grayscale":
         d["color_mode"] = "greyscale"
         notes.append("color_mode=greyscale for grayscale")
-    elif color == "bayer":
-        raise StageError(
-            "ImagePipeline: color_mode=bayer (demosaicing a raw Bayer mosaic) is not available. Received: "
-            "color_mode='bayer'. Allowed: rgb, greyscale, keep; demosaic the images before listing them"
-        )
     rescale = _json(d.get("rescale"))
     if rescale == "None":
         d["rescale"] = None

@@ -20,6 +20,22 @@ def decode(data: tf.Tensor, dtype: tf.DType = tf.uint8) -> tf.Tensor:
     return tf.io.decode_image(data, channels=0, dtype=dtype, expand_animations=False)
 
 
+#: brevettiai's demosaicing kernel (4 x 4, RGB out): red at the odd/odd sites, blue at even/even, green between.
+_BAYER = [[[0.25, 0.0, 0.0], [0.0, 0.25, 0.0], [0.25, 0.0, 0.0], [0.0, 0.0, 0.0]],
+          [[0.0, 0.25, 0.0], [0.0, 0.0, 1.0], [0.0, 0.25, 0.0], [0.0, 0.0, 0.0]],
+          [[0.25, 0.0, 0.0], [0.0, 0.25, 0.0], [0.25, 0.0, 0.0], [0.0, 0.0, 0.0]],
+          [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+
+
+def bayer_demosaic(mosaic: tf.Tensor) -> tf.Tensor:
+    """A raw Bayer mosaic ``[H, W, 1]`` -> float32 RGB ``[ceil(H/2), ceil(W/2), 3]`` (brevettiai's stride-2
+    convolution with "SAME" padding, so old models get the same input)."""
+    kernel = tf.constant(_BAYER, tf.float32)[:, :, tf.newaxis, :]
+    out = tf.nn.conv2d(tf.cast(mosaic, tf.float32)[tf.newaxis], kernel, strides=[1, 2, 2, 1], padding="SAME")[0]
+    out.set_shape([None, None, 3])
+    return out
+
+
 def clip(x: tf.Tensor, low: float | tf.Tensor, high: float | tf.Tensor) -> tf.Tensor:
     """``tf.clip_by_value`` in one kernel pass (it runs Minimum then Maximum: two passes, about 8%
     of a whole 224x224 augmentation chain on CPU). Same values, NaN included."""

@@ -80,9 +80,18 @@ def test_padding_modes_and_a_mapping_rescale(image):
     assert not np.array_equal(img[:, 12], img[:, 13])
 
 
+def test_bayer_color_mode_demosaics_as_brevettiai(tmp_path):
+    mosaic = np.full((6, 6), 100, np.uint8)  # blue 40 at even/even sites, red 200 at odd/odd, green 100 between
+    mosaic[0::2, 0::2] = 40
+    mosaic[1::2, 1::2] = 200
+    img = ImagePipeline(color_mode="bayer")({"path": write_image(tmp_path / "raw.png", mosaic)})["img"].numpy()
+    # brevettiai: conv2d(stride 2, "SAME") with its 4x4 kernel: inside, the four reds, four greens and the blue;
+    # at the top-left corner three of the four reds and two of the greens fall on the zero padding
+    assert img.shape == (3, 3, 3)
+    assert img[1, 1].tolist() == [200, 100, 40] and img[0, 0].tolist() == [50, 50, 40]
+
+
 def test_features_that_do_not_exist_here_name_the_parameter():
-    with pytest.raises(ConfigError, match="color_mode=bayer"):
-        ImagePipeline(color_mode="bayer")
     with pytest.raises(ConfigError, match="roi_mode=None"):
         ImagePipeline(rois=[[[0, 0], [4, 4]], [[4, 4], [8, 8]]], roi_mode=None)
     with pytest.warns(DeprecatedSpellingWarning, match="roi_mode=stack for as_timeseries"):
