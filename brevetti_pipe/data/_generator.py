@@ -172,6 +172,9 @@ class DataGenerator:
         io: IoTools used to fetch remote files into the local cache before reading.
         shard: (number of workers, this worker's index): each epoch's draw is split by
             position so workers see disjoint samples, before any decoding happens.
+        max_epoch_samples, sampling_groupby, sampling_group_weighing: brevettiai's spellings of
+            ``epoch_size`` (at most this many) and of a StratifiedSampler's ``groupby`` / ``weighting``
+            (brevettiai's default weighting: uniform).
         cache: cache the outputs of the deterministic prefix of the chain (the stages before
             the first random one: read, decode, ROI, resize, rescale): ``True`` keeps them in
             memory, a directory path on local disk (reused across runs). A parallel pre-pass
@@ -202,6 +205,8 @@ class DataGenerator:
         shard: tuple[int, int] | None = None,
         cache: bool | str = False,
         max_epoch_samples: int | float | None = None,
+        sampling_groupby: Sequence[str] | str | None = None,
+        sampling_group_weighing: Any = None,
     ) -> None:
         if not isinstance(samples, pd.DataFrame):
             try:  # a column dict or a list of records, as brevettiai took them
@@ -220,6 +225,13 @@ class DataGenerator:
             raise ConfigError(f"repeat is True/-1 (forever), False/0 (one epoch) or a count N >= 1; got {repeat!r}")
         self.seed = int(seed)
         self.output_structure = output_structure
+        if sampling_groupby is not None or sampling_group_weighing is not None:  # brevettiai's spelling
+            from brevetti_pipe.data._sampler import StratifiedSampler
+
+            if sampler is not None:
+                raise ConfigError("Give a sampler or brevettiai's sampling_groupby/sampling_group_weighing, not both")
+            groupby = [sampling_groupby] if isinstance(sampling_groupby, str) else sampling_groupby
+            sampler = StratifiedSampler(groupby, sampling_group_weighing or "uniform", seed=int(seed))
         self.sampler = sampler
         if max_epoch_samples is not None and not epoch_size:  # brevettiai's name: at most this many per epoch
             epoch_size = int(min(max_epoch_samples, len(self.samples))) or None

@@ -59,6 +59,8 @@ def test_weighting_by_name_function_or_brevettiai_spelling():
                                                 "StratifiedSampler: write weighting='sqrt' (brevettiai's 'square root')"]
     assert np.allclose(sampler.weights(samples), expected)
     assert SamplerConfig(groupby=["category"], weighting="log").weighting == "log"
+    gen = DataGenerator(samples, sampling_groupby=["category"], sampling_group_weighing=np.sqrt)
+    assert np.allclose(gen.sampler.weights(samples), expected)
     with pytest.raises(ConfigError, match="Allowed: 'uniform', 'count', 'sqrt', 'log'"):
         StratifiedSampler(["category"], "squareroot")
 
