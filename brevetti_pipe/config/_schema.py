@@ -138,6 +138,10 @@ class SplitConfig(StrictModel):
     manual_column: str | None = Field(
         None, description="Column of a user CSV/table whose non-empty values force a purpose"
     )
+    mode: Literal["murmurhash3"] | None = Field(
+        None, description="null: ours; murmurhash3: brevettiai's hash assignment (train share: fractions.train, the "
+        "rest devel), recomputing its old split decisions from the same seed (needs brevetti_pipe[brevettiai])"
+    )
 
     @field_validator("file")
     @classmethod

@@ -125,6 +125,9 @@ class SampleSplit:
             raise SplitError(f"The split seed must be >= 0 (brevettiai's -1 drew a random seed; seeds are explicit here); "
                              f"got {seed}")
         self.mode = mode
+        if mode == MODE_MURMURHASH3 and set(f for f, v in (fractions or {}).items() if v > 0) - {"train", "devel"}:
+            raise SplitError(f"mode=murmurhash3 assigns train and devel (brevettiai's purpose and remainder); got "
+                             f"fractions {dict(fractions or {})}")
         self.split_fraction = split
         self.fractions = {p: float(f) for p, f in (fractions or {"train": 0.8, "devel": 0.2}).items() if f > 0}
         unknown = set(self.fractions) - set(PURPOSES)

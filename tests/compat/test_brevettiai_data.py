@@ -103,6 +103,18 @@ def test_murmurhash3_mode_reproduces_brevettiai_assignment():
         SampleSplit(mode="sorted_permutation")
 
 
+def test_a_job_splits_with_murmurhash3_from_its_config(tmp_path):
+    data = make_vials_dataset(tmp_path / "vials", per_class=3, size=8)
+    job = Job.init(argv=[], overrides=[f"platform.root={tmp_path}", f"+datasets.vials.url={data}", "job.seed=11",
+                                       "split.mode=murmurhash3", "split.fractions={train:0.5,devel:0.5,test:0.0}"])
+    samples = job.get_samples()
+    expected = SampleSplit(split=0.5, seed=11, mode="murmurhash3").assign(samples.drop(columns=["purpose"]), "train",
+                                                                          remainder="devel")
+    assert samples.purpose.tolist() == expected.purpose.tolist() and set(samples.purpose) <= {"train", "devel"}
+    with pytest.raises(SplitError, match="train and devel"):
+        SampleSplit({"train": 0.6, "devel": 0.2, "test": 0.2}, mode="murmurhash3")
+
+
 def test_regex_and_multi_column_strata_and_keys(tmp_path):
     paths = [f"/line{i % 2}/part{i // 4}_{i}.png" for i in range(16)]
     samples = pd.DataFrame({"path": paths, "etag": [f"e{i}" for i in range(16)], "category": [("x",)] * 16,
