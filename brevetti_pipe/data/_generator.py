@@ -226,12 +226,12 @@ class DataGenerator:
         self.seed = int(seed)
         self.output_structure = output_structure
         if sampling_groupby is not None or sampling_group_weighing is not None:  # brevettiai's spelling
-            from brevetti_pipe.data._sampler import StratifiedSampler
+            from brevetti_pipe.data._weights import GroupWeights
 
             if sampler is not None:
                 raise ConfigError("Give a sampler or brevettiai's sampling_groupby/sampling_group_weighing, not both")
             groupby = [sampling_groupby] if isinstance(sampling_groupby, str) else sampling_groupby
-            sampler = StratifiedSampler(groupby, sampling_group_weighing or "uniform", seed=int(seed))
+            sampler = GroupWeights(groupby, sampling_group_weighing or "uniform", seed=int(seed))
         self.sampler = sampler
         if max_epoch_samples is not None and not epoch_size:  # brevettiai's name: at most this many per epoch
             epoch_size = int(min(max_epoch_samples, len(self.samples))) or None

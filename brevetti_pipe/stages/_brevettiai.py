@@ -201,13 +201,17 @@ def segmentation_spellings(data: Any) -> Any:
     if mapping is None and "mapping" in d:
         del d["mapping"]
     elif isinstance(mapping, dict):
-        for label, target in mapping.items():
-            parts = target.split("|") if isinstance(target, str) else list(target)
-            if len(parts) > 1:
-                raise StageError(
-                    f"SegmentationLoader: a label maps to one class here. Received: mapping.{label}={target!r}. "
-                    "Allowed: one class name (multi-class labels do not exist here)"
-                )
-            d["mapping"] = {**d["mapping"], label: parts[0]} if not isinstance(target, str) else d["mapping"]
+        d["mapping"] = {label: _one_class(label, target) for label, target in mapping.items()}
     _warn("SegmentationLoader", notes)
     return d
+
+
+def _one_class(label: str, target: Any) -> Any:
+    """A mapping target: brevettiai allowed several classes ("a|b" or a list); here a label is one class."""
+    parts = target.split("|") if isinstance(target, str) else list(target) if isinstance(target, (list, tuple)) else [target]
+    if len(parts) > 1:
+        raise StageError(
+            f"SegmentationLoader: a label maps to one class here. Received: mapping.{label}={target!r}. "
+            "Allowed: one class name (multi-class labels do not exist here)"
+        )
+    return parts[0] if parts else target
