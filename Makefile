@@ -13,7 +13,7 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e ".[test,joblib,submitit,ray,optuna,export]"
+	$(PIP) install --quiet -e ".[test,joblib,submitit,ray,optuna,export,brevettiai]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,6 +12,7 @@ __all__ = [
     "ChecksumError",
     "ConfigError",
     "DatasetError",
+    "DeprecatedSpellingWarning",
     "ExportError",
     "JobLockedError",
     "MetricError",
@@ -58,6 +59,10 @@ class StageError(BrevettiPipeError, ValueError):
 
 class StorageError(BrevettiPipeError, OSError):
     """A read or write through fsspec failed."""
+
+
+class DeprecatedSpellingWarning(FutureWarning):
+    """A brevettiai spelling was translated to ours; the message names the new spelling."""
 
 
 class ChecksumError(StorageError):

@@ -7,7 +7,6 @@ argv -> seed-style flags translated (``--job_id``, ``--api_key``, ``--a.b VALUE`
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe.config._argv import flag_value as _flag_value
 from brevetti_pipe.config._overrides import guard_overrides, hydra_literal
 from brevetti_pipe._util.resources import config_dir
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe, did_you_mean
@@ -42,16 +42,6 @@ def _sections() -> tuple[str, ...]:
     from brevetti_pipe.config import JobConfig
 
     return tuple(JobConfig.model_fields)
-
-
-def _flag_value(raw: str) -> str:
-    try:
-        parsed = json.loads(raw)
-    except (json.JSONDecodeError, ValueError):
-        return hydra_literal(raw)
-    if isinstance(parsed, (dict, list)):
-        return hydra_literal(parsed)
-    return raw if isinstance(parsed, (int, float, bool)) or parsed is None else hydra_literal(parsed)
 
 
 def translate_argv(argv: Sequence[str]) -> tuple[list[str], bool]:

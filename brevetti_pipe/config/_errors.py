@@ -98,7 +98,10 @@ def config_error_from_validation(
             allowed = fields_at(model, loc[:-1])
             hint = did_you_mean(str(loc[-1]), allowed)
             allowed_txt = f" Allowed keys here: {', '.join(allowed)}." if allowed else ""
-            lines.append(f"Unknown key '{key}'.{hint}{allowed_txt}")
+            declare = (" Settings are strict: to add a key, declare it in your JobSettings subclass "
+                       f"({loc[-1]}: int = 0) and type the job's settings with it."
+                       if key.startswith("settings.") and not hint else "")
+            lines.append(f"Unknown key '{key}'.{hint}{allowed_txt}{declare}")
         elif kind == "missing":
             lines.append(f"Missing required key '{key}'.")
         else:

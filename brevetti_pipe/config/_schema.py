@@ -140,6 +140,10 @@ class SplitConfig(StrictModel):
     manual_column: str | None = Field(
         None, description="Column of a user CSV/table whose non-empty values force a purpose"
     )
+    mode: Literal["murmurhash3"] | None = Field(
+        None, description="null: ours; murmurhash3: brevettiai's hash assignment (train share: fractions.train, the "
+        "rest devel), recomputing its old split decisions from the same seed (needs brevetti_pipe[brevettiai])"
+    )
 
     @field_validator("file")
     @classmethod
@@ -168,8 +172,9 @@ class SamplerConfig(StrictModel):
 
     type: Literal["stratified"] = Field("stratified", description="The sampler (one so far: weighted by group)")
     groupby: list[str] | None = Field(None, description="Columns to group by; null = plain shuffle")
-    weighting: Literal["uniform", "count"] | dict[str, float] = Field(
-        "count", description="uniform (equal per group), count (proportional) or weights per group"
+    weighting: Literal["uniform", "count", "sqrt", "log", "logx+1"] | dict[str, float] = Field(
+        "count", description="uniform (equal per group), count (proportional), sqrt / log / logx+1 of the group "
+        "size, or weights per group"
     )
 
 

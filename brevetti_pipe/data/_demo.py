@@ -13,6 +13,7 @@ import uuid
 import numpy as np
 
 from brevetti_pipe.data._samples import GENERATORS
+from brevetti_pipe.errors import ConfigError
 from brevetti_pipe.storage import IoTools, is_local
 
 __all__ = ["VIAL_CLASSES", "render_vial", "generate_vials"]
@@ -73,7 +74,7 @@ def render_annotated_vial(kind: str, rng: np.random.Generator, size: int = 512) 
         draw.polygon([tuple(p) for p in pts], fill=cap_color)
         shapes.append({"label": "cap", "type": "polygon", "points": [[float(x), float(y)] for x, y in pts]})
     elif kind != "missing_cap":
-        raise ValueError(f"unknown vial kind {kind!r}; expected one of {VIAL_CLASSES}")
+        raise ConfigError(f"unknown vial kind {kind!r}; expected one of {VIAL_CLASSES}")
     arr: np.ndarray = np.asarray(img, dtype=np.float32)
     arr = arr * rng.uniform(0.85, 1.15) + rng.normal(0, 4, arr.shape)
     return np.clip(arr, 0, 255).astype(np.uint8), shapes

@@ -11,7 +11,6 @@ import copy
 import math
 import os
 import tempfile
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 
@@ -19,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from brevetti_pipe._util.category import category_label
-from brevetti_pipe.errors import StageError
+from brevetti_pipe.errors import ConfigError, StageError
+from brevetti_pipe.stages._base import stage_seed_id
 from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def stage_seed_ids(stages: Sequence[Stage]) -> list[int]:
         seen[key] = seen.get(key, 0) + 1
         if seen[key] > 1:
             key = f"{key}#{seen[key]}"
-        ids.append(zlib.crc32(key.encode("utf-8")) & 0x7FFFFFFF)
+        ids.append(stage_seed_id(key))
     return ids
 
 
@@ -157,8 +157,11 @@ class DataGenerator:
     Args:
         samples: the samples table (see :func:`get_image_samples`).
         batch_size: elements per batch; 0 or None for unbatched elements.
-        shuffle: draw each epoch in a seeded random order.
-        repeat: iterate epochs forever (then use ``steps_per_epoch=len(gen)`` with Keras).
+        shuffle: draw each epoch in a seeded random order. Without it, a sampler with group
+            weights interleaves the groups deterministically and takes each group's samples in
+            input order, cycling (brevettiai's unshuffled sampling).
+        repeat: ``True`` or ``-1`` iterates epochs forever (then use ``steps_per_epoch=len(gen)``
+            with Keras); an int N > 0 gives N epochs; False or 0 one epoch.
         seed: the seed (usually ``job.seed``).
         output_structure: None for the whole dict, a key for one tensor, or a tuple of keys.
         sampler: a StratifiedSampler whose weights drive the draw (with replacement).
@@ -169,6 +172,9 @@ class DataGenerator:
         io: IoTools used to fetch remote files into the local cache before reading.
         shard: (number of workers, this worker's index): each epoch's draw is split by
             position so workers see disjoint samples, before any decoding happens.
+        max_epoch_samples, sampling_groupby, sampling_group_weighing: brevettiai's spellings of
+            ``epoch_size`` (at most this many) and of a StratifiedSampler's ``groupby`` / ``weighting``
+            (brevettiai's default weighting: uniform).
         cache: cache the outputs of the deterministic prefix of the chain (the stages before
             the first random one: read, decode, ROI, resize, rescale): ``True`` keeps them in
             memory, a directory path on local disk (reused across runs). A parallel pre-pass
@@ -186,7 +192,7 @@ class DataGenerator:
         samples: pd.DataFrame,
         batch_size: int | None = 32,
         shuffle: bool = False,
-        repeat: bool = False,
+        repeat: bool | int = False,
         seed: int = 0,
         output_structure: OutputStructure = None,
         sampler: Sampler | None = None,
@@ -198,16 +204,37 @@ class DataGenerator:
         stages: Sequence[Stage] = (),
         shard: tuple[int, int] | None = None,
         cache: bool | str = False,
+        max_epoch_samples: int | float | None = None,
+        sampling_groupby: Sequence[str] | str | None = None,
+        sampling_group_weighing: Any = None,
     ) -> None:
         if not isinstance(samples, pd.DataFrame):
-            raise TypeError(f"samples must be a pandas DataFrame, got {type(samples).__name__}")
+            try:  # a column dict or a list of records, as brevettiai took them
+                samples = pd.DataFrame(list(samples) if isinstance(samples, np.ndarray) else samples)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"samples must be a table (DataFrame, column dict or records); got "
+                                  f"{type(samples).__name__}: {exc}") from None
         self.samples = samples.reset_index(drop=True)
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.repeat = repeat
+        if isinstance(repeat, bool) or repeat is None:
+            self.repeat: bool | int = bool(repeat)
+        elif isinstance(repeat, (int, np.integer)) and repeat >= -1:
+            self.repeat = True if repeat == -1 else int(repeat)
+        else:
+            raise ConfigError(f"repeat is True/-1 (forever), False/0 (one epoch) or a count N >= 1; got {repeat!r}")
         self.seed = int(seed)
         self.output_structure = output_structure
+        if sampling_groupby is not None or sampling_group_weighing is not None:  # brevettiai's spelling
+            from brevetti_pipe.data._weights import GroupWeights
+
+            if sampler is not None:
+                raise ConfigError("Give a sampler or brevettiai's sampling_groupby/sampling_group_weighing, not both")
+            groupby = [sampling_groupby] if isinstance(sampling_groupby, str) else sampling_groupby
+            sampler = GroupWeights(groupby, sampling_group_weighing or "uniform", seed=int(seed))
         self.sampler = sampler
+        if max_epoch_samples is not None and not epoch_size:  # brevettiai's name: at most this many per epoch
+            epoch_size = int(min(max_epoch_samples, len(self.samples))) or None
         self.epoch_size = int(epoch_size) if epoch_size else len(self.samples)
         self.drop_remainder = drop_remainder
         self.num_parallel_calls = num_parallel_calls
@@ -218,7 +245,7 @@ class DataGenerator:
         self.cache = cache
         self._memory_cache: dict[str, Any] | None = None
         if shard is not None and not (shard[0] >= 1 and 0 <= shard[1] < shard[0]):
-            raise ValueError(f"shard must be (workers, index) with 0 <= index < workers; got {shard}")
+            raise ConfigError(f"shard must be (workers, index) with 0 <= index < workers; got {shard}")
         self._columns: dict[str, np.ndarray] | None = None
         self._prefetch: Prefetch | None = None
         self._prefetch_order: np.ndarray | None = None
@@ -233,10 +260,20 @@ class DataGenerator:
 
     def __len__(self) -> int:
         """Batches per epoch."""
+        return self._length(1)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs one pass over the dataset yields (1 unless ``repeat`` is a count; forever: 1)."""
+        return self.repeat if not isinstance(self.repeat, bool) and self.repeat > 1 else 1
+
+    def _length(self, epochs: int, batch: bool = True) -> int:
+        """Batches (elements when unbatched) in ``epochs`` epochs; batches run across epoch boundaries."""
         size = self.epoch_size
         if self.shard is not None and self.shard[0] > 1:
             size = len(range(self.shard[1], self.epoch_size, self.shard[0]))
-        if not self.batch_size:
+        size *= epochs
+        if not self.batch_size or not batch:
             return size
         if self.drop_remainder:
             return size // self.batch_size
@@ -386,7 +423,7 @@ class DataGenerator:
             )
         return x[structure] if isinstance(structure, str) else tuple(x[k] for k in keys)
 
-    def _build(self, stages: Sequence[Stage], structure: OutputStructure) -> tf.data.Dataset:
+    def _build(self, stages: Sequence[Stage], structure: OutputStructure, batch: bool = True) -> tf.data.Dataset:
         import tensorflow as tf
 
         if self.samples.empty:
@@ -394,13 +431,17 @@ class DataGenerator:
         n = len(self.samples)
         m = self.epoch_size
         weights = self.sampler.weights(self.samples) if self.sampler is not None else None
+        ordered = self._ordered_draw() if weights is not None and not self.shuffle else None
         base_seed = tf.constant([self.seed, _SEED_SALT], dtype=tf.int64)
         fold_in = tf.random.experimental.stateless_fold_in
 
         def index_of(epoch: tf.Tensor) -> tf.Tensor:
             """The sample rows of ``epoch``, in order (this worker's share when sharded)."""
             epoch_seed = fold_in(base_seed, epoch)
-            if weights is not None:
+            if weights is not None and not self.shuffle and ordered is not None:
+                index = tf.numpy_function(ordered, [epoch], tf.int64, stateful=False)
+                index.set_shape([m])
+            elif weights is not None:
                 logits = tf.math.log(tf.constant(weights, dtype=tf.float64))[tf.newaxis]
                 index = tf.random.stateless_categorical(logits, m, seed=epoch_seed, dtype=tf.int64)[0]
             elif self.shuffle:
@@ -461,15 +502,18 @@ class DataGenerator:
             # epoch 0 released as its files arrive, in the order they are fetched: identical elements
             assert self._prefetch_order is not None
             ds = self._arriving_first_epoch(pending, self._prefetch_order, lambda part: rows_of(tf.constant(0, tf.int64), part))
-            if self.repeat:
+            if self.repeat is True:
                 ds = ds.concatenate(tf.data.Dataset.counter(start=1, dtype=tf.int64).flat_map(epoch_indices))
+            elif self.epochs > 1:
+                ds = ds.concatenate(tf.data.Dataset.range(1, self.epochs, output_type=tf.int64).flat_map(epoch_indices))
         else:
-            epochs = tf.data.Dataset.counter(dtype=tf.int64) if self.repeat else tf.data.Dataset.range(1, output_type=tf.int64)
+            epochs = (tf.data.Dataset.counter(dtype=tf.int64) if self.repeat is True
+                      else tf.data.Dataset.range(self.epochs, output_type=tf.int64))
             ds = epochs.flat_map(epoch_indices)
         ds = ds.map(element, num_parallel_calls=self._parallel(), deterministic=True)
-        if self.batch_size:
+        if self.batch_size and batch:
             ds = ds.batch(self.batch_size, drop_remainder=self.drop_remainder)
-        cardinality = tf.data.INFINITE_CARDINALITY if self.repeat else len(self)
+        cardinality = tf.data.INFINITE_CARDINALITY if self.repeat is True else self._length(self.epochs, batch)
         ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
         prefetch = tf.data.AUTOTUNE if self.prefetch in ("autotune", None) else int(self.prefetch)
         if prefetch:
@@ -509,21 +553,62 @@ class DataGenerator:
     # -- public API ----------------------------------------------------------------------
     _DEFAULT = object()
 
-    def get_samples(self, structure: Any = _DEFAULT) -> tf.data.Dataset:
-        """The drawn samples, batched, without map stages."""
-        return self._build([], self.output_structure if structure is self._DEFAULT else structure)
+    def get_samples(self, structure: Any = None, batch: bool = True) -> tf.data.Dataset:
+        """The drawn samples, batched (unless ``batch=False``), without map stages: every column
+        by default (as brevettiai), or ``structure`` (a key, a tuple of keys, or "__default__" for
+        ``output_structure``)."""
+        structure, batch = self._structure_args(structure, batch, None)
+        return self._build([], structure, batch)
 
-    def get_dataset(self, structure: Any = _DEFAULT) -> tf.data.Dataset:
-        """The drawn samples through every map stage, batched and prefetched."""
-        return self._build(self.stages, self.output_structure if structure is self._DEFAULT else structure)
+    def get_dataset(self, structure: Any = _DEFAULT, batch: bool = True) -> tf.data.Dataset:
+        """The drawn samples through every map stage, batched (unless ``batch=False``) and prefetched;
+        ``structure`` defaults to ``output_structure`` (None: the whole element dict)."""
+        structure, batch = self._structure_args(structure, batch, self._DEFAULT)
+        return self._build(self.stages, structure, batch)
 
-    def get_samples_numpy(self, structure: Any = _DEFAULT) -> Iterator[Any]:
+    def _structure_args(self, structure: Any, batch: bool, default: Any) -> tuple[Any, bool]:
+        if isinstance(structure, bool):  # brevettiai's positional order: get_samples(batch, structure)
+            structure, batch = default, structure
+        if structure is self._DEFAULT or (isinstance(structure, str) and structure == "__default__"):
+            structure = self.output_structure
+        return structure, batch
+
+    def get_samples_numpy(self, structure: Any = None, batch: bool = True) -> Iterator[Any]:
         """:meth:`get_samples` as numpy values (strings decoded to str)."""
-        return map(_decode, self.get_samples(structure).as_numpy_iterator())
+        return map(_decode, self.get_samples(structure, batch).as_numpy_iterator())
 
-    def get_dataset_numpy(self, structure: Any = _DEFAULT) -> Iterator[Any]:
+    def get_dataset_numpy(self, structure: Any = _DEFAULT, batch: bool = True) -> Iterator[Any]:
         """:meth:`get_dataset` as numpy values (strings decoded to str)."""
-        return map(_decode, self.get_dataset(structure).as_numpy_iterator())
+        return map(_decode, self.get_dataset(structure, batch).as_numpy_iterator())
+
+    def _ordered_draw(self) -> Callable[[Any], np.ndarray] | None:
+        """Epoch -> sample rows for an unshuffled weighted draw: position k of the endless stream picks
+        group ``#{cumulative weight < (k + 1/2) * min(weight) / 2 mod 1}`` (brevettiai's selector,
+        sampled at the middle of each step so that the groups come in proportion to their weights)
+        and takes that group's next sample in input order, cycling. None without group weights."""
+        groups = getattr(self.sampler, "group_draw", None)
+        drawn = groups(self.samples) if groups is not None else None
+        if drawn is None:
+            return None
+        codes, group_weights = drawn
+        members = [np.flatnonzero(codes == g) for g in range(len(group_weights))]
+        cumulative = np.cumsum(group_weights)
+        step = group_weights[group_weights > 0].min() / 2
+        m = self.epoch_size
+
+        def rows(epoch: Any) -> np.ndarray:
+            k = np.arange((int(epoch) + 1) * m, dtype=np.float64)
+            state = np.mod((k + 0.5) * step, 1.0)
+            chosen = np.minimum(np.searchsorted(cumulative, state, side="left"), len(members) - 1)
+            occurrence = np.zeros(len(chosen), dtype=np.int64)
+            for g in range(len(members)):
+                hit = chosen == g
+                occurrence[hit] = np.arange(int(hit.sum()))
+            sizes = np.array([len(x) for x in members])
+            tail = slice(int(epoch) * m, None)
+            return np.array([members[g][o % sizes[g]] for g, o in zip(chosen[tail], occurrence[tail])], dtype=np.int64)
+
+        return rows
 
     def __iter__(self) -> Iterator[Any]:
         return self.get_dataset_numpy()

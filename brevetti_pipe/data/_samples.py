@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SAMPLE_COLUMNS = ("path", "category", "folder", "etag", "size", "dataset", "dataset_id", "url", "annotation_path",
-                  "annotation_etag", "annotation_size")
+                  "annotation_etag", "annotation_size", "bucket", "reference")
 
 #: Dataset generators (name -> callable(url, io, seed, **params)) used when a dataset is missing.
 GENERATORS: Registry[Any] = Registry("dataset generator", entry_points="brevetti_pipe.dataset_generators")
@@ -129,7 +129,8 @@ def get_image_samples(
         A DataFrame sorted by path with columns ``path`` (full URL), ``category`` (tuple of
         folder names after the category map), ``folder`` (relative folder), ``etag`` (the
         store's ETag/MD5, else a content hash), ``dataset``, ``dataset_id``, ``url`` and
-        ``annotation_path`` (the ``<image>.json`` beside the image, or None).
+        ``annotation_path`` (the ``<image>.json`` beside the image, or None); as in brevettiai also
+        ``bucket`` (the dataset's root URL) and ``reference`` (empty: no platform reference here).
 
     Raises:
         DatasetError: naming the dataset when it is missing, empty, unreadable or a file rather
@@ -166,6 +167,7 @@ def get_image_samples(
     if is_local(ds.url):
         listing = _follow_links(fs, listing, [os.path.realpath(root)])
     names = set(listing)
+    bucket = _full_url(protocol, root)
     rows = []
     unknown_maps = set((cfg.category_map or {}).keys())
     for path in sorted(listing):
@@ -200,6 +202,8 @@ def get_image_samples(
             "annotation_path": _full_url(protocol, annotation) if annotation else None,
             "annotation_etag": _version_tag(listing[annotation]) if annotation else None,
             "annotation_size": _size(listing[annotation]) if annotation else None,
+            "bucket": bucket,
+            "reference": "",
         })
     if cfg.category_map and unknown_maps == set(cfg.category_map):
         raise DatasetError(

@@ -109,13 +109,13 @@ class SampleSelection:
         cfg = self.config.split
         split = SampleSplit(
             cfg.fractions, cfg.stratify, cfg.unique_key,
-            seed=self.seed if cfg.seed is None else cfg.seed, manual_column=cfg.manual_column,
+            seed=self.seed if cfg.seed is None else cfg.seed, manual_column=cfg.manual_column, mode=cfg.mode,
         )
         own = self.artifact_path(cfg.file)
         shared = layout.shared_split_url(self.root, {
             "datasets": sorted((d.id, d.url) for d in self.datasets),
             "fractions": split.fractions, "stratify": split.stratify, "unique_key": split.unique_key,
-            "seed": split.seed, "manual": split.manual_column,
+            "seed": split.seed, "manual": split.manual_column, **({"mode": split.mode} if split.mode else {}),
         })
         if not self.io.exists(own) and self.io.exists(shared):
             # another run of this sweep (same datasets, split settings and seed) split these already

@@ -31,18 +31,24 @@ class RemoteMonitor(keras.callbacks.Callback):
     """Reports every finished epoch to the job (progress.jsonl and any progress endpoint) and
     hands it the trained model at the end of ``fit``.
 
-    ``epoch`` in the report counts finished epochs (Keras' 0-based index + 1).
+    ``epoch`` in the report counts finished epochs: inside ``fit`` that is Keras' 0-based index + 1;
+    called by hand (``on_epoch_end(11, logs)``, as brevettiai's monitor was), the epoch given.
     """
 
     def __init__(self, job: ProgressSink) -> None:
         super().__init__()
         self.job = job
+        self._in_fit = False
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {progress_name(k): v for k, v in (logs or {}).items()}
-        self.job.report_progress(epoch + 1, metrics)
+        self.job.report_progress(epoch + 1 if self._in_fit else epoch, metrics)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = False
         self.job.remember_model(self.model)  # a failure between fit and complete() keeps it
 
 

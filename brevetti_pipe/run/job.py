@@ -136,14 +136,19 @@ class Job:
 
     @classmethod
     def init(cls, job_id: str | None = None, api_key: str | None = None, *, overrides: Sequence[str] = (),
-             config_dir: str | os.PathLike[str] | None = None, config_name: str = "config") -> Job:
+             config_dir: str | os.PathLike[str] | None = None, config_name: str = "config",
+             argv: Sequence[str] | None = None) -> Job:
         """Compose the config with Hydra (as the CLI does) and build the job: ``job_id`` is ``job.id=...``,
         ``api_key`` stays out of every output, ``overrides`` are Hydra's (``["settings.epochs=1"]``),
-        ``config_dir`` is like ``--config-dir``. Raises ConfigError for an invalid key, value or option."""
+        ``config_dir`` is like ``--config-dir``; seed-style flags in ``argv`` (default ``sys.argv``, ``[]``
+        for none) apply below explicit arguments. Raises ConfigError for an invalid key, value or option."""
         from brevetti_pipe.config import compose
+        from brevetti_pipe.config._argv import init_arguments
         from brevetti_pipe.platform import resolve_config
 
         from brevetti_pipe.run._settings import prepare_settings, upgrade_settings_overrides
+
+        job_id, api_key, overrides = init_arguments(argv, cls._settings_model(), job_id, api_key, overrides)
 
         if api_key:
             _secrets.set_api_key(api_key)
@@ -356,6 +361,15 @@ class Job:
         """Write ``model`` with a metadata.json into artifacts/``name``; returns the relative path."""
         self.view.note_model(model)  # the report's model summary outlives the model
         return lifecycle.export_model(self, model, name)
+
+    def upload_artifact(self, artifact_name: str | Sequence[str], payload: bytes | str, is_file: bool = False) -> str:
+        """brevettiai's artifact upload: write ``payload`` (or, with ``is_file``, the file it names) to
+        artifacts/``artifact_name`` atomically; returns its URL."""
+        parts = (artifact_name,) if isinstance(artifact_name, str) else tuple(artifact_name)
+        url = self.artifact_path(*parts)
+        self.io.write_file(url, self.io.read_file(str(payload)) if is_file else payload)
+        self.on_artifact(url)
+        return url
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, run={self.config.run!r}, status={self.status!r})"

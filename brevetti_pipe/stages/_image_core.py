@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from brevetti_pipe.errors import StageError
+
 __all__ = ["clip", "decode", "to_channels", "resize", "rescale", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -16,6 +18,22 @@ def decode(data: tf.Tensor, dtype: tf.DType = tf.uint8) -> tf.Tensor:
     16-bit PNGs keep their precision with ``dtype=tf.uint16``; 8-bit sources are scaled to it.
     """
     return tf.io.decode_image(data, channels=0, dtype=dtype, expand_animations=False)
+
+
+#: brevettiai's demosaicing kernel (4 x 4, RGB out): red at the odd/odd sites, blue at even/even, green between.
+_BAYER = [[[0.25, 0.0, 0.0], [0.0, 0.25, 0.0], [0.25, 0.0, 0.0], [0.0, 0.0, 0.0]],
+          [[0.0, 0.25, 0.0], [0.0, 0.0, 1.0], [0.0, 0.25, 0.0], [0.0, 0.0, 0.0]],
+          [[0.25, 0.0, 0.0], [0.0, 0.25, 0.0], [0.25, 0.0, 0.0], [0.0, 0.0, 0.0]],
+          [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+
+
+def bayer_demosaic(mosaic: tf.Tensor) -> tf.Tensor:
+    """A raw Bayer mosaic ``[H, W, 1]`` -> float32 RGB ``[ceil(H/2), ceil(W/2), 3]`` (brevettiai's stride-2
+    convolution with "SAME" padding, so old models get the same input)."""
+    kernel = tf.constant(_BAYER, tf.float32)[:, :, tf.newaxis, :]
+    out = tf.nn.conv2d(tf.cast(mosaic, tf.float32)[tf.newaxis], kernel, strides=[1, 2, 2, 1], padding="SAME")[0]
+    out.set_shape([None, None, 3])
+    return out
 
 
 def clip(x: tf.Tensor, low: float | tf.Tensor, high: float | tf.Tensor) -> tf.Tensor:
@@ -56,15 +74,27 @@ def to_channels(image: tf.Tensor, channels: int | None) -> tf.Tensor:
             default=lambda: tf.image.rgb_to_grayscale(image[..., :3]),
         )
     else:
-        raise ValueError(f"channels must be 1, 3 or None, got {channels}")
+        raise StageError(f"channels must be 1, 3 or None, got {channels}")
     out.set_shape([None, None, channels])
     return out
 
 
 def resize(
-    image: tf.Tensor, size: tuple[int, int], method: str, antialias: bool, keep_aspect_ratio: bool
+    image: tf.Tensor, size: tuple[int, int], method: str, antialias: bool, keep_aspect_ratio: bool,
+    padding_mode: str = "constant", center_padding: bool = True,
 ) -> tf.Tensor:
-    """Resize ``[H, W, C]`` to ``size`` (height, width); with ``keep_aspect_ratio`` pad the rest."""
+    """Resize ``[H, W, C]`` to ``size`` (height, width); with ``keep_aspect_ratio`` pad the rest
+    (``padding_mode`` as ``tf.pad``: constant, reflect, symmetric; centred or at the bottom/right)."""
+    if keep_aspect_ratio and (padding_mode != "constant" or not center_padding):
+        dtype = image.dtype
+        fitted = tf.image.resize(image, size, method=method, preserve_aspect_ratio=True, antialias=antialias)
+        missing = tf.constant(size, tf.int32) - tf.shape(fitted)[:2]
+        before = missing // 2 if center_padding else tf.zeros_like(missing)
+        pads = tf.stack([tf.stack([before[0], missing[0] - before[0]]), tf.stack([before[1], missing[1] - before[1]]),
+                         tf.zeros([2], tf.int32)])
+        out = tf.pad(fitted, pads, mode=padding_mode.upper())
+        out.set_shape([size[0], size[1], image.shape[-1]])
+        return out if dtype == out.dtype else tf.cast(out, tf.float32)
     if keep_aspect_ratio:
         return tf.image.resize_with_pad(image, size[0], size[1], method=method, antialias=antialias)
     return tf.image.resize(image, size, method=method, antialias=antialias)
@@ -91,4 +121,4 @@ def rescale(
         return (image * (1.0 / maximum) - mean) / std
     if mode == "affine":
         return image * scale + offset
-    raise ValueError(f"unknown rescale mode {mode!r}")
+    raise StageError(f"unknown rescale mode {mode!r}; allowed: unit, imagenet, imagenet_mean_std, affine or null")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import AfterValidator, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StageError
 from brevetti_pipe.stages._base import Stage
+from brevetti_pipe.stages._brevettiai import augmenter_spellings
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -17,6 +18,34 @@ if TYPE_CHECKING:
 __all__ = [
     "ImageAugmenter", "ImageAugmenterParams", "ImageDeformation", "ImageFiltering", "ImageNoise", "RandomTransformer",
 ]
+
+
+def _at_most(value: tuple[float, float], limit: float) -> tuple[float, float]:
+    if value[1] > limit:
+        raise StageError(f"a range here goes up to at most {limit}; got {list(value)}")
+    return value
+
+
+def _ordered(value: tuple[float, float]) -> tuple[float, float]:
+    if value[0] > value[1]:
+        raise StageError(f"a range is [low, high] with low <= high; got {list(value)}")
+    return value
+
+
+#: A [low, high] range drawn uniformly (brevettiai's spelling of contrast, saturation, emboss_strength).
+Range = Annotated[tuple[NonNegativeFloat, NonNegativeFloat], AfterValidator(_ordered)]
+
+
+def factor_range(value: float | tuple[float, float]) -> tuple[float, float] | None:
+    """A factor parameter as its [low, high] range: ``c`` -> [1 - c, 1 + c]; None when it is the identity."""
+    low, high = value if isinstance(value, tuple) else (1.0 - value, 1.0 + value)
+    return None if low == high == 1.0 else (low, high)
+
+
+def strength_range(value: float | tuple[float, float]) -> tuple[float, float] | None:
+    """A strength parameter as its [low, high] range: ``s`` -> [0, s]; None when it is always 0."""
+    low, high = value if isinstance(value, tuple) else (0.0, value)
+    return None if high == 0.0 else (low, high)
 
 
 class RandomTransformer(StrictModel):
@@ -49,16 +78,19 @@ class ImageNoise(StrictModel):
 
     chance: float = Field(0.5, ge=0, le=1, description="Probability that the noise block is applied")
     brightness: float = Field(0.25, ge=0, le=1, description="Add up to +-brightness x value range")
-    contrast: float = Field(0.25, ge=0, lt=1, description="Scale contrast by a factor in [1 - c, 1 + c]")
+    contrast: Annotated[float, Field(ge=0, lt=1)] | Range = Field(
+        0.25, description="Scale contrast by a factor in [1 - c, 1 + c], or in a [low, high] range")
     hue: float = Field(0.0, ge=0, le=0.5, description="Shift hue by up to +-hue (rgb images only)")
-    saturation: float = Field(0.0, ge=0, lt=1, description="Scale saturation by a factor in [1 - s, 1 + s] (rgb only)")
+    saturation: Annotated[float, Field(ge=0, lt=1)] | Range = Field(
+        0.0, description="Scale saturation by a factor in [1 - s, 1 + s] or a [low, high] range (rgb only)")
     stddev: float = Field(0.0, ge=0, description="Gaussian noise stddev as a fraction of the value range")
     salt_pepper: float = Field(0.0, ge=0, le=1, description="Fraction of pixels set to black or white")
 
     @property
     def active(self) -> bool:
-        return self.chance > 0 and any(
-            v > 0 for v in (self.brightness, self.contrast, self.hue, self.saturation, self.stddev, self.salt_pepper)
+        return self.chance > 0 and (
+            any(v > 0 for v in (self.brightness, self.hue, self.stddev, self.salt_pepper))
+            or factor_range(self.contrast) is not None or factor_range(self.saturation) is not None
         )
 
 
@@ -66,13 +98,15 @@ class ImageFiltering(StrictModel):
     """Blur and emboss filters, applied to image keys only."""
 
     chance: float = Field(0.5, ge=0, le=1, description="Probability that the filter block is applied")
-    emboss_strength: float = Field(0.0, ge=0, le=1, description="Blend in up to this much of an emboss filter")
+    emboss_strength: Annotated[float, Field(ge=0, le=1)] | Annotated[Range, AfterValidator(lambda r: _at_most(r, 4.0))] = Field(
+        0.0, description="Blend in up to this much of an emboss filter, or a strength drawn in [low, high] (<= 4)")
     avg_blur: tuple[PositiveInt, PositiveInt] = Field((1, 1), description="Box blur kernel (height, width); (1, 1) is none")
     gaussian_blur_sigma: float = Field(0.0, ge=0, le=10, description="Gaussian blur with sigma drawn in [0, this]")
 
     @property
     def active(self) -> bool:
-        return self.chance > 0 and (self.emboss_strength > 0 or max(self.avg_blur) > 1 or self.gaussian_blur_sigma > 0)
+        return self.chance > 0 and (
+            strength_range(self.emboss_strength) is not None or max(self.avg_blur) > 1 or self.gaussian_blur_sigma > 0)
 
 
 class ImageDeformation(StrictModel):
@@ -103,11 +137,13 @@ class ImageAugmenterParams(StrictModel):
         default_factory=ImageDeformation, description="Elastic deformation (inactive at alpha 0); null skips it"
     )
 
+    _brevettiai = model_validator(mode="before")(augmenter_spellings)
+
     @field_validator("value_range")
     @classmethod
     def _low_below_high(cls, value: tuple[float, float]) -> tuple[float, float]:
         if not value[0] < value[1]:
-            raise ValueError("value_range is (low, high) with low < high, e.g. [0, 1] after rescale=unit")
+            raise StageError("value_range is (low, high) with low < high, e.g. [0, 1] after rescale=unit")
         return value
 
 
@@ -126,16 +162,19 @@ class ImageAugmenter(Stage, name="image_augmenter"):
     def reads(self) -> set[str]:
         return set(self.params.image_keys) | set(self.params.label_keys)
 
+    def sample_ranks(self) -> dict[str, int]:
+        return {k: 3 for k in self.params.image_keys}
+
     def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, Any]:
         import tensorflow as tf
 
         from brevetti_pipe.stages import _augment_core as core
 
         if seed is None:
-            raise ValueError("ImageAugmenter needs a seed; run it inside a DataGenerator")
+            seed = self.seed_tensor()
         p = self.params
         out = dict(x)
-        keys = [*p.image_keys, *p.label_keys]
+        keys = [*p.image_keys, *(k for k in p.label_keys if k in x)]  # absent masks are skipped, as in brevettiai
         t = p.random_transformer
         if t is not None:
             for flag, key, fn in ((t.flip_left_right, 1, tf.image.flip_left_right), (t.flip_up_down, 2, tf.image.flip_up_down)):
@@ -179,7 +218,9 @@ class ImageAugmenter(Stage, name="image_augmenter"):
             lo, hi = p.value_range
             span = hi - lo
             delta = core.uniform(seed, 11, -n.brightness, n.brightness) * span if n.brightness > 0 else None
-            factor = core.uniform(seed, 12, 1.0 - n.contrast, 1.0 + n.contrast) if n.contrast > 0 else None
+            contrast = factor_range(n.contrast)
+            factor = core.uniform(seed, 12, *contrast) if contrast is not None else None
+            saturation = factor_range(n.saturation)
             for i, k in enumerate(p.image_keys):
                 img = out[k]
 
@@ -190,12 +231,12 @@ class ImageAugmenter(Stage, name="image_augmenter"):
                         y = (y - mean) * factor + mean
                     if delta is not None:
                         y = y + delta
-                    if (n.hue > 0 or n.saturation > 0) and img.shape[-1] == 3:
+                    if (n.hue > 0 or saturation is not None) and img.shape[-1] == 3:
                         unit = (core.clip(y, lo, hi) - lo) / span
                         if n.hue > 0:
                             unit = tf.image.adjust_hue(unit, core.uniform(seed, 14, -n.hue, n.hue))
-                        if n.saturation > 0:
-                            unit = tf.image.adjust_saturation(unit, core.uniform(seed, 15, 1 - n.saturation, 1 + n.saturation))
+                        if saturation is not None:
+                            unit = tf.image.adjust_saturation(unit, core.uniform(seed, 15, *saturation))
                         y = unit * span + lo
                     if n.stddev > 0:
                         y = y + tf.random.stateless_normal(tf.shape(img), seed=core._fold(seed, 20 + i)) * (n.stddev * span)
@@ -223,8 +264,9 @@ class ImageAugmenter(Stage, name="image_augmenter"):
                         radius = max(1, int(math.ceil(3 * f.gaussian_blur_sigma)))
                         kernel = core.gaussian_kernel(core.uniform(seed, 51, 0.0, f.gaussian_blur_sigma), radius)
                         y = core.separable_filter(y, kernel, kernel)
-                    if f.emboss_strength > 0:
-                        strength = core.uniform(seed, 52, 0.0, f.emboss_strength)
+                    emboss = strength_range(f.emboss_strength)
+                    if emboss is not None:
+                        strength = core.uniform(seed, 52, *emboss)
                         y = y * (1 - strength) + core.filter2d(y, tf.constant(core.EMBOSS)) * strength
                     return tf.cast(y, img.dtype)
 

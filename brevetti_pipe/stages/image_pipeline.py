@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from brevetti_pipe.config._schema import StrictModel
+from brevetti_pipe.errors import StageError
 from brevetti_pipe.stages._base import ImageSize, Roi, Stage
+from brevetti_pipe.stages._brevettiai import image_pipeline_spellings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,7 +28,9 @@ class ImagePipelineParams(StrictModel):
     roi_mode: Literal["concatenate_height", "concatenate_width", "stack"] = Field(
         "concatenate_height", description="How several ROIs combine"
     )
-    color_mode: Literal["rgb", "greyscale", "keep"] = Field("rgb", description="Output channels: 3, 1 or as stored")
+    color_mode: Literal["rgb", "greyscale", "keep", "bayer"] = Field(
+        "rgb", description="Output channels: 3, 1 or as stored; bayer demosaics a raw mosaic (first channel) to RGB "
+        "at half the size, as brevettiai did")
     keep_aspect_ratio: bool = Field(False, description="Pad instead of stretching when resizing")
     rescale: Literal["unit", "imagenet", "imagenet_mean_std", "affine"] | None = Field(
         None, description="null keeps [0, 255]; unit -> [0, 1]; imagenet -> [-1, 1]; imagenet_mean_std; affine"
@@ -37,8 +41,9 @@ class ImagePipelineParams(StrictModel):
         "bilinear", description="Interpolation of the resize"
     )
     antialias: bool = Field(False, description="Antialias when downsampling")
-    padding_mode: Literal["constant"] = Field("constant", description="Padding when keep_aspect_ratio is set")
-    center_padding: bool = Field(True, description="Center the image in the padding")
+    padding_mode: Literal["constant", "reflect", "symmetric"] = Field(
+        "constant", description="Padding when keep_aspect_ratio is set (tf.pad modes)")
+    center_padding: bool = Field(True, description="Center the image in the padding (false: pad bottom and right)")
     bit_depth: Literal[8, 16] = Field(8, description="Decode depth: 16 keeps 16-bit PNG/TIFF precision")
     jpeg_downscale: Literal[1, 2, 4, 8] = Field(
         1, description="Decode JPEGs at 1/N size in the DCT (much faster) before resizing; pick N so the "
@@ -50,6 +55,8 @@ class ImagePipelineParams(StrictModel):
     path_key: str = Field("path", description="Element key holding the file path")
     output_key: str = Field("img", description="Element key receiving the image")
 
+    _brevettiai = model_validator(mode="before")(image_pipeline_spellings)
+
     @field_validator("roi_mode")
     @classmethod
     def _rois_combine(cls, mode: str, info: ValidationInfo) -> str:
@@ -59,7 +66,7 @@ class ImagePipelineParams(StrictModel):
             what, got = {"concatenate_height": ("width", [w for _, w in sizes]),
                          "concatenate_width": ("height", [h for h, _ in sizes])}.get(mode, ("size", sizes))
             if len(set(got)) > 1:
-                raise ValueError(f"{mode} needs ROIs of one {what} unless target_size resizes them; the rois have {got}")
+                raise StageError(f"{mode} needs ROIs of one {what} unless target_size resizes them; the rois have {got}")
         return mode
 
     def output_size(self) -> tuple[int, int] | None:
@@ -89,7 +96,7 @@ class ImagePipeline(Stage, name="image_pipeline"):
 
     @property
     def channels(self) -> int | None:
-        return {"rgb": 3, "greyscale": 1}.get(self.params.color_mode)
+        return {"rgb": 3, "greyscale": 1, "bayer": 3}.get(self.params.color_mode)
 
     def __call__(self, x: dict[str, tf.Tensor], seed: tf.Tensor | None = None) -> dict[str, Any]:
         import tensorflow as tf
@@ -104,7 +111,9 @@ class ImagePipeline(Stage, name="image_pipeline"):
 
         p = self.params
         depth = tf.uint16 if p.bit_depth == 16 else tf.uint8
-        if p.jpeg_downscale > 1 and p.bit_depth == 8 and self.channels is not None:
+        if p.color_mode == "bayer":
+            image = core.bayer_demosaic(core.decode(data, depth)[..., :1])
+        elif p.jpeg_downscale > 1 and p.bit_depth == 8 and self.channels is not None:
             channels = self.channels
             is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
             image = tf.cond(
@@ -121,11 +130,13 @@ class ImagePipeline(Stage, name="image_pipeline"):
         if p.rois:
             crops = [image[y0:y1, x0:x1] for (x0, y0, x1, y1) in p.rois]
             if p.target_size is not None:
-                crops = [core.resize(c, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio) for c in crops]
+                crops = [core.resize(c, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio,
+                                 p.padding_mode, p.center_padding) for c in crops]
             axis = {"concatenate_height": 0, "concatenate_width": 1, "stack": None}[p.roi_mode]
             image = tf.stack(crops) if axis is None else tf.concat(crops, axis=axis)
         elif p.target_size is not None:
-            image = core.resize(image, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio)
+            image = core.resize(image, p.target_size, p.resize_method, p.antialias, p.keep_aspect_ratio,
+                                p.padding_mode, p.center_padding)
         image = core.rescale(image, p.rescale, p.offset, p.scale, maximum=65535.0 if p.bit_depth == 16 else 255.0)
         image = core.cast(image, p.dtype)
         if p.target_size is not None and not p.rois:
@@ -134,6 +145,9 @@ class ImagePipeline(Stage, name="image_pipeline"):
 
     def reads(self) -> set[str]:
         return {self.params.path_key}
+
+    def sample_ranks(self) -> dict[str, int]:
+        return {self.params.path_key: 0}
 
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Fully decode every image once (threads, Pillow): empty, truncated, corrupt or non-image

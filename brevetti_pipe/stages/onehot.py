@@ -39,7 +39,7 @@ class OneHotEncoderParams(StrictModel):
         if isinstance(value, (list, tuple)):
             value = [category_label(v) for v in value]
             if len(set(value)) != len(value):
-                raise ValueError(f"classes must be unique, got {value}")
+                raise StageError(f"classes must be unique, got {value}")
         return value
 
 
@@ -61,6 +61,9 @@ class OneHotEncoder(Stage, name="onehot_encoder"):
 
     def reads(self) -> set[str]:
         return {self.params.input_key, self._index_column}
+
+    def sample_ranks(self) -> dict[str, int]:
+        return {self.params.input_key: 0}
 
     def prepare_reads_files(self, samples: pd.DataFrame) -> bool:
         return False  # reads the category column only

@@ -7,10 +7,11 @@ import os
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import StageError
+from brevetti_pipe.stages._brevettiai import segmentation_spellings
 from brevetti_pipe.stages._base import ImageSize, Roi, Stage
 
 if TYPE_CHECKING:
@@ -36,11 +37,13 @@ class SegmentationLoaderParams(StrictModel):
     path_key: str = Field("path", description="Element key holding the image path (for the mask size)")
     output_key: str = Field("segmentation", description="Element key receiving the mask")
 
+    _brevettiai = model_validator(mode="before")(segmentation_spellings)
+
     @field_validator("classes")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
-            raise ValueError("classes must be unique")
+            raise StageError("classes must be unique")
         return value
 
     @field_validator("mapping")
@@ -49,7 +52,7 @@ class SegmentationLoaderParams(StrictModel):
         classes = info.data.get("classes")
         unknown = sorted(set(value.values()) - set(classes or []))
         if classes is not None and unknown:  # invalid classes are reported on their own
-            raise ValueError(f"mapping targets {unknown} are not in classes {classes}")
+            raise StageError(f"mapping targets {unknown} are not in classes {classes}")
         return value
 
 
@@ -124,6 +127,9 @@ class SegmentationLoader(Stage, name="segmentation_loader"):
 
     def reads(self) -> set[str]:
         return {self._mask_column}
+
+    def sample_ranks(self) -> dict[str, int]:
+        return {self._mask_column: 0, self.params.annotation_key: 0}
 
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Annotations that do not parse, or that use a label that is not a class, mapped or ignored."""

@@ -61,5 +61,5 @@ def test_unknown_category_stops_with_its_name(samples):
 
 def test_numeric_and_none_columns_pass_through():
     samples = pd.DataFrame({"path": ["/a", "/b"], "score": [0.5, 1.5], "n": [1, 2], "note": [None, "x"]})
-    score, n, note = next(DataGenerator(samples, batch_size=2, output_structure=("score", "n", "note")).get_samples_numpy())
+    score, n, note = next(DataGenerator(samples, batch_size=2, output_structure=("score", "n", "note")).get_samples_numpy("__default__"))
     assert score.tolist() == [0.5, 1.5] and n.tolist() == [1, 2] and note.tolist() == ["", "x"]

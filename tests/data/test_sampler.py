@@ -37,7 +37,7 @@ def test_group_frequencies_converge_to_weights(sizes, weighting, seed):
         sampler = StratifiedSampler(["category"], "uniform")
     draws = 4000
     gen = sampler.get(samples, batch_size=None, seed=seed, epoch_size=draws, output_structure="category")
-    counts = Counter(gen.get_samples_numpy())
+    counts = Counter(gen.get_samples_numpy("__default__"))
     for g in groups:
         assert abs(counts[g] / draws - expected[g]) < 0.035, (g, counts, expected)
 
@@ -45,10 +45,10 @@ def test_group_frequencies_converge_to_weights(sizes, weighting, seed):
 def test_count_weighting_draws_every_sample_once_per_epoch_in_a_seeded_order():
     samples = _samples({"a": 5, "b": 3})
     gen = StratifiedSampler(["category"], "count").get(samples, batch_size=None, seed=3, output_structure="etag")
-    first = list(gen.get_samples_numpy())
+    first = list(gen.get_samples_numpy("__default__"))
     assert sorted(first) == sorted(samples.etag)
-    assert first == list(gen.get_samples_numpy())
-    other = list(StratifiedSampler(["category"]).get(samples, batch_size=None, seed=4, output_structure="etag").get_samples_numpy())
+    assert first == list(gen.get_samples_numpy("__default__"))
+    other = list(StratifiedSampler(["category"]).get(samples, batch_size=None, seed=4, output_structure="etag").get_samples_numpy("__default__"))
     assert first != other
 
 
@@ -65,7 +65,7 @@ def test_unknown_group_and_column_are_config_errors():
 def test_each_epoch_reshuffles_when_repeating():
     samples = _samples({"a": 20})
     gen = DataGenerator(samples, batch_size=20, shuffle=True, repeat=True, seed=0, output_structure="etag")
-    it = gen.get_samples_numpy()
+    it = gen.get_samples_numpy("__default__")
     e1, e2 = next(it), next(it)
     assert sorted(e1) == sorted(e2) and list(e1) != list(e2)
-    assert np.array_equal(e1, next(DataGenerator(samples, batch_size=20, shuffle=True, seed=0, output_structure="etag").get_samples_numpy()))
+    assert np.array_equal(e1, next(DataGenerator(samples, batch_size=20, shuffle=True, seed=0, output_structure="etag").get_samples_numpy("__default__")))

@@ -20,7 +20,7 @@ def test_shards_are_disjoint_and_cover_each_epoch():
     epochs = []
     for index in range(3):
         gen = DataGenerator(samples, batch_size=None, shuffle=True, repeat=True, seed=4, shard=(3, index), output_structure="etag")
-        it = gen.get_samples_numpy()
+        it = gen.get_samples_numpy("__default__")
         epochs.append([[next(it) for _ in range(len(gen))] for _ in range(2)])
         assert len(gen) in (7, 8)
     for e in range(2):
