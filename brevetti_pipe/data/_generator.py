@@ -386,7 +386,7 @@ class DataGenerator:
             )
         return x[structure] if isinstance(structure, str) else tuple(x[k] for k in keys)
 
-    def _build(self, stages: Sequence[Stage], structure: OutputStructure) -> tf.data.Dataset:
+    def _build(self, stages: Sequence[Stage], structure: OutputStructure, start_epoch: int = 0) -> tf.data.Dataset:
         import tensorflow as tf
 
         if self.samples.empty:
@@ -413,7 +413,7 @@ class DataGenerator:
             return index
 
         stage_ids = dict(zip(map(id, stages), stage_seed_ids(stages)))
-        streamable = not self.cache and tf.executing_eagerly()
+        streamable = not self.cache and tf.executing_eagerly() and start_epoch == 0
         arrays = self._column_arrays(stages, (lambda: index_of(tf.constant(0, tf.int64)).numpy()) if streamable else None)
         cached_specs: dict[str, Any] = {}
         memory: dict[str, Any] = {}
@@ -454,6 +454,10 @@ class DataGenerator:
         epoch_indices = tf.autograph.experimental.do_not_convert(epoch_indices)
         element = tf.autograph.experimental.do_not_convert(element)
         pending = self._prefetch
+        if pending is not None and start_epoch > 0 and not pending.done:
+            pending.start()  # a later epoch first: take every file before reading any
+            pending.join()
+            pending = None
         if pending is not None and pending.done:
             pending.join()  # a failed background fetch is raised here, by file name
             pending = None
@@ -464,7 +468,8 @@ class DataGenerator:
             if self.repeat:
                 ds = ds.concatenate(tf.data.Dataset.counter(start=1, dtype=tf.int64).flat_map(epoch_indices))
         else:
-            epochs = tf.data.Dataset.counter(dtype=tf.int64) if self.repeat else tf.data.Dataset.range(1, output_type=tf.int64)
+            epochs = (tf.data.Dataset.counter(start=start_epoch, dtype=tf.int64) if self.repeat
+                      else tf.data.Dataset.range(start_epoch, start_epoch + 1, output_type=tf.int64))
             ds = epochs.flat_map(epoch_indices)
         ds = ds.map(element, num_parallel_calls=self._parallel(), deterministic=True)
         if self.batch_size:
@@ -513,9 +518,11 @@ class DataGenerator:
         """The drawn samples, batched, without map stages."""
         return self._build([], self.output_structure if structure is self._DEFAULT else structure)
 
-    def get_dataset(self, structure: Any = _DEFAULT) -> tf.data.Dataset:
-        """The drawn samples through every map stage, batched and prefetched."""
-        return self._build(self.stages, self.output_structure if structure is self._DEFAULT else structure)
+    def get_dataset(self, structure: Any = _DEFAULT, *, start_epoch: int = 0) -> tf.data.Dataset:
+        """The drawn samples through every map stage, batched and prefetched, from epoch ``start_epoch``
+        on (0-based): a training resumed after ``k`` finished epochs draws exactly what an
+        uninterrupted one draws from its epoch ``k``."""
+        return self._build(self.stages, self.output_structure if structure is self._DEFAULT else structure, int(start_epoch))
 
     def get_samples_numpy(self, structure: Any = _DEFAULT) -> Iterator[Any]:
         """:meth:`get_samples` as numpy values (strings decoded to str)."""

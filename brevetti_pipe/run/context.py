@@ -58,6 +58,8 @@ def own_files(config: JobConfig) -> dict[str, str]:
         config.split.file.removeprefix("./"): "the split (split.file)",
         "bad_samples.csv": "the list of skipped samples", "charts/": "the charts folder",
         "pivot/": "the pivot table folder", "facets/": "the facets folder",
+        "checkpoint/": "the resume checkpoint (training.resume)",
+        **{f"predictions_{p}.csv": f"the {p} predictions" for p in ("train", "devel", "test")},
     }
 
 

@@ -123,6 +123,7 @@ class Job:
         self.trained = False
         self.fitted: Any = None
         self.evaluations: dict[str, Evaluation] = {}
+        self.weights_sha256: str | None = None
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -240,6 +241,31 @@ class Job:
         _ = self.temp_dir  # sets up the local cache for remote datasets
         return _pipeline().make_generator(samples, self.config, self.io, stages, seed=self.seed, train=train,
                                         shard=shard, output_structure=output_structure, **kwargs)
+
+    # -- training and evaluation (run.training, run.evaluation) ---------------------------
+    def fit(self, model: Any, train: DataGenerator | None = None, devel: DataGenerator | None = None, *,
+            epochs: int | None = None, callbacks: Sequence[Any] = ()) -> list[dict[str, float]]:
+        """Train a Keras ``model`` as a model-builder recipe's is trained: Keras ``fit`` on one worker,
+        the synchronous loop under ``multi_worker``, ``training.callbacks`` plus ``callbacks``, progress
+        reports, the resume checkpoint (``training.resume``). ``train``/``devel`` default to generators
+        of the train and devel samples (``training.batch_size``); an uncompiled model is compiled from
+        ``training.*``. Returns each epoch's metrics (Keras names)."""
+        from brevetti_pipe.run import training
+
+        task = training.task_of(self, self.recipe.task if self.recipe is not None else None)
+        if train is None:
+            train, devel = training.generators(self, task, training.batch_size_of(self))
+        if not getattr(model, "compiled", False):
+            with self.strategy.scope():
+                model = training.prepare_model(self, model, task)
+        return training.fit(self, model, train, devel, epochs=epochs, callbacks=callbacks)
+
+    def evaluate(self, model: Any, purpose: str = "devel") -> Evaluation | None:
+        """Predict every ``purpose`` sample once: record ``<purpose>_*`` metrics, the confusion matrix and
+        ``predictions_<purpose>.csv``; the result is also in ``job.evaluations[purpose]`` (None without samples)."""
+        from brevetti_pipe.run import training
+
+        return training.evaluate(self, model, purpose)
 
     def thumbnails(self, samples: pd.DataFrame, size: int) -> DataGenerator:
         """``img`` thumbnails of ``samples`` for the facets report (see :class:`JobView`)."""
