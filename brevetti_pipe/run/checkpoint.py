@@ -164,7 +164,7 @@ def init_weights(job: Any, model: Any) -> list[str]:
         src = source.get(layer.name)
         shapes = [tuple(w.shape) for w in layer.weights]
         theirs = [tuple(w.shape) for w in src.weights] if src is not None else None
-        if theirs != shapes:
+        if src is None or theirs != shapes:
             mismatched.append(f"{layer.name} ({'not in the source model' if src is None else f'{theirs} vs {shapes}'})")
             continue
         layer.set_weights(src.get_weights())

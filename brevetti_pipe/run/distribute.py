@@ -13,13 +13,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from brevetti_pipe.run.job import Job
-
 __all__ = ["fit_distributed", "predict_local"]
 
 
 def fit_distributed(
-    job: Job, model: Any, dataset: tf.data.Dataset, steps_per_epoch: int, epochs: int, global_batch_size: int,
+    job: Any, model: Any, dataset: tf.data.Dataset, steps_per_epoch: int, epochs: int, global_batch_size: int,
     *, initial_epoch: int = 0, callbacks: Sequence[Any] = (),
 ) -> list[dict[str, float]]:
     """Train a compiled Keras ``model`` on ``dataset`` (``(x, y)`` batches of ``global_batch_size``)
@@ -29,6 +27,7 @@ def fit_distributed(
     are used. Reports ``train_loss`` and ``train_accuracy`` per epoch through the job; Keras
     ``callbacks`` get the epoch hooks (``loss``, ``accuracy`` in their logs) and may stop training.
     Works for classification and segmentation (accuracy over every predicted position).
+    (``job``: the running :class:`~brevetti_pipe.run.job.Job`; typed loosely, the job imports this module.)
 
     Returns:
         One metrics dict per epoch run here.
