@@ -113,6 +113,9 @@ def prepare_model(job: Any, model: Any, task: Task, target_spec: Any = None) -> 
     import keras
 
     training = job.config.training
+    if training.jit_compile is True and job.config.job.deterministic:
+        raise ConfigError("training.jit_compile=true needs job.deterministic=false: TensorFlow's op determinism "
+                          "rules out XLA. Received: training.jit_compile=true, job.deterministic=true")
     if any(str(o.dtype) != "float32" for o in model.outputs):
         casts = [keras.layers.Activation("linear", dtype="float32", name=f"float32_output_{i}")(o)
                  for i, o in enumerate(model.outputs)]

@@ -91,7 +91,10 @@ def test_mixed_precision_trains_on_cpu_with_float32_outputs(tmp_path, tiny_vials
 
 
 def test_jit_compile_trains_on_cpu(tmp_path, tiny_vials):
-    job = _job(tmp_path, tiny_vials, "settings.epochs=1", "training.jit_compile=true")
+    job = _job(tmp_path, tiny_vials, "settings.epochs=1", "training.jit_compile=true", "job.id=xla-refused")
+    with pytest.raises(ConfigError, match=r"training\.jit_compile=true needs job\.deterministic=false"):
+        job.start()  # Keras would silently drop XLA under TensorFlow's op determinism
+    job = _job(tmp_path, tiny_vials, "settings.epochs=1", "training.jit_compile=true", "job.deterministic=false")
     model = job.start()
     assert model.jit_compile is True
     assert np.isfinite(_progress(job)[0]["train_loss"]) and np.isfinite(job.metrics["devel_loss"])
@@ -110,6 +113,7 @@ def test_init_from_a_job_id_loads_every_weight(classification_job, tiny_vials):
 
     _, trained = classification_job
     job = _warm(classification_job, tiny_vials)
+    job.seed_frameworks()  # as the framework does before building: fresh Keras layer names
     model = build_model(job, (16, 16, 1), job.classes)
     assert weights_sha256(model) != weights_sha256(trained)
     assert init_weights(job, model) == []
@@ -126,6 +130,7 @@ def test_init_from_with_mismatched_layers_is_an_error_unless_partial(classificat
     with pytest.raises(ConfigError, match=r"training\.init_from: 1 layer\(s\) do not match.*dense.*init_from_partial"):
         job.start()  # the framework's loop warm-starts the built model
     job = _warm(classification_job, tiny_vials, "pipeline.image.target_size=[24,24]", "training.init_from_partial=true")
+    job.seed_frameworks()
     model = build_model(job, (24, 24, 1), job.classes)
     left = init_weights(job, model)
     assert len(left) == 1 and left[0].startswith("dense")
