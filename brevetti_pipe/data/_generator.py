@@ -233,9 +233,7 @@ class DataGenerator:
 
     def __len__(self) -> int:
         """Batches per epoch."""
-        size = self.epoch_size
-        if self.shard is not None and self.shard[0] > 1:
-            size = len(range(self.shard[1], self.epoch_size, self.shard[0]))
+        size = self._samples_per_epoch()
         if not self.batch_size:
             return size
         if self.drop_remainder:
@@ -386,7 +384,13 @@ class DataGenerator:
             )
         return x[structure] if isinstance(structure, str) else tuple(x[k] for k in keys)
 
-    def _build(self, stages: Sequence[Stage], structure: OutputStructure, start_epoch: int = 0) -> tf.data.Dataset:
+    def _samples_per_epoch(self) -> int:
+        """Samples this worker draws per epoch (its shard of ``epoch_size``)."""
+        if self.shard is not None and self.shard[0] > 1:
+            return len(range(self.shard[1], self.epoch_size, self.shard[0]))
+        return self.epoch_size
+
+    def _build(self, stages: Sequence[Stage], structure: OutputStructure, skip: int = 0) -> tf.data.Dataset:
         import tensorflow as tf
 
         if self.samples.empty:
@@ -413,7 +417,8 @@ class DataGenerator:
             return index
 
         stage_ids = dict(zip(map(id, stages), stage_seed_ids(stages)))
-        streamable = not self.cache and tf.executing_eagerly() and start_epoch == 0
+        start_epoch, offset = divmod(skip, self._samples_per_epoch())
+        streamable = not self.cache and tf.executing_eagerly() and skip == 0
         arrays = self._column_arrays(stages, (lambda: index_of(tf.constant(0, tf.int64)).numpy()) if streamable else None)
         cached_specs: dict[str, Any] = {}
         memory: dict[str, Any] = {}
@@ -454,7 +459,7 @@ class DataGenerator:
         epoch_indices = tf.autograph.experimental.do_not_convert(epoch_indices)
         element = tf.autograph.experimental.do_not_convert(element)
         pending = self._prefetch
-        if pending is not None and start_epoch > 0 and not pending.done:
+        if pending is not None and skip > 0 and not pending.done:
             pending.start()  # a later epoch first: take every file before reading any
             pending.join()
             pending = None
@@ -471,6 +476,8 @@ class DataGenerator:
             epochs = (tf.data.Dataset.counter(start=start_epoch, dtype=tf.int64) if self.repeat
                       else tf.data.Dataset.range(start_epoch, start_epoch + 1, output_type=tf.int64))
             ds = epochs.flat_map(epoch_indices)
+            if offset:
+                ds = ds.skip(offset)
         ds = ds.map(element, num_parallel_calls=self._parallel(), deterministic=True)
         if self.batch_size:
             ds = ds.batch(self.batch_size, drop_remainder=self.drop_remainder)
@@ -518,11 +525,12 @@ class DataGenerator:
         """The drawn samples, batched, without map stages."""
         return self._build([], self.output_structure if structure is self._DEFAULT else structure)
 
-    def get_dataset(self, structure: Any = _DEFAULT, *, start_epoch: int = 0) -> tf.data.Dataset:
-        """The drawn samples through every map stage, batched and prefetched, from epoch ``start_epoch``
-        on (0-based): a training resumed after ``k`` finished epochs draws exactly what an
-        uninterrupted one draws from its epoch ``k``."""
-        return self._build(self.stages, self.output_structure if structure is self._DEFAULT else structure, int(start_epoch))
+    def get_dataset(self, structure: Any = _DEFAULT, *, skip: int = 0) -> tf.data.Dataset:
+        """The drawn samples through every map stage, batched and prefetched; ``skip``: start after that
+        many samples of this worker's stream (a training resumed after ``k`` steps of ``b`` samples
+        passes ``k * b`` and draws exactly what the uninterrupted one draws from there, without
+        decoding the skipped samples)."""
+        return self._build(self.stages, self.output_structure if structure is self._DEFAULT else structure, int(skip))
 
     def get_samples_numpy(self, structure: Any = _DEFAULT) -> Iterator[Any]:
         """:meth:`get_samples` as numpy values (strings decoded to str)."""

@@ -173,15 +173,18 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
         log.info("The checkpoint holds all %d epochs: nothing left to train", epochs)
         job.remember_model(model)
         return []
-    dataset = train.get_dataset(start_epoch=initial)
+    # batches run across the generator's epochs: skip what the finished epochs' steps consumed
+    # (each worker feeds batch_size / workers samples per step)
+    steps = job.steps_per_epoch(train)
+    dataset = train.get_dataset(skip=initial * steps * int(train.batch_size or 1) // job.num_workers)
     if job.num_workers > 1:
         from brevetti_pipe.run.distribute import fit_distributed
 
-        history = fit_distributed(job, model, dataset, job.steps_per_epoch(train), epochs,
+        history = fit_distributed(job, model, dataset, steps, epochs,
                                   int(train.batch_size or 1), initial_epoch=initial, callbacks=extra)
     else:
         result = model.fit(
-            dataset, steps_per_epoch=job.steps_per_epoch(train), epochs=epochs, initial_epoch=initial,
+            dataset, steps_per_epoch=steps, epochs=epochs, initial_epoch=initial,
             validation_data=devel.get_dataset() if devel is not None else None,
             validation_steps=len(devel) if devel is not None else None,
             callbacks=[job.get_remote_monitor(), *extra],
