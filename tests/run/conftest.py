@@ -26,16 +26,6 @@ def seg_args(data: Path) -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="session")
-def tiny_vials_seg(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Annotated vials (cap and liquid polygons): 3 classes x 5 images, 32 px."""
-    from brevetti_pipe.data._demo import generate_vials
-
-    root = tmp_path_factory.mktemp("data") / "vials_seg_tiny"
-    generate_vials(str(root), per_class=5, size=32, annotations=True)
-    return root
-
-
-@pytest.fixture(scope="session")
 def classification_job(tmp_path_factory: pytest.TempPathFactory, tiny_vials: Path):
     """(job, model) of a completed tiny classification run."""
     from brevetti_pipe import Job
