@@ -245,27 +245,17 @@ class Job:
     # -- training and evaluation (run.training, run.evaluation) ---------------------------
     def fit(self, model: Any, train: DataGenerator | None = None, devel: DataGenerator | None = None, *,
             epochs: int | None = None, callbacks: Sequence[Any] = ()) -> list[dict[str, float]]:
-        """Train a Keras ``model`` as a model-builder recipe's is trained: Keras ``fit`` on one worker,
-        the synchronous loop under ``multi_worker``, ``training.callbacks`` plus ``callbacks``, progress
-        reports, the resume checkpoint (``training.resume``). ``train``/``devel`` default to generators
-        of the train and devel samples (``training.batch_size``); an uncompiled model is compiled from
-        ``training.*``. Returns each epoch's metrics (Keras names)."""
-        from brevetti_pipe.run import training
+        """Train ``model`` as the framework trains a builder's (see :func:`~brevetti_pipe.run.training.fit_job`)."""
+        from brevetti_pipe.run.training import fit_job
 
-        task = training.task_of(self, self.recipe.task if self.recipe is not None else None)
-        if train is None:
-            train, devel = training.generators(self, task, training.batch_size_of(self))
-        if not getattr(model, "compiled", False):
-            with self.strategy.scope():
-                model = training.prepare_model(self, model, task)
-        return training.fit(self, model, train, devel, epochs=epochs, callbacks=callbacks)
+        return fit_job(self, model, train, devel, epochs=epochs, callbacks=callbacks)
 
     def evaluate(self, model: Any, purpose: str = "devel") -> Evaluation | None:
-        """Predict every ``purpose`` sample once: record ``<purpose>_*`` metrics, the confusion matrix and
-        ``predictions_<purpose>.csv``; the result is also in ``job.evaluations[purpose]`` (None without samples)."""
-        from brevetti_pipe.run import training
+        """Predict every ``purpose`` sample once: ``<purpose>_*`` metrics, confusion matrix, predictions CSV
+        (see :func:`~brevetti_pipe.run.training.evaluate`); also in ``job.evaluations[purpose]``."""
+        from brevetti_pipe.run.training import evaluate
 
-        return training.evaluate(self, model, purpose)
+        return evaluate(self, model, purpose)
 
     def thumbnails(self, samples: pd.DataFrame, size: int) -> DataGenerator:
         """``img`` thumbnails of ``samples`` for the facets report (see :class:`JobView`)."""

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from brevetti_pipe.run.evaluation import Evaluation
     from brevetti_pipe.run.recipe import Recipe
 
-__all__ = ["Task", "dtype_policy", "evaluate", "evaluate_all", "fit", "prepare_model", "task_of", "train_evaluate"]
+__all__ = ["Task", "dtype_policy", "evaluate", "evaluate_all", "fit", "fit_job", "prepare_model", "task_of", "train_evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,26 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
     return history
 
 
+def fit_job(job: Any, model: Any, train: DataGenerator | None = None, devel: DataGenerator | None = None, *,
+            epochs: int | None = None, callbacks: Sequence[Any] = ()) -> list[dict[str, float]]:
+    """``job.fit``: train a Keras ``model`` as a model-builder recipe's is trained (:func:`fit`): Keras
+    ``fit`` on one worker, the synchronous loop under ``multi_worker``, ``training.callbacks`` plus
+    ``callbacks``, progress reports, the resume checkpoint. ``train``/``devel`` default to generators
+    of the train and devel samples (``training.batch_size``); an uncompiled model is compiled in place
+    from ``training.*`` (build it under ``training.mixed_precision`` yourself: :func:`dtype_policy`).
+    Returns each epoch's metrics (Keras names)."""
+    task = task_of(job, job.recipe.task if job.recipe is not None else None)
+    if train is None:
+        train, devel = generators(job, task, batch_size_of(job))
+    if not getattr(model, "compiled", False):
+        with job.strategy.scope():
+            prepared = prepare_model(job, model, task)
+        if prepared is not model:
+            raise ConfigError("job.fit got a model with float16 outputs: build it with float32 outputs "
+                              "(training.mixed_precision casts them for model builders)")
+    return fit(job, model, train, devel, epochs=epochs, callbacks=callbacks)
+
+
 def evaluate(job: Any, model: Any, purpose: str, task: Task | None = None) -> Evaluation | None:
     """Evaluate ``model`` on ``purpose`` (see :func:`brevetti_pipe.run.evaluation.evaluate`)."""
     from brevetti_pipe.run import evaluation
@@ -251,12 +271,17 @@ def _check_builder_early(job: Any, recipe: Recipe, task: str) -> None:
         return
     # classification classes come from the data: stand-ins do for a size check
     classes = task_of(job, task).classes if task == "segmentation" else ["class_0", "class_1"]
+    import keras
+
     try:
         recipe.run(job, shape, classes)
     except ConfigError:
         raise
     except Exception as exc:
         log.debug("The early build on %s failed (%s); the real build follows", shape, exc)
+    finally:
+        if not job.config.job.deterministic:  # else seed_frameworks clears it before the real build
+            keras.backend.clear_session()  # the real build gets the layer names a fresh process gives
 
 
 def train_evaluate(job: Any, recipe: Recipe) -> Any:
