@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 __all__ = ["Evaluation", "classification_metrics", "evaluate", "roc_auc_ovr", "segmentation_metrics"]
@@ -52,6 +51,8 @@ class Evaluation:
 # -- metrics (NumPy only) ------------------------------------------------------------------
 def _ranks(values: np.ndarray) -> np.ndarray:
     """Average ranks (1-based), ties sharing the mean of their positions."""
+    import numpy as np
+
     order = np.argsort(values, kind="mergesort")
     sorted_values = values[order]
     ranks = np.empty(len(values), dtype=np.float64)
@@ -65,6 +66,8 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 def roc_auc_ovr(y_true: np.ndarray, probabilities: np.ndarray) -> tuple[float, list[float]]:
     """Macro one-vs-rest ROC AUC and the per-class AUCs (NaN for a class without both positive and
     negative samples; the macro mean leaves those out, NaN when none is left)."""
+    import numpy as np
+
     per_class = []
     for c in range(probabilities.shape[1]):
         positive = y_true == c
@@ -79,10 +82,14 @@ def roc_auc_ovr(y_true: np.ndarray, probabilities: np.ndarray) -> tuple[float, l
 
 
 def _confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
+    import numpy as np
+
     return np.bincount(y_true.astype(np.int64) * n + y_pred.astype(np.int64), minlength=n * n).reshape(n, n)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
@@ -90,6 +97,8 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, classes: Sequence[str],
                            purpose: str) -> tuple[dict[str, float], np.ndarray]:
     """``<purpose>_*`` classification metrics and the confusion matrix (rows true, columns predicted)."""
+    import numpy as np
+
     n = len(classes)
     y_pred = np.argmax(probabilities, axis=1)
     matrix = _confusion(y_true, y_pred, n)
@@ -113,6 +122,8 @@ def segmentation_metrics(matrix: np.ndarray, classes: Sequence[str], purpose: st
                          background: bool = True) -> dict[str, float]:
     """``<purpose>_*`` segmentation metrics from a pixel confusion matrix (rows true, columns predicted);
     ``background``: class 0 is the background, left out of ``mean_iou``."""
+    import numpy as np
+
     tp = np.diag(matrix).astype(np.float64)
     union = matrix.sum(axis=0) + matrix.sum(axis=1) - tp
     present = union > 0
@@ -129,6 +140,8 @@ def segmentation_metrics(matrix: np.ndarray, classes: Sequence[str], purpose: st
 
 def _per_sample_segmentation(true: np.ndarray, pred: np.ndarray, n: int, first: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample mean foreground IoU (NaN without foreground in truth and prediction) and pixel accuracy."""
+    import numpy as np
+
     ious, accs = [], []
     for t, p in zip(true.reshape(len(true), -1), pred.reshape(len(pred), -1)):
         m = _confusion(t, p, n)
@@ -143,6 +156,8 @@ def _per_sample_segmentation(true: np.ndarray, pred: np.ndarray, n: int, first: 
 # -- one purpose ---------------------------------------------------------------------------
 def _predict(job: Any, model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
     """(predictions, targets) over a finite ``(x, y)`` dataset, on this worker alone (no collective ops)."""
+    import numpy as np
+
     preds, targets = [], []
     for x, y in dataset.as_numpy_iterator():
         out = model(x, training=False) if job.num_workers > 1 else model.predict_on_batch(x)
@@ -161,6 +176,8 @@ def _write_csv(job: Any, purpose: str, table: pd.DataFrame) -> None:
 
 def _labels(target: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Class ids of ``target``: one-hot (as many axes as the prediction) or ids (with or without a last axis of 1)."""
+    import numpy as np
+
     if target.ndim == pred.ndim and target.shape[-1] == pred.shape[-1] and pred.shape[-1] > 1:
         return np.argmax(target, axis=-1)
     return target.reshape(pred.shape[:-1]).astype(np.int64)
@@ -170,6 +187,8 @@ def evaluate(job: Any, model: Any, purpose: str, *, task: str, structure: tuple[
              batch_size: int, background: bool = True) -> Evaluation | None:
     """Predict every ``purpose`` sample once, record its metrics, confusion matrix and predictions CSV,
     and store the result in ``job.evaluations[purpose]``; None when the purpose has no samples."""
+    import numpy as np
+
     import pandas as pd
 
     samples = job.get_samples()
