@@ -1,15 +1,18 @@
 """Run layer: what survives a killed training (the resume checkpoint) and what starts one (warm start).
 
-The checkpoint lives under ``artifacts/checkpoint/``: ``weights-<epoch>.weights.h5`` (Keras's own
-weights file: the model's weights and the optimizer's state) and ``state.json`` (the epoch, the
-random-generator states Keras keeps outside the weights, a fingerprint of the config and the
-weights file's name). Each file is written atomically through the job's storage, ``state.json``
-last, so a kill at any moment leaves the previous epoch's checkpoint whole, on S3 too.
+The checkpoint lives under ``artifacts/checkpoint/``: ``variables-<epoch>.npz`` (every model
+variable: the weights and the seed-generator states of dropout or noise layers, then the
+optimizer's variables: its step, moments and learning rate) and ``state.json`` (the epoch, a
+fingerprint of the config, the variable paths and the file's name). Each file is written
+atomically through the job's storage, ``state.json`` last, so a kill at any moment leaves the
+previous epoch's checkpoint whole, on S3 too. (NumPy's ``.npz`` rather than Keras's
+``save_weights``: a tenth of the time per epoch, and it holds the seed-generator states too.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import io as _io
 import json
 import logging
 import os
@@ -44,12 +47,6 @@ def _checkpoint_url(job: Any) -> str:
     return join_url(job.backend.artifact_url(job.id), CHECKPOINT_DIR)
 
 
-def _rng_variables(model: Any) -> list[Any]:
-    """The model's variables that are not weights: the seed generators' states (dropout, noise)."""
-    weights = {id(v) for v in model.weights}
-    return [v for v in model.variables if id(v) not in weights]
-
-
 class ResumeCheckpoint:
     """Writes the checkpoint after every epoch (chief only) and restores it into a freshly built model."""
 
@@ -57,47 +54,58 @@ class ResumeCheckpoint:
         self.job = job
         self.url = _checkpoint_url(job)
         self.fingerprint = config_fingerprint(job.config)
+        self._previous: str | None = None
+
+    @staticmethod
+    def _variables(model: Any) -> list[Any]:
+        # every model variable (weights and seed-generator states), then the optimizer's
+        return [*model.variables, *model.optimizer.variables]
 
     def restore(self, model: Any) -> int:
-        """Load the last checkpoint into ``model`` (compiled, optimizer built); returns the finished
-        epochs (0 when there is none, or it was written for another config)."""
+        """Load the last checkpoint into the compiled ``model`` (its optimizer is built first); returns
+        the finished epochs (0 when there is none, or it was written for another config or model)."""
+        import numpy as np
+
         io = self.job.io
         state_url = join_url(self.url, _STATE)
         if not io.exists(state_url):
             return 0
         state = json.loads(io.read_file(state_url))
+        self._previous = state.get("file")
         if state.get("fingerprint") != self.fingerprint:
             log.warning("Not resuming from %s: it was written for another config; training from the start",
                         _secrets.redact(self.url))
             return 0
-        local = self.job.temp_path("checkpoint", state["weights"])
-        with open(local, "wb") as fh:
-            fh.write(io.read_file(join_url(self.url, state["weights"])))
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(local)
-        rng = _rng_variables(model)
-        for variable, value in zip(rng, state.get("rng", [])):
+        variables = self._variables(model)
+        with np.load(_io.BytesIO(io.read_file(join_url(self.url, state["file"])))) as saved:
+            values = [saved[f"v{i}"] for i in range(len(saved.files))]
+        if [tuple(v.shape) for v in variables] != [x.shape for x in values]:
+            log.warning("Not resuming from %s: its variables do not fit the built model; training from the start",
+                        _secrets.redact(self.url))
+            return 0
+        for variable, value in zip(variables, values):
             variable.assign(value)
         log.info("Resuming job %s after epoch %d (checkpoint %s)", self.job.id, state["epoch"], _secrets.redact(self.url))
         return int(state["epoch"])
 
     def save(self, model: Any, epochs_done: int) -> None:
-        """Write the checkpoint of ``epochs_done`` finished epochs; the previous weights file goes after."""
+        """Write the checkpoint of ``epochs_done`` finished epochs; the previous variables file goes after."""
+        import numpy as np
+
         if not self.job.is_chief:
             return
         io = self.job.io
-        name = f"weights-{epochs_done}.weights.h5"
-        local = self.job.temp_path("checkpoint", name)
-        model.save_weights(local)
-        io.upload(local, join_url(self.url, name))
-        os.remove(local)
-        state_url = join_url(self.url, _STATE)
-        previous = json.loads(io.read_file(state_url)).get("weights") if io.exists(state_url) else None
-        state = {"epoch": epochs_done, "weights": name, "fingerprint": self.fingerprint,
-                 "rng": [[int(x) for x in v.numpy().ravel()] for v in _rng_variables(model)]}
-        io.write_file(state_url, json.dumps(state))
-        if previous and previous != name:
-            _remove(io, join_url(self.url, previous))
+        name = f"variables-{epochs_done}.npz"
+        buffer = _io.BytesIO()
+        np.savez(buffer, **{f"v{i}": np.asarray(v) for i, v in enumerate(self._variables(model))})
+        io.write_file(join_url(self.url, name), buffer.getvalue())
+        io.write_file(join_url(self.url, _STATE), json.dumps({
+            "epoch": epochs_done, "file": name, "fingerprint": self.fingerprint,
+            "variables": [getattr(v, "path", v.name) for v in self._variables(model)]}))
+        if self._previous and self._previous != name:
+            _remove(io, join_url(self.url, self._previous))
+        self._previous = name
 
     def callback(self, initial_epoch: int) -> Any:
         """A Keras callback saving after every epoch."""
