@@ -98,7 +98,8 @@ class ResumeCheckpoint:
         io = self.job.io
         name = f"variables-{epochs_done}.npz"
         buffer = _io.BytesIO()
-        np.savez(buffer, **{f"v{i}": np.asarray(v) for i, v in enumerate(self._variables(model))})
+        arrays: dict[str, Any] = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables(model))}
+        np.savez(buffer, **arrays)
         io.write_file(join_url(self.url, name), buffer.getvalue())
         io.write_file(join_url(self.url, _STATE), json.dumps({
             "epoch": epochs_done, "file": name, "fingerprint": self.fingerprint,
