@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from brevetti_pipe.errors import ConfigError
 
-if TYPE_CHECKING:
-    from brevetti_pipe.run.job import Job
-
-__all__ = ["check_input_size", "check_pipeline_size"]
+__all__ = ["check_input_size"]
 
 
 def check_input_size(size: Sequence[int | None], model: str, minimum: int, multiple: int = 1,
@@ -34,17 +31,3 @@ def check_input_size(size: Sequence[int | None], model: str, minimum: int, multi
     received = [height, width] if received is None else received
     raise ConfigError(f"Invalid value for '{key}': {model} needs a height and width {need}; this gives "
                       f"{height}x{width}. Received: {key}={received}")
-
-
-def check_pipeline_size(job: Job, model: str, minimum: int, multiple: int = 1) -> None:
-    """Check the size the ``image_pipeline`` stages are configured to output, before any data is read."""
-    from brevetti_pipe.stages.image_pipeline import ImagePipelineParams
-
-    for name, spec in job.config.pipeline.items():
-        if spec.type == "image_pipeline":
-            params = ImagePipelineParams.model_validate(spec.params())
-            size = params.output_size()
-            if size is not None:
-                field = "target_size" if params.target_size else "rois"
-                check_input_size(size, model, minimum, multiple, f"pipeline.{name}.{field}",
-                                 params.model_dump(mode="json")[field])

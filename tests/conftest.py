@@ -39,6 +39,16 @@ def tiny_vials(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_vials_seg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Annotated vials (cap and liquid polygons): 3 classes x 5 images, 32 px, made once per session."""
+    from brevetti_pipe.data._demo import generate_vials
+
+    root = tmp_path_factory.mktemp("data") / "vials_seg_tiny"
+    generate_vials(str(root), per_class=5, size=32, annotations=True)
+    return root
+
+
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``python -m brevetti_pipe ARGS`` in ``cwd`` and return the finished process."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}

@@ -252,8 +252,18 @@ class TrainingConfig(StrictModel):
     init_from_partial: bool = Field(False, description="Allow init_from to leave layers that do not match untouched")
     callbacks: dict[str, ComponentSpec] = Field(
         default_factory=dict,
-        description="Registered Keras callbacks by name (early_stopping, reduce_lr_on_plateau, model_checkpoint, csv_logger)",
+        description="Registered Keras callbacks by name (early_stopping, reduce_lr_on_plateau, model_checkpoint, "
+        "csv_logger); type defaults to the name",
     )
+
+    @field_validator("callbacks", mode="before")
+    @classmethod
+    def _type_from_name(cls, value: Any) -> Any:
+        # `training.callbacks.early_stopping.patience=2` needs no `type:`; null removes an entry
+        if isinstance(value, dict):
+            return {k: ({"type": k, **v} if isinstance(v, dict) and "type" not in v else v)
+                    for k, v in value.items() if v is not None}
+        return value
 
 
 class OperatingPointConfig(StrictModel):

@@ -267,12 +267,10 @@ class DataGenerator:
         """Epochs one pass over the dataset yields (1 unless ``repeat`` is a count; forever: 1)."""
         return self.repeat if not isinstance(self.repeat, bool) and self.repeat > 1 else 1
 
-    def _length(self, epochs: int, batch: bool = True) -> int:
-        """Batches (elements when unbatched) in ``epochs`` epochs; batches run across epoch boundaries."""
-        size = self.epoch_size
-        if self.shard is not None and self.shard[0] > 1:
-            size = len(range(self.shard[1], self.epoch_size, self.shard[0]))
-        size *= epochs
+    def _length(self, epochs: int, batch: bool = True, skip: int = 0) -> int:
+        """Batches (elements when unbatched) in ``epochs`` epochs after skipping ``skip`` samples;
+        batches run across epoch boundaries."""
+        size = max(self._samples_per_epoch() * epochs - skip, 0)
         if not self.batch_size or not batch:
             return size
         if self.drop_remainder:
@@ -423,7 +421,14 @@ class DataGenerator:
             )
         return x[structure] if isinstance(structure, str) else tuple(x[k] for k in keys)
 
-    def _build(self, stages: Sequence[Stage], structure: OutputStructure, batch: bool = True) -> tf.data.Dataset:
+    def _samples_per_epoch(self) -> int:
+        """Samples this worker draws per epoch (its shard of ``epoch_size``)."""
+        if self.shard is not None and self.shard[0] > 1:
+            return len(range(self.shard[1], self.epoch_size, self.shard[0]))
+        return self.epoch_size
+
+    def _build(self, stages: Sequence[Stage], structure: OutputStructure, batch: bool = True,
+               skip: int = 0) -> tf.data.Dataset:
         import tensorflow as tf
 
         if self.samples.empty:
@@ -454,7 +459,8 @@ class DataGenerator:
             return index
 
         stage_ids = dict(zip(map(id, stages), stage_seed_ids(stages)))
-        streamable = not self.cache and tf.executing_eagerly()
+        start_epoch, offset = divmod(skip, self._samples_per_epoch())
+        streamable = not self.cache and tf.executing_eagerly() and skip == 0
         arrays = self._column_arrays(stages, (lambda: index_of(tf.constant(0, tf.int64)).numpy()) if streamable else None)
         cached_specs: dict[str, Any] = {}
         memory: dict[str, Any] = {}
@@ -495,6 +501,10 @@ class DataGenerator:
         epoch_indices = tf.autograph.experimental.do_not_convert(epoch_indices)
         element = tf.autograph.experimental.do_not_convert(element)
         pending = self._prefetch
+        if pending is not None and skip > 0 and not pending.done:
+            pending.start()  # a later epoch first: take every file before reading any
+            pending.join()
+            pending = None
         if pending is not None and pending.done:
             pending.join()  # a failed background fetch is raised here, by file name
             pending = None
@@ -507,13 +517,15 @@ class DataGenerator:
             elif self.epochs > 1:
                 ds = ds.concatenate(tf.data.Dataset.range(1, self.epochs, output_type=tf.int64).flat_map(epoch_indices))
         else:
-            epochs = (tf.data.Dataset.counter(dtype=tf.int64) if self.repeat is True
-                      else tf.data.Dataset.range(self.epochs, output_type=tf.int64))
+            epochs = (tf.data.Dataset.counter(start=start_epoch, dtype=tf.int64) if self.repeat is True
+                      else tf.data.Dataset.range(start_epoch, max(self.epochs, start_epoch), output_type=tf.int64))
             ds = epochs.flat_map(epoch_indices)
+            if offset:
+                ds = ds.skip(offset)
         ds = ds.map(element, num_parallel_calls=self._parallel(), deterministic=True)
         if self.batch_size and batch:
             ds = ds.batch(self.batch_size, drop_remainder=self.drop_remainder)
-        cardinality = tf.data.INFINITE_CARDINALITY if self.repeat is True else self._length(self.epochs, batch)
+        cardinality = tf.data.INFINITE_CARDINALITY if self.repeat is True else self._length(self.epochs, batch, skip)
         ds = ds.apply(tf.data.experimental.assert_cardinality(cardinality))
         prefetch = tf.data.AUTOTUNE if self.prefetch in ("autotune", None) else int(self.prefetch)
         if prefetch:
@@ -560,11 +572,14 @@ class DataGenerator:
         structure, batch = self._structure_args(structure, batch, None)
         return self._build([], structure, batch)
 
-    def get_dataset(self, structure: Any = _DEFAULT, batch: bool = True) -> tf.data.Dataset:
+    def get_dataset(self, structure: Any = _DEFAULT, batch: bool = True, *, skip: int = 0) -> tf.data.Dataset:
         """The drawn samples through every map stage, batched (unless ``batch=False``) and prefetched;
-        ``structure`` defaults to ``output_structure`` (None: the whole element dict)."""
+        ``structure`` defaults to ``output_structure`` (None: the whole element dict). ``skip``: start
+        after that many samples of this worker's stream (a training resumed after ``k`` steps of ``b``
+        samples passes ``k * b`` and draws exactly what the uninterrupted one draws from there,
+        without decoding the skipped samples)."""
         structure, batch = self._structure_args(structure, batch, self._DEFAULT)
-        return self._build(self.stages, structure, batch)
+        return self._build(self.stages, structure, batch, int(skip))
 
     def _structure_args(self, structure: Any, batch: bool, default: Any) -> tuple[Any, bool]:
         if isinstance(structure, bool):  # brevettiai's positional order: get_samples(batch, structure)

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -59,6 +60,8 @@ def own_files(config: JobConfig) -> dict[str, str]:
         config.split.file.removeprefix("./"): "the split (split.file)",
         "bad_samples.csv": "the list of skipped samples", "charts/": "the charts folder",
         "pivot/": "the pivot table folder", "facets/": "the facets folder",
+        "checkpoint/": "the resume checkpoint (training.resume)",
+        **{f"predictions_{p}.csv": f"the {p} predictions" for p in ("train", "devel", "test")},
     }
 
 
@@ -173,8 +176,18 @@ class Cluster:
 
 
 def seed_frameworks(seed: int, deterministic: bool = True) -> None:
-    """Seed Keras, TensorFlow, NumPy and Python's ``random`` from ``seed`` and enable op determinism."""
-    if not deterministic or importlib.util.find_spec("keras") is None:
+    """Seed Keras, TensorFlow, NumPy and Python's ``random`` from ``seed`` and enable op determinism
+    (``deterministic=False`` turns it off again in a process where an earlier job turned it on)."""
+    if not deterministic:
+        if "tensorflow" in sys.modules:
+            try:  # not in TensorFlow's public API; Keras reads the same flag from there
+                from tensorflow.python.framework.config import disable_op_determinism
+
+                disable_op_determinism()
+            except ImportError:  # pragma: no cover - depends on TF build
+                log.warning("Could not turn TensorFlow op determinism off")
+        return
+    if importlib.util.find_spec("keras") is None:
         return
     import keras
     import tensorflow as tf

@@ -124,6 +124,7 @@ class Job:
         self.fitted: Any = None
         self.evaluations: dict[str, Evaluation] = {}
         self.exported: dict[str, Any] = {}  # weights_sha256, export parity, operating_point (output.json)
+        self.weights_sha256: str | None = None  # of the trained model, before export
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -270,6 +271,21 @@ class Job:
         _ = self.temp_dir  # sets up the local cache for remote datasets
         return _pipeline().make_generator(samples, self.config, self.io, stages, seed=self.seed, train=train,
                                         shard=shard, output_structure=output_structure, **kwargs)
+
+    # -- training and evaluation (run.training, run.evaluation) ---------------------------
+    def fit(self, model: Any, train: DataGenerator | None = None, devel: DataGenerator | None = None, *,
+            epochs: int | None = None, callbacks: Sequence[Any] = ()) -> list[dict[str, float]]:
+        """Train ``model`` as the framework trains a builder's (see :func:`~brevetti_pipe.run.training.fit_job`)."""
+        from brevetti_pipe.run.training import fit_job
+
+        return fit_job(self, model, train, devel, epochs=epochs, callbacks=callbacks)
+
+    def evaluate(self, model: Any, purpose: str = "devel") -> Evaluation | None:
+        """Predict every ``purpose`` sample once: ``<purpose>_*`` metrics, confusion matrix, predictions CSV
+        (see :func:`~brevetti_pipe.run.training.evaluate`); also in ``job.evaluations[purpose]``."""
+        from brevetti_pipe.run.training import evaluate
+
+        return evaluate(self, model, purpose)
 
     def thumbnails(self, samples: pd.DataFrame, size: int) -> DataGenerator:
         """``img`` thumbnails of ``samples`` for the facets report (see :class:`JobView`)."""

@@ -67,6 +67,7 @@ class JobState(Protocol):
     evaluations: dict[str, Evaluation]
     output_error: BaseException | None
     output_warned: bool
+    weights_sha256: str | None
 
     @property
     def samples(self) -> pd.DataFrame | None: ...
@@ -177,6 +178,10 @@ def complete(job: JobState, model: Any = None) -> str | None:
     try:
         if job.lease is not None:
             job.lease.check()  # a run that lost its lock must not write over its successor's
+        if model is not None and job.weights_sha256 is None and hasattr(model, "weights"):
+            from brevetti_pipe.run.export import weights_sha256
+
+            job.weights_sha256 = weights_sha256(model)
         if model is not None:
             job.model_path = job.export_model(model)
             job.fitted = None  # uploaded
@@ -185,6 +190,8 @@ def complete(job: JobState, model: Any = None) -> str | None:
         job.upload_job_output()
     except BaseException as exc:
         fail(job, exc)
+    if job.is_chief and job.config.training.resume:
+        _tidy(job, "removing the resume checkpoint", _remove_checkpoint)
     try:
         job.callbacks.on_job_end(job=job.view, status="completed", error=None)
         log.info("Job %s completed. Output: %s", job.id, _secrets.redact(job.artifact_path("output.json")))
@@ -276,8 +283,8 @@ def output_document(job: JobState) -> dict[str, Any]:
         metrics=job.metrics, model_path=job.model_path, kept_model=job.kept_model, attempt=job.attempt,
         environment=environment(), error=job.error, bad_samples=job.bad_samples,
         started_at=job.started_at, ended_at=job.ended_at,
-        weights_sha256=job.exported.get("weights_sha256"), export=job.exported.get("export") or {},
-        operating_point=job.exported.get("operating_point"),
+        weights_sha256=job.exported.get("weights_sha256") or job.weights_sha256,
+        export=job.exported.get("export") or {}, operating_point=job.exported.get("operating_point"),
     )
 
 
@@ -397,6 +404,13 @@ def _tidy(job: JobState, what: str, step: Callable[[JobState], None]) -> None:
         step(job)
     except Exception as exc:
         log.warning("Job %s: %s failed (%s); the job goes on", job.id, what, exc)
+
+
+def _remove_checkpoint(job: JobState) -> None:
+    """A completed job keeps no resume checkpoint: its rerun trains anew instead of resuming stale state."""
+    from brevetti_pipe.run.checkpoint import remove_checkpoint
+
+    remove_checkpoint(job)
 
 
 def _previous_attempts(job: JobState) -> int:

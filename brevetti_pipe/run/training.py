@@ -1,16 +1,312 @@
-"""The framework-owned loop for model-builder recipes: build, fit, evaluate (filled in by the run layer)."""
+"""Run layer: the framework-owned loop: samples -> generators -> build (in the strategy's scope) ->
+compile -> fit (resumable) -> evaluate every purpose. Model-builder recipes get all of it; a full
+``run(job)`` uses the same blocks through ``job.fit`` and ``job.evaluate``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from brevetti_pipe.errors import ConfigError
+
 if TYPE_CHECKING:
+    from brevetti_pipe.data import DataGenerator
+    from brevetti_pipe.run.evaluation import Evaluation
     from brevetti_pipe.run.recipe import Recipe
 
-__all__ = ["train_evaluate"]
+__all__ = ["Task", "dtype_policy", "evaluate", "evaluate_all", "fit", "fit_job", "prepare_model", "task_of", "train_evaluate"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_EPOCHS, _DEFAULT_BATCH = 10, 32
+_LABEL_STAGES = {"classification": "onehot_encoder", "segmentation": "segmentation_loader"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the job trains: the task, the ``(input, target)`` element keys and the class names."""
+
+    name: str
+    structure: tuple[str, str]
+    classes: list[str]
+    background: bool = False
+
+
+def _stage_param(job: Any, stage_type: str, key: str, default: Any) -> Any:
+    for spec in job.config.pipeline.values():
+        if spec.type == stage_type:
+            return spec.params().get(key, default)
+    return None
+
+
+def task_name(job: Any, task: str | None = None) -> str:
+    """``task``, else segmentation when the pipeline has a ``segmentation_loader`` stage, else classification."""
+    if task is not None:
+        return task
+    return "segmentation" if any(s.type == "segmentation_loader" for s in job.config.pipeline.values()) else "classification"
+
+
+def task_of(job: Any, task: str | None = None) -> Task:
+    """The job's :class:`Task`: ``task`` (a recipe's), else segmentation when the pipeline has a
+    ``segmentation_loader`` stage, else classification.
+
+    Raises:
+        ConfigError: the pipeline lacks the stage that makes the task's targets.
+    """
+    task = task_name(job, task)
+    if task not in _LABEL_STAGES:
+        raise ConfigError(f"Unknown task {task!r}; the framework trains classification or segmentation")
+    stage = _LABEL_STAGES[task]
+    x_key = _stage_param(job, "image_pipeline", "output_key", "img") or "img"
+    y_key = _stage_param(job, stage, "output_key", "onehot" if task == "classification" else "segmentation")
+    if y_key is None:
+        raise ConfigError(f"A {task} model needs a '{stage}' stage in the pipeline to make its targets. "
+                          f"Received: pipeline={sorted(job.config.pipeline)}")
+    if task == "classification":
+        return Task(task, (x_key, y_key), list(job.classes))
+    onehot = _stage_param(job, stage, "mask_mode", "onehot") == "onehot"
+    background = not onehot or bool(_stage_param(job, stage, "include_background", True))
+    classes = list(_stage_param(job, stage, "classes", []))
+    return Task(task, (x_key, y_key), ["background", *classes] if background else classes, background)
+
+
+def _setting(job: Any, name: str, default: Any) -> Any:
+    value = getattr(job.config.training, name)
+    return value if value is not None else getattr(job.settings, name, default)
+
+
+def epochs_of(job: Any) -> int:
+    """``training.epochs``, else ``settings.epochs``, else 10."""
+    return int(_setting(job, "epochs", _DEFAULT_EPOCHS))
+
+
+def batch_size_of(job: Any) -> int:
+    """``training.batch_size`` (the global batch), else ``settings.batch_size``, else 32."""
+    return int(_setting(job, "batch_size", _DEFAULT_BATCH))
+
+
+@contextlib.contextmanager
+def dtype_policy(job: Any) -> Iterator[None]:
+    """Keras's global dtype policy ``mixed_float16`` while the block runs (``training.mixed_precision``)."""
+    if not job.config.training.mixed_precision:
+        yield
+        return
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def prepare_model(job: Any, model: Any, task: Task, target_spec: Any = None) -> Any:
+    """Float32 outputs under mixed precision; compile an uncompiled model (``training.optimizer``,
+    ``training.learning_rate`` else ``settings.learning_rate``; the task's loss; accuracy);
+    ``training.jit_compile``. Call it inside ``job.strategy.scope()``."""
+    import keras
+
+    training = job.config.training
+    if training.jit_compile is True and job.config.job.deterministic:
+        raise ConfigError("training.jit_compile=true needs job.deterministic=false: TensorFlow's op determinism "
+                          "rules out XLA. Received: training.jit_compile=true, job.deterministic=true")
+    if any(str(o.dtype) != "float32" for o in model.outputs):
+        casts = [keras.layers.Activation("linear", dtype="float32", name=f"float32_output_{i}")(o)
+                 for i, o in enumerate(model.outputs)]
+        model = keras.Model(model.inputs, casts[0] if len(casts) == 1 else casts, name=model.name)
+    if not getattr(model, "compiled", False):
+        rate = _setting(job, "learning_rate", None)
+        try:
+            optimizer = keras.optimizers.get({"class_name": training.optimizer,
+                                              "config": {} if rate is None else {"learning_rate": rate}})
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"Invalid value for 'training.optimizer': {exc}. Received: "
+                              f"training.optimizer={training.optimizer!r}; e.g. adam, sgd, rmsprop, adamw") from None
+        out = model.outputs[0].shape
+        sparse = target_spec is not None and (target_spec.shape.rank < len(out) or (target_spec.shape[-1] == 1 < (out[-1] or 1)))
+        loss = "sparse_categorical_crossentropy" if sparse else "categorical_crossentropy"
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=training.jit_compile)
+    else:
+        model.jit_compile = training.jit_compile
+    return model
+
+
+def _verbose(job: Any) -> int:
+    verbose = job.config.training.verbose
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return int(verbose)
+
+
+def generators(job: Any, task: Task, batch_size: int) -> tuple[DataGenerator, DataGenerator | None]:
+    """The train generator (shuffled, augmented, repeated; this worker's shard) and the devel one (None without devel samples)."""
+    samples = job.get_samples()
+    train, devel = samples[samples.purpose == "train"], samples[samples.purpose == "devel"]
+    if train.empty:
+        raise ConfigError("No train samples: the split assigned none (see split.*); the model cannot be trained")
+    train_gen = job.data_generator(train, train=True, batch_size=batch_size, output_structure=task.structure)
+    devel_gen = job.data_generator(devel, batch_size=batch_size, output_structure=task.structure) if len(devel) else None
+    return train_gen, devel_gen
+
+
+def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None = None, *,
+        epochs: int | None = None, callbacks: Sequence[Any] = ()) -> list[dict[str, float]]:
+    """Train a compiled ``model``: Keras ``fit`` on one worker, the synchronous distributed loop under
+    ``multi_worker``; progress reported, ``training.callbacks`` and ``callbacks`` run, a resume
+    checkpoint kept (``training.resume``) and restored. Returns the metrics of each epoch run here."""
+    from brevetti_pipe.run.checkpoint import ResumeCheckpoint
+    from brevetti_pipe.run.keras_callbacks import make_keras_callbacks
+
+    epochs = epochs or epochs_of(job)
+    checkpoint = ResumeCheckpoint(job) if job.config.training.resume else None
+    with job.strategy.scope():
+        initial = checkpoint.restore(model) if checkpoint is not None else 0
+    extra = [*make_keras_callbacks(job, job.config.training.callbacks), *callbacks]
+    extra += [checkpoint.callback(initial)] if checkpoint is not None else []
+    if initial >= epochs:
+        log.info("The checkpoint holds all %d epochs: nothing left to train", epochs)
+        job.remember_model(model)
+        return []
+    # batches run across the generator's epochs: skip what the finished epochs' steps consumed
+    # (each worker feeds batch_size / workers samples per step)
+    steps = job.steps_per_epoch(train)
+    dataset = train.get_dataset(skip=initial * steps * int(train.batch_size or 1) // job.num_workers)
+    if job.num_workers > 1:
+        from brevetti_pipe.run.distribute import fit_distributed
+
+        history = fit_distributed(job, model, dataset, steps, epochs,
+                                  int(train.batch_size or 1), initial_epoch=initial, callbacks=extra)
+    else:
+        result = model.fit(
+            dataset, steps_per_epoch=steps, epochs=epochs, initial_epoch=initial,
+            validation_data=devel.get_dataset() if devel is not None else None,
+            validation_steps=len(devel) if devel is not None else None,
+            callbacks=[job.get_remote_monitor(), *extra],
+            shuffle=False,  # the generator draws a seeded order per epoch
+            verbose=_verbose(job),
+        )
+        keys = list(result.history)
+        history = [{k: float(result.history[k][i]) for k in keys} for i in range(len(result.epoch))]
+    job.remember_model(model)  # a failure from here on keeps the trained model
+    return history
+
+
+def fit_job(job: Any, model: Any, train: DataGenerator | None = None, devel: DataGenerator | None = None, *,
+            epochs: int | None = None, callbacks: Sequence[Any] = ()) -> list[dict[str, float]]:
+    """``job.fit``: train a Keras ``model`` as a model-builder recipe's is trained (:func:`fit`): Keras
+    ``fit`` on one worker, the synchronous loop under ``multi_worker``, ``training.callbacks`` plus
+    ``callbacks``, progress reports, the resume checkpoint. ``train``/``devel`` default to generators
+    of the train and devel samples (``training.batch_size``); an uncompiled model is compiled in place
+    from ``training.*`` (build it under ``training.mixed_precision`` yourself: :func:`dtype_policy`).
+    Returns each epoch's metrics (Keras names)."""
+    task = task_of(job, job.recipe.task if job.recipe is not None else None)
+    if train is None:
+        train, devel = generators(job, task, batch_size_of(job))
+    if not getattr(model, "compiled", False):
+        with job.strategy.scope():
+            prepared = prepare_model(job, model, task)
+        if prepared is not model:
+            raise ConfigError("job.fit got a model with float16 outputs: build it with float32 outputs "
+                              "(training.mixed_precision casts them for model builders)")
+    return fit(job, model, train, devel, epochs=epochs, callbacks=callbacks)
+
+
+def evaluate(job: Any, model: Any, purpose: str, task: Task | None = None) -> Evaluation | None:
+    """Evaluate ``model`` on ``purpose`` (see :func:`brevetti_pipe.run.evaluation.evaluate`)."""
+    from brevetti_pipe.run import evaluation
+
+    task = task or task_of(job, job.recipe.task if job.recipe is not None else None)
+    return evaluation.evaluate(job, model, purpose, task=task.name, structure=task.structure, classes=task.classes,
+                               batch_size=batch_size_of(job), background=task.background)
+
+
+def purposes_of(job: Any) -> list[str]:
+    """``evaluation.purposes``, else devel plus test when the split has test samples."""
+    if job.config.evaluation.purposes is not None:
+        return list(job.config.evaluation.purposes)
+    present = set(job.get_samples().purpose)
+    return [p for p in ("devel", "test") if p in present]
+
+
+def evaluate_all(job: Any, model: Any, task: Task) -> dict[str, Evaluation]:
+    """Evaluate every purpose of :func:`purposes_of` (on every worker; only the chief's artifacts are the job's)."""
+    results = {}
+    for purpose in purposes_of(job):
+        result = evaluate(job, model, purpose, task)
+        if result is not None:
+            results[purpose] = result
+    return results
+
+
+def _check_input(input_shape: tuple[Any, ...], structure: tuple[str, str]) -> None:
+    if any(d is None for d in input_shape[:2]):
+        raise ConfigError(f"The model needs a fixed input size, but the pipeline's '{structure[0]}' is "
+                          f"{list(input_shape)}: set pipeline.<image stage>.target_size (or rois)")
+
+
+def _configured_input_shape(job: Any) -> tuple[int, int, int] | None:
+    """The model input the ``image_pipeline`` stage is configured to make, when the config fixes it."""
+    from brevetti_pipe.stages.image_pipeline import ImagePipelineParams
+
+    for spec in job.config.pipeline.values():
+        if spec.type == "image_pipeline":
+            params = ImagePipelineParams.model_validate(spec.params())
+            size, channels = params.output_size(), {"rgb": 3, "greyscale": 1}.get(params.color_mode)
+            stacked = params.roi_mode == "stack" and len(params.rois or []) > 1
+            return None if size is None or channels is None or stacked else (*size, channels)
+    return None
+
+
+def _check_builder_early(job: Any, recipe: Recipe, task: str) -> None:
+    """Build the model once on the configured input size before any data is read, so that a size the
+    builder refuses (a ConfigError naming the key) fails at once; other errors wait for the real build."""
+    shape = _configured_input_shape(job)
+    if shape is None:
+        return
+    # classification classes come from the data: stand-ins do for a size check
+    classes = task_of(job, task).classes if task == "segmentation" else ["class_0", "class_1"]
+    import keras
+
+    try:
+        recipe.run(job, shape, classes)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        log.debug("The early build on %s failed (%s); the real build follows", shape, exc)
+    finally:
+        if not job.config.job.deterministic:  # else seed_frameworks clears it before the real build
+            keras.backend.clear_session()  # the real build gets the layer names a fresh process gives
 
 
 def train_evaluate(job: Any, recipe: Recipe) -> Any:
     """(``job``: the running :class:`~brevetti_pipe.run.job.Job`; typed loosely, the job imports this module.)
     Build the recipe's model in ``job.strategy.scope()``, fit it, evaluate it; returns the model."""
-    raise NotImplementedError("model-builder recipes are not wired yet")
+    from brevetti_pipe.run.export import weights_sha256
+
+    _check_builder_early(job, recipe, task_name(job, recipe.task))
+    task = task_of(job, recipe.task)
+    batch_size = batch_size_of(job)
+    train_gen, devel_gen = generators(job, task, batch_size)
+    spec = train_gen.get_dataset().element_spec
+    input_shape = tuple(spec[0].shape[1:])
+    _check_input(input_shape, task.structure)
+    job.seed_frameworks()  # after all I/O: storage retries must not shift the initial weights
+    with dtype_policy(job), job.strategy.scope():
+        model = recipe.run(job, input_shape, list(task.classes))
+        if job.config.training.init_from:
+            from brevetti_pipe.run.checkpoint import init_weights
+
+            init_weights(job, model)
+        model = prepare_model(job, model, task, spec[1])
+    if task.name == "segmentation":
+        job.metadata["segmentation_classes"] = task.classes
+    fit(job, model, train_gen, devel_gen)
+    job.weights_sha256 = weights_sha256(model)
+    evaluate_all(job, model, task)
+    return model

@@ -92,9 +92,9 @@ def test_model_builders_name_the_key_for_a_too_small_input():
     from brevetti_pipe.recipes.vials_segmentation import build_unet
 
     with pytest.raises(ConfigError, match=r"pipeline\.image\.target_size.*at least 8"):
-        build_model((4, 4, 1), 3, 4, 0.01)
+        build_model(None, (4, 4, 1), ["a", "b", "c"])
     with pytest.raises(ConfigError, match=r"pipeline\.image\.target_size.*multiple of 4"):
-        build_unet((6, 6, 3), 3, 4, 0.01)
+        build_unet(None, (6, 6, 3), ["background", "cap"])
 
 
 @pytest.mark.parametrize("value", ["-5", "0", "-2"])

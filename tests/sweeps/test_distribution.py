@@ -36,7 +36,19 @@ def test_mirrored_strategy_trains(tmp_path, tiny_vials):
     assert read_output(only_job_dir(tmp_path / "p"))["status"] == "completed"
 
 
-def test_multi_worker_training_with_two_processes(tmp_path, tiny_vials):
+SEG_ARGS = ("recipe=vials_segmentation", "settings.epochs=1", "settings.batch_size=4", "settings.filters=2",
+            "pipeline.image.target_size=[16,16]")
+
+
+def test_multi_worker_trains_the_segmentation_recipe_unchanged(tmp_path, tiny_vials_seg):
+    artifacts, out, results = _multi_worker(tmp_path, [*SEG_ARGS, f"datasets.vials_seg.url={tiny_vials_seg}"])
+    assert [json.loads(line)["epoch"] for line in (artifacts / "progress.jsonl").read_text().splitlines()] == [1]
+    assert np.isfinite(out["metrics"]["devel_pixel_accuracy"]) and "devel_mean_iou" in out["metrics"]
+    assert (artifacts / "predictions_devel.csv").exists() and (artifacts / "model.tar.gz").exists()
+    assert out["weights_sha256"]
+
+
+def _multi_worker(tmp_path, args):
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
@@ -45,8 +57,8 @@ def test_multi_worker_training_with_two_processes(tmp_path, tiny_vials):
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         env.pop("HYDRA_FULL_ERROR", None)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "brevetti_pipe", *TINY_ARGS, "settings.epochs=2", "distribution.strategy=multi_worker",
-             "job.id=mw", f"platform.root={tmp_path / 'p'}", f"datasets.vials.url={tiny_vials}"],
+            [sys.executable, "-m", "brevetti_pipe", *args, "distribution.strategy=multi_worker",
+             "job.id=mw", f"platform.root={tmp_path / 'p'}"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         ))
     results = [p.communicate(timeout=600) for p in procs]
@@ -55,9 +67,14 @@ def test_multi_worker_training_with_two_processes(tmp_path, tiny_vials):
     artifacts = tmp_path / "p" / "jobs" / "mw" / "artifacts"
     out = json.loads((artifacts / "output.json").read_text())
     assert out["status"] == "completed" and out["config"]["distribution"]["strategy"] == "multi_worker"
+    assert "worker-1-artifacts" in results[1][1], "the second worker writes outside the job's artifacts"
+    return artifacts, out, results
+
+
+def test_multi_worker_training_with_two_processes(tmp_path, tiny_vials):
+    artifacts, out, results = _multi_worker(tmp_path, [*TINY_ARGS, "settings.epochs=2", f"datasets.vials.url={tiny_vials}"])
     assert [json.loads(line)["epoch"] for line in (artifacts / "progress.jsonl").read_text().splitlines()] == [1, 2]
     assert (artifacts / "model.tar.gz").exists()
-    assert "worker-1-artifacts" in results[1][1], "the second worker writes outside the job's artifacts"
     # both workers hold the same weights after synchronous training: the same devel metrics
     metrics = [line for _, err in results for line in err.splitlines()]
     assert np.isfinite(out["metrics"]["devel_loss"])

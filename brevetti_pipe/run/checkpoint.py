@@ -1,0 +1,188 @@
+"""Run layer: what survives a killed training (the resume checkpoint) and what starts one (warm start).
+
+The checkpoint lives under ``artifacts/checkpoint/``: ``variables-<epoch>.npz`` (every model
+variable: the weights and the seed-generator states of dropout or noise layers, then the
+optimizer's variables: its step, moments and learning rate) and ``state.json`` (the epoch, a
+fingerprint of the config, the variable paths and the file's name). Each file is written
+atomically through the job's storage, ``state.json`` last, so a kill at any moment leaves the
+previous epoch's checkpoint whole, on S3 too. (NumPy's ``.npz`` rather than Keras's
+``save_weights``: a tenth of the time per epoch, and it holds the seed-generator states too.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import logging
+import os
+from typing import Any
+
+from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe.errors import ConfigError, StorageError, describe
+from brevetti_pipe.storage import join_url
+
+__all__ = ["CHECKPOINT_DIR", "ResumeCheckpoint", "config_fingerprint", "init_weights", "remove_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+_STATE = "state.json"
+#: training options that may change between a run and its resumption
+_FREE = ("epochs", "verbose", "resume", "callbacks")
+
+
+def config_fingerprint(config: Any) -> str:
+    """A hash of what decides the trained weights (not the platform, not the number of epochs)."""
+    doc = config.model_dump(mode="json")
+    doc.pop("platform", None)
+    doc.pop("callbacks", None)
+    doc["job"] = {"seed": doc.get("job", {}).get("seed")}
+    doc["training"] = {k: v for k, v in doc.get("training", {}).items() if k not in _FREE}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _checkpoint_url(job: Any) -> str:
+    # every worker reads the chief's checkpoint (a worker's own artifacts are a private scratch folder)
+    return join_url(job.backend.artifact_url(job.id), CHECKPOINT_DIR)
+
+
+class ResumeCheckpoint:
+    """Writes the checkpoint after every epoch (chief only) and restores it into a freshly built model."""
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+        self.url = _checkpoint_url(job)
+        self.fingerprint = config_fingerprint(job.config)
+        self._previous: str | None = None
+
+    @staticmethod
+    def _variables(model: Any) -> list[Any]:
+        # every model variable (weights and seed-generator states), then the optimizer's
+        return [*model.variables, *model.optimizer.variables]
+
+    def restore(self, model: Any) -> int:
+        """Load the last checkpoint into the compiled ``model`` (its optimizer is built first); returns
+        the finished epochs (0 when there is none, or it was written for another config or model)."""
+        import numpy as np
+
+        io = self.job.io
+        state_url = join_url(self.url, _STATE)
+        if not io.exists(state_url):
+            return 0
+        state = json.loads(io.read_file(state_url))
+        self._previous = state.get("file")
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("Not resuming from %s: it was written for another config; training from the start",
+                        _secrets.redact(self.url))
+            return 0
+        model.optimizer.build(model.trainable_variables)
+        variables = self._variables(model)
+        with np.load(_io.BytesIO(io.read_file(join_url(self.url, state["file"])))) as saved:
+            values = [saved[f"v{i}"] for i in range(len(saved.files))]
+        if [tuple(v.shape) for v in variables] != [x.shape for x in values]:
+            log.warning("Not resuming from %s: its variables do not fit the built model; training from the start",
+                        _secrets.redact(self.url))
+            return 0
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        log.info("Resuming job %s after epoch %d (checkpoint %s)", self.job.id, state["epoch"], _secrets.redact(self.url))
+        return int(state["epoch"])
+
+    def save(self, model: Any, epochs_done: int) -> None:
+        """Write the checkpoint of ``epochs_done`` finished epochs; the previous variables file goes after."""
+        import numpy as np
+
+        if not self.job.is_chief:
+            return
+        io = self.job.io
+        name = f"variables-{epochs_done}.npz"
+        buffer = _io.BytesIO()
+        arrays: dict[str, Any] = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables(model))}
+        np.savez(buffer, **arrays)
+        io.write_file(join_url(self.url, name), buffer.getvalue())
+        io.write_file(join_url(self.url, _STATE), json.dumps({
+            "epoch": epochs_done, "file": name, "fingerprint": self.fingerprint,
+            "variables": [getattr(v, "path", v.name) for v in self._variables(model)]}))
+        if self._previous and self._previous != name:
+            _remove(io, join_url(self.url, self._previous))
+        self._previous = name
+
+    def callback(self, initial_epoch: int) -> Any:
+        """A Keras callback saving after every epoch."""
+        import keras
+
+        checkpoint = self
+
+        class Save(keras.callbacks.Callback):  # type: ignore[misc]
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                checkpoint.save(self.model, epoch + 1)
+
+        return Save()
+
+
+def _remove(io: Any, url: str) -> None:
+    fs, path = io.fs(url)
+    io.best_effort().call(lambda: fs.rm(path, recursive=True) if fs.exists(path) else None, url)
+
+
+def remove_checkpoint(job: Any) -> None:
+    """Delete ``artifacts/checkpoint/`` (a completed job's rerun trains anew instead of resuming)."""
+    _remove(job.io, _checkpoint_url(job))
+
+
+# -- warm start ----------------------------------------------------------------------------
+def _archive_url(job: Any, source: str) -> str:
+    """``training.init_from`` as an archive URL: a URL or path as it is, a job id as that job's model."""
+    if "://" in source or source.endswith((".tar.gz", ".tgz", ".keras")) or os.path.exists(source):
+        return source
+    return join_url(job.backend.artifact_url(source), "model.tar.gz")
+
+
+def _source_model(job: Any, url: str) -> Any:
+    import keras
+
+    from brevetti_pipe.run.model import load_model
+
+    try:
+        if url.endswith(".keras"):
+            return keras.saving.load_model(url, compile=False)
+        return load_model(url, job.io).model
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"Cannot load the model of training.init_from: {describe(exc)}. "
+                           f"Received: training.init_from={_secrets.redact(job.config.training.init_from)}") from None
+
+
+def init_weights(job: Any, model: Any) -> list[str]:
+    """Load ``training.init_from``'s weights into ``model``, layer by layer where name and weight
+    shapes match; returns the layers left as built.
+
+    Raises:
+        ConfigError: some layers do not match and ``training.init_from_partial`` is false.
+    """
+    training = job.config.training
+    assert training.init_from
+    url = _archive_url(job, training.init_from)
+    source = {layer.name: layer for layer in _source_model(job, url).layers}
+    loaded, mismatched = [], []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        src = source.get(layer.name)
+        shapes = [tuple(w.shape) for w in layer.weights]
+        theirs = [tuple(w.shape) for w in src.weights] if src is not None else None
+        if src is None or theirs != shapes:
+            mismatched.append(f"{layer.name} ({'not in the source model' if src is None else f'{theirs} vs {shapes}'})")
+            continue
+        layer.set_weights(src.get_weights())
+        loaded.append(layer.name)
+    if mismatched and not training.init_from_partial:
+        raise ConfigError(
+            f"training.init_from: {len(mismatched)} layer(s) do not match by name and shape: {'; '.join(mismatched)}. "
+            f"Received: training.init_from={_secrets.redact(training.init_from)}; "
+            "set training.init_from_partial=true to load the matching layers only")
+    log.info("Warm start from %s: %d layer(s) loaded%s", _secrets.redact(url), len(loaded),
+             f", left as built: {', '.join(mismatched)}" if mismatched else "")
+    return mismatched

@@ -1,0 +1,139 @@
+"""Run layer: the Keras callbacks of ``training.callbacks.<name>``, registered by name like every component.
+
+A registered Keras callback is a factory ``make(job, **params) -> keras.callbacks.Callback`` or a
+Keras ``Callback`` class (called with ``**params``). Installed packages add their own through the
+entry-point group ``brevetti_pipe.keras_callbacks``. Metric names in the parameters use the job's
+names (``devel_loss``, ``train_accuracy``) and are handed to Keras under its own (``val_loss``,
+``accuracy``). Keras is imported only when a callback is built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from brevetti_pipe._util.registry import Registry
+from brevetti_pipe.errors import ConfigError
+
+__all__ = ["KERAS_CALLBACKS", "keras_callback", "keras_metric_name", "make_keras_callbacks", "our_metric_name"]
+
+KERAS_CALLBACKS: Registry[Callable[..., Any]] = Registry(
+    "Keras callback", config_group="training.callbacks", entry_points="brevetti_pipe.keras_callbacks")
+
+#: callback parameters that name a metric
+_METRIC_PARAMS = ("monitor",)
+
+
+def keras_callback(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a Keras callback factory ``make(job, **params)`` (or a Callback class) as ``name``.
+
+    Example:
+        >>> @keras_callback("print_lr")
+        ... def print_lr(job, every=1): ...
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        KERAS_CALLBACKS.register(name, fn)
+        return fn
+
+    return wrap
+
+
+def keras_metric_name(name: str) -> str:
+    """Our metric name -> Keras's log key: ``devel_loss`` -> ``val_loss``, ``train_loss`` -> ``loss``."""
+    if name.startswith("devel_"):
+        return "val_" + name[len("devel_"):]
+    if name.startswith("train_"):
+        return name[len("train_"):]
+    return name
+
+
+def our_metric_name(key: str) -> str:
+    """Keras's log key -> our metric name (the inverse of :func:`keras_metric_name`)."""
+    if key.startswith("val_"):
+        return "devel_" + key[4:]
+    if key.startswith(("train_", "devel_", "test_")) or key in ("learning_rate", "lr"):
+        return key
+    return "train_" + key
+
+
+def make_keras_callbacks(job: Any, specs: Mapping[str, Any]) -> list[Any]:
+    """The Keras callbacks of ``training.callbacks`` (name -> spec with ``type`` and parameters), in order.
+
+    Raises:
+        ConfigError: an unknown ``type``, or parameters the callback does not take.
+    """
+    callbacks = []
+    for name, spec in specs.items():
+        make = KERAS_CALLBACKS.get(spec.type, where=f"training.callbacks.{name}.type")
+        params = dict(spec.params())
+        for key in _METRIC_PARAMS:
+            if isinstance(params.get(key), str):
+                params[key] = keras_metric_name(params[key])
+        try:
+            callbacks.append(make(**params) if isinstance(make, type) else make(job, **params))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Invalid parameters for 'training.callbacks.{name}' ({spec.type}): {exc}. "
+                              f"Received: {spec.params()}") from None
+    return callbacks
+
+
+@keras_callback("early_stopping")
+def early_stopping(job: Any, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
+                   mode: str = "auto", restore_best_weights: bool = False, start_from_epoch: int = 0) -> Any:
+    """Stop when ``monitor`` stops improving for ``patience`` epochs (Keras ``EarlyStopping``)."""
+    import keras
+
+    return keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, min_delta=min_delta, mode=mode,
+                                         restore_best_weights=restore_best_weights, start_from_epoch=start_from_epoch)
+
+
+@keras_callback("reduce_lr_on_plateau")
+def reduce_lr_on_plateau(job: Any, monitor: str = "val_loss", factor: float = 0.1, patience: int = 3,
+                         min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto") -> Any:
+    """Scale the learning rate by ``factor`` when ``monitor`` plateaus (Keras ``ReduceLROnPlateau``)."""
+    import keras
+
+    return keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=factor, patience=patience, min_delta=min_delta,
+                                             cooldown=cooldown, min_lr=min_lr, mode=mode)
+
+
+@keras_callback("model_checkpoint")
+def model_checkpoint(job: Any, monitor: str = "val_loss", mode: str = "auto") -> Any:
+    """Keep the weights of the best epoch by ``monitor`` and restore them when training ends
+    (Keras ``ModelCheckpoint`` with ``save_best_only``, into the job's scratch folder)."""
+    import keras
+
+    class BestWeights(keras.callbacks.ModelCheckpoint):  # type: ignore[misc]
+        def on_train_end(self, logs: Any = None) -> None:
+            super().on_train_end(logs)
+            if os.path.exists(self.filepath):
+                self.model.load_weights(self.filepath)
+
+    path = job.temp_path("model_checkpoint", "best.weights.h5")
+    if os.path.exists(path):
+        os.remove(path)
+    return BestWeights(path, monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True)
+
+
+@keras_callback("csv_logger")
+def csv_logger(job: Any, filename: str = "training_log.csv", separator: str = ",") -> Any:
+    """One CSV row per epoch (our metric names) in ``artifacts/<filename>``, rewritten after each epoch."""
+    import keras
+
+    from brevetti_pipe._util.paths import check_relative
+
+    rel = check_relative((filename,), "training.callbacks.csv_logger.filename")
+    local = job.temp_path("csv_logger", rel)
+
+    class ArtifactCSVLogger(keras.callbacks.CSVLogger):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            super().on_epoch_end(epoch, {our_metric_name(k): v for k, v in (logs or {}).items()})
+            self.csv_file.flush()
+            if job.is_chief:
+                url = job.artifact_path(rel)
+                job.io.upload(local, url)
+                job.on_artifact(url)
+
+    return ArtifactCSVLogger(local, separator=separator)
