@@ -5,6 +5,7 @@ DataGenerator (tf.data, seeded) -> your run step -> reporting callbacks -> model
 TensorFlow is imported only when a graph or model is built.
 """
 
+from brevetti_pipe._util.console import show_logs
 from brevetti_pipe.config import JobSettings
 from brevetti_pipe.errors import (
     BrevettiPipeError, ChecksumError, ConfigError, DatasetError, JobLockedError, SplitError, StageError, StorageError,
@@ -35,5 +36,6 @@ __all__ = [
     "StorageError",
     "load_model",
     "recipe",
+    "show_logs",
     "__version__",
 ]

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe._util.console import show_logs
 from brevetti_pipe._util.paths import check_relative
 from brevetti_pipe.config import JobConfig, JobSettings, validate_model
 from brevetti_pipe.config._overrides import hydra_literal
@@ -89,6 +90,8 @@ class Job:
         callbacks: the reporting callbacks (``callbacks.<name>`` in the config).
         attempt: 1 for the first run of this job id, n + 1 for a rerun after n (in output.json).
         kept_model: the local path of a model archive that could not be uploaded (in output.json).
+        hydra_dir: Hydra's run folder (``outputs/...`` or ``multirun/.../N``) when run from the command
+            line, else None (in output.json; that folder's ``job.json`` points back at the artifacts).
     """
 
     settings: JobSettings
@@ -123,6 +126,7 @@ class Job:
         self.trained = False
         self.fitted: Any = None
         self.evaluations: dict[str, Evaluation] = {}
+        self.hydra_dir: str | None = None  # Hydra's run folder when the command line runs the job
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -138,10 +142,15 @@ class Job:
              config_dir: str | os.PathLike[str] | None = None, config_name: str = "config") -> Job:
         """Compose the config with Hydra (as the CLI does) and build the job: ``job_id`` is ``job.id=...``,
         ``api_key`` stays out of every output, ``overrides`` are Hydra's (``["settings.epochs=1"]``),
-        ``config_dir`` is like ``--config-dir``. Raises ConfigError for an invalid key, value or option."""
+        ``config_dir`` is like ``--config-dir``. Raises ConfigError for an invalid key, value or option.
+
+        In a session where nothing configured logging (a notebook, a plain script) the job's INFO lines
+        show on stderr: one handler on the ``brevetti_pipe`` logger (``brevetti_pipe.show_logs(False)``
+        removes it)."""
         from brevetti_pipe.config import compose
         from brevetti_pipe.platform import resolve_config
 
+        show_logs()
         if api_key:
             _secrets.set_api_key(api_key)
         overrides = [*overrides, *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
