@@ -145,13 +145,61 @@ def test_noise_filter_drops_only_startup_lines_written_to_fd2():
 def test_progress_bars_draw_on_a_terminal_only(tmp_path):
     from brevetti_pipe._util.progress import ProgressBar, progress
 
+    import fcntl
+    import select
+    import struct
+    import termios
+
     master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal of 100 columns
     with os.fdopen(slave, "w") as tty:
         with ProgressBar(3, "Checking samples", stream=tty) as bar:
             bar.update(3)
-        drawn = os.read(master, 65536).decode()
+        drawn = ""
+        while select.select([master], [], [], 2)[0]:
+            drawn += os.read(master, 65536).decode()
+            if drawn.endswith("\r"):
+                break
     os.close(master)
-    assert "Checking samples" in drawn and "3/3" in drawn
+    assert "Checking samples:" in drawn and "/3 [" in drawn
     with open(tmp_path / "log.txt", "w") as log_file:
         assert list(progress([1, 2], "Hashing", stream=log_file)) == [1, 2]
     assert (tmp_path / "log.txt").read_text() == ""
+
+
+def test_retracing_warnings_of_repeated_calls_are_dropped_unless_verbose():
+    import logging
+
+    import tensorflow as tf
+
+    from brevetti_pipe._util.console import quiet_tensorflow
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    def retrace() -> list[str]:
+        collect = Collect()
+        tf.get_logger().addHandler(collect)
+        try:
+            @tf.function
+            def add(x, n):
+                return x + n
+
+            for n in range(8):  # a new Python value each call: a new trace each call
+                add(tf.constant(1.0), n)
+        finally:
+            tf.get_logger().removeHandler(collect)
+        return [m for m in collect.messages if "retracing" in m]
+
+    try:
+        assert quiet_tensorflow(verbose=True) is False
+        assert retrace(), "TensorFlow warns about retracing (else this test proves nothing)"
+        assert quiet_tensorflow() is True
+        assert retrace() == []
+    finally:
+        quiet_tensorflow()
