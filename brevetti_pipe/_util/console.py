@@ -16,7 +16,8 @@ filtered at the file-descriptor level, and only while ``import tensorflow`` runs
 a pipe for those seconds, a thread forwards every line but those three kinds. Nothing is turned
 off: oneDNN stays on, so numerics and speed are unchanged. The retracing warnings of our own
 repeated ``predict`` calls come through the ``tensorflow`` Python logger and are dropped by a
-logging filter. ``--verbose`` (or ``TF_CPP_MIN_LOG_LEVEL=0`` set by the user) shows everything.
+logging filter; that logger's INFO lines (``Assets written to: <scratch folder>`` when a SavedModel
+is exported) are left out too (its level is WARNING unless someone set it). ``--verbose`` (or ``TF_CPP_MIN_LOG_LEVEL=0`` set by the user) shows everything.
 
 Notebooks (:func:`show_logs`): ``Job.init()`` adds one stream handler to the ``brevetti_pipe``
 logger when nothing configured logging, so INFO lines show in a notebook; ``show_logs(False)``
@@ -151,6 +152,7 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
 
 _FINDER = _QuietTensorFlowFinder()
 _FILTER = _RetracingFilter()
+_QUIETED = [False]  # the ``tensorflow`` logger's level was set here
 
 
 def quiet_tensorflow(verbose: bool = False) -> bool:
@@ -167,12 +169,18 @@ def quiet_tensorflow(verbose: bool = False) -> bool:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(_FINDER)
         tf_logger.removeFilter(_FILTER)
+        if _QUIETED[0]:
+            tf_logger.setLevel(logging.NOTSET)
+            _QUIETED[0] = False
         return False
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" not in sys.modules and _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
     if _FILTER not in tf_logger.filters:
         tf_logger.addFilter(_FILTER)
+    if tf_logger.level == logging.NOTSET:  # its INFO lines ("Assets written to: <scratch>") are not for users
+        tf_logger.setLevel(logging.WARNING)
+        _QUIETED[0] = True
     return True
 
 
