@@ -109,3 +109,29 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch, module, callback, extr
         getattr(reporting, callback)()
     message = str(err.value)
     assert "\n" not in message and f"brevetti_pipe[{extra}]" in message and f"callbacks.{extra}" in message
+
+
+def test_trackers_with_artifacts_on_an_object_store(s3, tmp_path, tiny_vials, monkeypatch):
+    """On S3 the event files are written locally and uploaded; MLflow gets local copies of the artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    from brevetti_pipe import Job
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    job = Job.init(overrides=[
+        "recipe=vials_classification", "settings.epochs=1", "settings.batch_size=8",
+        "pipeline.image.target_size=[16,16]", "platform.root=s3://bucket/platform", f"datasets.vials.url={tiny_vials}",
+        *s3.overrides("platform.storage_options"), "~callbacks.facets", "export.formats=[keras]",
+        "+callbacks@callbacks.tensorboard=tensorboard", "callbacks.tensorboard.images=0",
+        "+callbacks@callbacks.mlflow=mlflow", f"callbacks.mlflow.tracking_uri=file://{tmp_path / 'mlruns'}",
+    ])
+    job.start()
+    fs = s3.fs()
+    prefix = f"bucket/platform/jobs/{job.id}/artifacts/tensorboard"
+    events = [p for p in fs.find(prefix) if "/train/" in p]
+    assert events, fs.find(prefix)
+    fs.get(events, str(tmp_path / "train") + "/")
+    assert "loss" in _accumulator(tmp_path / "train").Tags()["tensors"]
+    client = MlflowClient(f"file://{tmp_path / 'mlruns'}")
+    [run] = client.search_runs([client.get_experiment_by_name("vials_classification").experiment_id])
+    assert {"output.json", "model.tar.gz"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
