@@ -13,7 +13,7 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e ".[test,joblib,submitit,ray,optuna,export,brevettiai]"
+	$(PIP) install --quiet -e ".[test,joblib,submitit,ray,optuna,export,brevettiai,tensorboard,mlflow]"
 	touch $(STAMP)
 
 install: $(STAMP)

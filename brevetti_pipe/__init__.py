@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from brevetti_pipe._util.console import show_logs
 from brevetti_pipe.config import JobSettings
 from brevetti_pipe.errors import (
     BrevettiPipeError, ChecksumError, ConfigError, DatasetError, ExportError, JobLockedError, MetricError, SplitError,
@@ -54,5 +55,6 @@ __all__ = [
     "StorageError",
     "load_model",
     "recipe",
+    "show_logs",
     "__version__",
 ]

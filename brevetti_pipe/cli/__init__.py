@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe._util.console import quiet_tensorflow
 from brevetti_pipe.config._argv import flag_value as _flag_value
 from brevetti_pipe.config._overrides import guard_overrides, hydra_literal
 from brevetti_pipe._util.resources import config_dir
@@ -176,6 +177,7 @@ def _refuse_misspelt_flag(name: str, argv: Sequence[str]) -> None:
 
 
 _RUN_ERRORS: list[BaseException] = []
+_VERBOSE = [False]  # --verbose of the running command line
 
 
 def _redact_hydra_outputs(output_dir: str | None, subdir: str | None) -> None:
@@ -212,9 +214,11 @@ def _hydra_main(cfg: DictConfig) -> Any:
 
     from omegaconf import OmegaConf
 
+    from brevetti_pipe.cli._links import link_hydra_dir
     from brevetti_pipe.cli.sweep import write_run_summary
 
     _secrets.install_log_redaction()
+    quiet_tensorflow(_VERBOSE[0])  # again here: launchers run jobs in other processes
     hc = HydraConfig.get()
     task = [str(o) for o in cast("list[Any]", OmegaConf.to_container(hc.overrides.task, resolve=False))]
     record: dict[str, Any] = {"overrides": task, "status": "failed", "metrics": {}}
@@ -223,6 +227,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
         _redact_hydra_outputs(hc.runtime.output_dir, hc.output_subdir)
         config = resolve_config(cfg, task, list(hc.runtime.choices.keys()))
         job = Job.from_config(config)
+        link_hydra_dir(job, hc.runtime.output_dir)
         record.update(job_id=job.id, artifacts=job.artifacts_url)
         job.start()
         record.update(status="completed", metrics=dict(job.metrics), report=job.artifact_path("report.html"))
@@ -284,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         _fail(str(exc), 2)
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _VERBOSE[0] = verbose
+    quiet_tensorflow(verbose)  # TensorFlow's start-up lines stay off the console unless --verbose
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach us; we print one line unless asked for more
     sys.argv = [sys.argv[0] if sys.argv else "brevetti-pipe", *translated]
     _RUN_ERRORS.clear()

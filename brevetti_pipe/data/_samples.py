@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from brevetti_pipe._util.progress import ProgressBar, progress
 from brevetti_pipe._util.registry import Registry
 from brevetti_pipe._util.secrets import redact
 from brevetti_pipe.config._schema import DatasetConfig
@@ -169,8 +170,10 @@ def get_image_samples(
     names = set(listing)
     bucket = _full_url(protocol, root)
     rows = []
+    bar = ProgressBar(len(listing), f"Listing '{ds.name}'", unit="file")
     unknown_maps = set((cfg.category_map or {}).keys())
     for path in sorted(listing):
+        bar.update()
         info = listing[path]
         if not path.lower().endswith(extensions):
             continue
@@ -205,6 +208,7 @@ def get_image_samples(
             "bucket": bucket,
             "reference": "",
         })
+    bar.close()
     if cfg.category_map and unknown_maps == set(cfg.category_map):
         raise DatasetError(
             f"Dataset '{ds.name}': category_map keys {sorted(unknown_maps)} match no folder in "
@@ -220,7 +224,8 @@ def get_image_samples(
     missing = samples["etag"].isna()
     if missing.any():
         samples.loc[missing, "etag"] = [
-            hashlib.md5(io.read_file(u)).hexdigest() for u in samples.loc[missing, "url"]
+            hashlib.md5(io.read_file(u)).hexdigest()
+            for u in progress(samples.loc[missing, "url"], f"Hashing '{ds.name}' (MD5)", unit="file")
         ]
     if cfg.classes is not None:
         known = {"/".join(c) for c in samples["category"]}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from brevetti_pipe.reporting._callback import CALLBACKS, CallbackList, JobCallback, JobView, check_files
 from brevetti_pipe.reporting._end_reports import FacetsReport, HtmlReport, PivotReport
 from brevetti_pipe.reporting.progress import Progress
+from brevetti_pipe.reporting.tracking import MlflowTracking, TensorBoardTracking
 
 if TYPE_CHECKING:
     from brevetti_pipe.reporting._facets import build_facets, tile2d
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from brevetti_pipe.reporting._report import render_report, write_report
 
 __all__ = [
-    "CALLBACKS", "CallbackList", "FacetsReport", "HtmlReport", "JobCallback", "JobView", "PivotReport", "Progress",
+    "CALLBACKS", "CallbackList", "FacetsReport", "HtmlReport", "JobCallback", "JobView", "MlflowTracking", "PivotReport",
+    "Progress", "TensorBoardTracking",
     "build_facets", "check_files", "export_pivot_table", "pivot_counts", "render_report", "tile2d", "write_report",
 ]
 

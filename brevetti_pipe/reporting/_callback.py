@@ -80,6 +80,8 @@ class JobCallback:
 
     name: ClassVar[str] = ""
     required: ClassVar[bool] = False
+    #: True for a callback whose end hook must run after every other one (it publishes what they wrote).
+    last: ClassVar[bool] = False
 
     #: The parameter model; a subclass sets its own (nested class or assignment).
     Params: ClassVar[type[Any]] = _NoParams
@@ -140,8 +142,10 @@ class CallbackList:
         return iter(self.callbacks)
 
     def _call(self, hook: str, **kwargs: Any) -> None:
-        order = reversed(self.callbacks) if hook in self._END_HOOKS else self.callbacks
-        for cb in list(order):
+        order = list(reversed(self.callbacks)) if hook in self._END_HOOKS else list(self.callbacks)
+        if hook in self._END_HOOKS:
+            order.sort(key=lambda cb: cb.last)  # stable: the others keep their reverse order
+        for cb in order:
             try:
                 getattr(cb, hook)(**kwargs)
             except Exception as exc:

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe._util.console import show_logs
 from brevetti_pipe._util.paths import check_relative
 from brevetti_pipe.config import JobConfig, JobSettings, validate_model
 from brevetti_pipe.config._overrides import hydra_literal
@@ -89,6 +90,8 @@ class Job:
         callbacks: the reporting callbacks (``callbacks.<name>`` in the config).
         attempt: 1 for the first run of this job id, n + 1 for a rerun after n (in output.json).
         kept_model: the local path of a model archive that could not be uploaded (in output.json).
+        hydra_dir: Hydra's run folder (``outputs/...`` or ``multirun/.../N``) when run from the command
+            line, else None (in output.json; that folder's ``job.json`` points back at the artifacts).
     """
 
     settings: JobSettings
@@ -125,6 +128,7 @@ class Job:
         self.evaluations: dict[str, Evaluation] = {}
         self.exported: dict[str, Any] = {}  # weights_sha256, export parity, operating_point (output.json)
         self.weights_sha256: str | None = None  # of the trained model, before export
+        self.hydra_dir: str | None = None  # Hydra's run folder when the command line runs the job
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -142,13 +146,18 @@ class Job:
         """Compose the config with Hydra (as the CLI does) and build the job: ``job_id`` is ``job.id=...``,
         ``api_key`` stays out of every output, ``overrides`` are Hydra's (``["settings.epochs=1"]``),
         ``config_dir`` is like ``--config-dir``; seed-style flags in ``argv`` (default ``sys.argv``, ``[]``
-        for none) apply below explicit arguments. Raises ConfigError for an invalid key, value or option."""
+        for none) apply below explicit arguments. Raises ConfigError for an invalid key, value or option.
+
+        In a session where nothing configured logging (a notebook, a plain script) the job's INFO lines
+        show on stderr: one handler on the ``brevetti_pipe`` logger (``brevetti_pipe.show_logs(False)``
+        removes it)."""
         from brevetti_pipe.config import compose
         from brevetti_pipe.config._argv import init_arguments
         from brevetti_pipe.platform import resolve_config
 
         from brevetti_pipe.run._settings import prepare_settings, upgrade_settings_overrides
 
+        show_logs()
         job_id, api_key, overrides = init_arguments(argv, cls._settings_model(), job_id, api_key, overrides)
 
         if api_key:

@@ -282,7 +282,7 @@ def output_document(job: JobState) -> dict[str, Any]:
         settings=job.settings.model_dump(mode="json"), config=job.config.model_dump(mode="json"),
         metrics=job.metrics, model_path=job.model_path, kept_model=job.kept_model, attempt=job.attempt,
         environment=environment(), error=job.error, bad_samples=job.bad_samples,
-        started_at=job.started_at, ended_at=job.ended_at,
+        started_at=job.started_at, ended_at=job.ended_at, hydra_dir=getattr(job, "hydra_dir", None),
         weights_sha256=job.exported.get("weights_sha256") or job.weights_sha256,
         export=job.exported.get("export") or {}, operating_point=job.exported.get("operating_point"),
     )

@@ -64,8 +64,10 @@ def inspect_images(paths: list[str], threads: int = 4) -> list[tuple[str | None,
     """:func:`inspect_image` for many files, in a thread pool (decoding releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from brevetti_pipe._util.progress import progress
+
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(inspect_image, paths))
+        return list(progress(pool.map(inspect_image, paths), "Checking samples", total=len(paths), unit="image"))
 
 
 def cache_name(path: str, cache_dir: str, kind: str, suffix: str, extra: str = "") -> str:
