@@ -19,7 +19,7 @@ from brevetti_pipe.config._compose import RUN_SETTINGS_GROUP, set_settings_defau
 from brevetti_pipe.config._overrides import hydra_literal
 from brevetti_pipe.run.recipe import Recipe, resolve_run
 
-__all__ = ["drop_foreign_defaults", "prepare_settings", "settings_defaults", "settings_model", "upgrade_settings_overrides"]
+__all__ = ["compose_job_config", "drop_foreign_defaults", "hinted_settings", "job_class_for", "prepare_settings", "settings_defaults", "settings_model", "upgrade_settings_overrides"]
 
 #: OmegaConf's marker of a value that must be set (a settings field without a default).
 MISSING = "???"
@@ -141,3 +141,60 @@ def prepare_settings(overrides: Sequence[str], *, config_dir: str | os.PathLike[
     if model is not JobSettings:
         set_settings_defaults(settings_defaults(model))
     return model
+
+
+def hinted_settings(job_class: Any) -> type[JobSettings]:
+    """The ``settings:`` hint of a Job class (a JobSettings subclass), else :class:`JobSettings`."""
+    import typing
+
+    try:
+        hinted = typing.get_type_hints(job_class).get("settings", JobSettings)
+    except Exception:
+        hinted = job_class.__annotations__.get("settings", JobSettings)
+    return hinted if isinstance(hinted, type) and issubclass(hinted, JobSettings) else JobSettings
+
+
+def compose_job_config(job_class: Any, job_id: str | None, api_key: str | None, overrides: Sequence[str], *,
+                       config_dir: str | os.PathLike[str] | None, config_name: str,
+                       argv: Sequence[str] | None) -> tuple[Any, list[str], dict[str, Any]]:
+    """What ``Job.init`` composes: seed-style flags from ``argv`` below the explicit arguments, the run
+    step's settings defaults below everything, then Hydra and the platform settings JSON.
+
+    Returns:
+        The validated JobConfig, the task overrides and Hydra's config-group choices.
+    """
+    from brevetti_pipe._util import secrets as _secrets
+    from brevetti_pipe.config._argv import init_arguments
+    from brevetti_pipe.platform import resolve_config
+
+    job_id, api_key, overrides = init_arguments(argv, job_class._settings_model(), job_id, api_key, overrides)
+    if api_key:
+        _secrets.set_api_key(api_key)
+    overrides = [*upgrade_settings_overrides(overrides), *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
+    prepare_settings(overrides, config_dir=config_dir, config_name=config_name, job_class=job_class)
+    cfg, task_overrides, groups = compose(overrides, config_dir=config_dir, config_name=config_name)
+    return resolve_config(cfg, task_overrides, groups), task_overrides, dict(cfg.hydra.runtime.choices)
+
+
+def job_class_for(job_class: Any, config: Any) -> tuple[Any, Any]:
+    """The Job class to build for ``config`` (the subclass ``run`` names, when it names one) and the
+    config with the settings defaults of other run steps dropped.
+
+    Raises:
+        ConfigError: ``run`` names a Job class that is not a ``job_class``.
+    """
+    from brevetti_pipe.errors import ConfigError
+
+    step = resolve_run(config.run) if config.run else None
+    target = job_class
+    if step is not None and step.job_class is not None and not issubclass(job_class, step.job_class):
+        if not issubclass(step.job_class, job_class):
+            raise ConfigError(
+                f"run names the Job class {step.job_class.__qualname__}, which is not a {job_class.__qualname__}. "
+                f"Received: run={config.run!r}. Build it with {step.job_class.__qualname__}.init() or Job.init().")
+        target = step.job_class
+    if step is not None:
+        settings = drop_foreign_defaults(config.settings, settings_model(target, step))
+        if settings != config.settings:
+            config = config.model_copy(update={"settings": settings})
+    return target, config

@@ -26,23 +26,21 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import typing
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe._util.console import show_logs
 from brevetti_pipe._util.paths import check_relative
 from brevetti_pipe.config import JobConfig, JobSettings, validate_model
-from brevetti_pipe.config._overrides import hydra_literal
 from brevetti_pipe.errors import ConfigError
 from brevetti_pipe.platform import PLATFORMS
 from brevetti_pipe.reporting import CallbackList, JobCallback
-from brevetti_pipe.reporting import _output
 from brevetti_pipe.run import lifecycle
 from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.run._lease import JobLease
+from brevetti_pipe.run._reporting import JobReporting
 from brevetti_pipe.run._view import ReportingView
+from brevetti_pipe.run import _settings
 from brevetti_pipe.run.evaluation import Evaluation
 from brevetti_pipe.run.context import Cluster, Scratch, configured_callbacks, job_io, seed_frameworks
 from brevetti_pipe.run.export import environment
@@ -80,7 +78,7 @@ def _selection(job: Job) -> SampleSelection:
                            on_artifact=job.on_artifact, local_cache=lambda: job.temp_dir)
 
 
-class Job:
+class Job(JobReporting):
     """The execution context of one training job (see the module docstring for an example).
 
     Attributes:
@@ -133,11 +131,7 @@ class Job:
     # -- construction --------------------------------------------------------------------
     @classmethod
     def _settings_model(cls) -> type[JobSettings]:
-        try:
-            hinted = typing.get_type_hints(cls).get("settings", JobSettings)
-        except Exception:
-            hinted = cls.__annotations__.get("settings", JobSettings)
-        return hinted if isinstance(hinted, type) and issubclass(hinted, JobSettings) else JobSettings
+        return _settings.hinted_settings(cls)
 
     @classmethod
     def init(cls, job_id: str | None = None, api_key: str | None = None, *, overrides: Sequence[str] = (),
@@ -151,22 +145,11 @@ class Job:
         In a session where nothing configured logging (a notebook, a plain script) the job's INFO lines
         show on stderr: one handler on the ``brevetti_pipe`` logger (``brevetti_pipe.show_logs(False)``
         removes it)."""
-        from brevetti_pipe.config import compose
-        from brevetti_pipe.config._argv import init_arguments
-        from brevetti_pipe.platform import resolve_config
-
-        from brevetti_pipe.run._settings import prepare_settings, upgrade_settings_overrides
-
         show_logs()
-        job_id, api_key, overrides = init_arguments(argv, cls._settings_model(), job_id, api_key, overrides)
-
-        if api_key:
-            _secrets.set_api_key(api_key)
-        overrides = [*upgrade_settings_overrides(overrides), *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
-        prepare_settings(overrides, config_dir=config_dir, config_name=config_name, job_class=cls)
-        cfg, task_overrides, groups = compose(overrides, config_dir=config_dir, config_name=config_name)
-        job = cls.from_config(resolve_config(cfg, task_overrides, groups))
-        job.view.launched_with(task_overrides, dict(cfg.hydra.runtime.choices))  # for the report's header
+        config, task_overrides, choices = _settings.compose_job_config(
+            cls, job_id, api_key, overrides, config_dir=config_dir, config_name=config_name, argv=argv)
+        job = cls.from_config(config)
+        job.view.launched_with(task_overrides, choices)  # for the report's header
         return job
 
     @classmethod
@@ -177,21 +160,8 @@ class Job:
         Raises:
             ConfigError: ``run`` names no run step, or a Job class that is not a ``cls``.
         """
-        step = resolve_run(config.run) if config.run else None
-        target: type[Job] = cls
-        if step is not None and step.job_class is not None and not issubclass(cls, step.job_class):
-            if not issubclass(step.job_class, cls):
-                raise ConfigError(
-                    f"run names the Job class {step.job_class.__qualname__}, which is not a {cls.__qualname__}. "
-                    f"Received: run={config.run!r}. Build it with {step.job_class.__qualname__}.init() or Job.init().")
-            target = step.job_class
-        if step is not None:
-            from brevetti_pipe.run._settings import drop_foreign_defaults, settings_model
-
-            settings = drop_foreign_defaults(config.settings, settings_model(target, step))
-            if settings != config.settings:
-                config = config.model_copy(update={"settings": settings})
-        return target(config)
+        target, config = _settings.job_class_for(cls, config)
+        return cast("Job", target(config))
 
     @property
     def recipe(self) -> Recipe | None:
@@ -306,54 +276,6 @@ class Job:
         """The read-only view of this job that reporting callbacks receive."""
         return ReportingView(self)
 
-    def add_output_metric(self, name: str, value: float) -> None:
-        """Record a final metric (``<purpose>_<metric>``) and rewrite output.json."""
-        self.add_output_metrics({name: value})
-
-    def add_output_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Record several metrics and rewrite output.json once (best effort: :meth:`complete` writes them all);
-        a non-finite value is kept here, null in output.json; a value that is not a number raises ValueError."""
-        lifecycle.add_metrics(self, metrics)
-
-    def remember_model(self, model: Any) -> None:
-        """Note the model ``fit`` trained (the Keras monitor does): a failure before :meth:`complete` keeps it."""
-        self.fitted = model
-
-    def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Report the metrics of a finished epoch to the progress callbacks."""
-        self.callbacks.on_epoch_end(job=self.view, epoch=int(epoch), metrics=_output.epoch_values(metrics))
-
-    def on_artifact(self, path: str) -> None:
-        self.callbacks.on_artifact(job=self.view, path=path)
-
-    def report_confusion_matrix(self, y_true: Sequence[int], y_pred: Sequence[int], purpose: str = "devel",
-                                classes: Sequence[str] | None = None) -> list[list[int]]:
-        """Write artifacts/charts/confusion_matrix_<purpose>.json (rows: true class, columns: predicted)."""
-        names = list(classes or self.classes)
-        return self.write_confusion_matrix(_output.confusion_counts(y_true, y_pred, len(names)), names, purpose)
-
-    def write_confusion_matrix(self, matrix: Sequence[Sequence[int]], classes: Sequence[str],
-                               purpose: str = "devel") -> list[list[int]]:
-        """Write a precomputed confusion matrix (rows true, columns predicted) for the report."""
-        url = self.artifact_path("charts", f"confusion_matrix_{purpose}.json")
-        rows = _output.write_confusion_matrix(self.io, url, matrix, classes)
-        self.on_artifact(url)
-        return rows
-
-    def get_remote_monitor(self) -> Any:
-        """A Keras callback reporting each epoch (``val_*`` as ``devel_*``, others as ``train_*``)."""
-        from brevetti_pipe.reporting.remote_monitor import make_remote_monitor
-
-        return make_remote_monitor(self)
-
-    def output(self) -> dict[str, Any]:
-        """The output.json document (secrets redacted)."""
-        return lifecycle.output_document(self)
-
-    def upload_job_output(self) -> str:
-        """Write artifacts/output.json atomically and return its URL (failures raise)."""
-        return lifecycle.write_output(self)
-
     # -- lifecycle (run.lifecycle, run.export) -------------------------------------------
     def run(self) -> Any:
         """The job's work, returning a Keras model, a model path or None: the recipe named by ``run``,
@@ -386,15 +308,6 @@ class Job:
         """Write ``model`` with a metadata.json into artifacts/``name``; returns the relative path."""
         self.view.note_model(model)  # the report's model summary outlives the model
         return lifecycle.export_model(self, model, name)
-
-    def upload_artifact(self, artifact_name: str | Sequence[str], payload: bytes | str, is_file: bool = False) -> str:
-        """brevettiai's artifact upload: write ``payload`` (or, with ``is_file``, the file it names) to
-        artifacts/``artifact_name`` atomically; returns its URL."""
-        parts = (artifact_name,) if isinstance(artifact_name, str) else tuple(artifact_name)
-        url = self.artifact_path(*parts)
-        self.io.write_file(url, self.io.read_file(str(payload)) if is_file else payload)
-        self.on_artifact(url)
-        return url
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, run={self.config.run!r}, status={self.status!r})"
