@@ -1,4 +1,9 @@
-"""Run layer: a job's life: lock, rerun clean-up, running -> completed | failed, signals, scratch removal."""
+"""Run layer: a job's life: lock, rerun clean-up, running -> completed | failed, signals, scratch removal.
+
+Over 400 lines on purpose: start, fail and complete share the ordering rules that keep a trained model
+(the lease, the kept-model fallback, the output.json writes and the signal handlers); split apart, each
+step would have to re-derive where the others left the job.
+"""
 
 from __future__ import annotations
 
