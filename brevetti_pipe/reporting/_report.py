@@ -178,6 +178,8 @@ def _operating_point(raw: bytes | None) -> dict[str, Any] | None:
         keys = ("threshold", "escape_rate", "false_reject_rate")
         clean = [{k: float(p[k]) for k in keys} for p in points or [] if all(p.get(k) is not None for k in keys)]
         chosen = doc.get("chosen") or doc.get("operating_point")
+        if isinstance(chosen, dict):  # the run layer writes the devel rates as devel_<rate>
+            chosen = {**{k: chosen[f"devel_{k}"] for k in keys[1:] if f"devel_{k}" in chosen}, **chosen}
         chosen = {k: float(chosen[k]) for k in keys} | {k: v for k, v in chosen.items() if k not in keys} \
             if isinstance(chosen, dict) and all(k in chosen for k in keys) else None
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
