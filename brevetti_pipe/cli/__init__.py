@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn, cast
 
@@ -36,6 +37,8 @@ _HYDRA_FLAGS = {
 }
 _INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 _OWN_FLAGS = ("--verbose", "--job_id", "--job-id", "--api_key", "--api-key")
+#: when main() started (imports done), for the first job's timings; later runs of a sweep start at their own
+_MAIN_STARTED: list[float] = []
 
 
 def _sections() -> tuple[str, ...]:
@@ -226,6 +229,8 @@ def _hydra_main(cfg: DictConfig) -> Any:
 
     _secrets.install_log_redaction()
     hc = HydraConfig.get()
+    first = bool(_MAIN_STARTED)
+    main_at = _MAIN_STARTED.pop() if first else time.time()
     task = [str(o) for o in cast("list[Any]", OmegaConf.to_container(hc.overrides.task, resolve=False))]
     record: dict[str, Any] = {"overrides": task, "status": "failed", "metrics": {}}
     job = None
@@ -233,6 +238,13 @@ def _hydra_main(cfg: DictConfig) -> Any:
         _redact_hydra_outputs(hc.runtime.output_dir, hc.output_subdir)
         config = resolve_config(cfg, task, list(hc.runtime.choices.keys()))
         job = Job.from_config(config)
+        if first:
+            from brevetti_pipe._util.timing import process_started
+
+            started = process_started()
+            if started is not None:
+                job.timings.mark("process_start", started)
+        job.timings.mark("main", main_at)
         record.update(job_id=job.id, artifacts=job.artifacts_url)
         job.start()
         record.update(status="completed", metrics=dict(job.metrics), report=job.artifact_path("report.html"))
@@ -282,6 +294,7 @@ def _fail(message: str, code: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of ``brevetti-pipe``."""
+    _MAIN_STARTED[:] = [time.time()]
     args = list(sys.argv[1:] if argv is None else argv)
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:

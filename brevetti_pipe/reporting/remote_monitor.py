@@ -42,7 +42,16 @@ class RemoteMonitor(keras.callbacks.Callback):
         metrics = {progress_name(k): v for k, v in (logs or {}).items()}
         self.job.report_progress(epoch + 1, metrics)
 
+    def _mark(self, name: str) -> None:
+        mark = getattr(self.job, "mark_phase", None)  # output.json timings: where training starts and ends
+        if mark is not None:
+            mark(name)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._mark("train_begin")
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._mark("train_end")
         self.job.remember_model(self.model)  # a failure between fit and complete() keeps it
 
 

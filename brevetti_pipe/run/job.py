@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe._util.paths import check_relative
+from brevetti_pipe._util.timing import PhaseTimer
 from brevetti_pipe.config import JobConfig, JobSettings, validate_model
 from brevetti_pipe.config._overrides import hydra_literal
 from brevetti_pipe.errors import ConfigError
@@ -97,6 +98,7 @@ class Job:
         if config.job.id is None:
             raise ConfigError("job.id is missing; build jobs with Job.init() or resolve_config()")
         self.config, self.id, self.name, self.seed = config, config.job.id, config.job.name, config.job.seed
+        self.timings = PhaseTimer()
         model = self._settings_model()
         if model is JobSettings and config.run:
             model = RECIPES.get(config.run, where="run").settings
@@ -123,6 +125,7 @@ class Job:
         self.trained = False
         self.fitted: Any = None
         self.evaluations: dict[str, Evaluation] = {}
+        self.timings.mark("job_built")
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -210,7 +213,9 @@ class Job:
 
     def get_samples(self) -> pd.DataFrame:
         """All images of all datasets with their ``purpose``; the split persists in ``artifacts/<split.file>``."""
-        return self.data.get(lambda: self.build_pipeline(fill_classes=False))
+        samples = self.data.get(lambda: self.build_pipeline(fill_classes=False))
+        self.timings.mark("samples_ready")
+        return samples
 
     @property
     def samples(self) -> pd.DataFrame | None:
@@ -259,6 +264,15 @@ class Job:
         """Record several metrics and rewrite output.json once (best effort: :meth:`complete` writes them all);
         a non-finite value is kept here, null in output.json; a value that is not a number raises ValueError."""
         lifecycle.add_metrics(self, metrics)
+
+    def mark_phase(self, name: str) -> None:
+        """Note that a step of the job happened now (``train_begin``, ``train_end``; the Keras monitor
+        marks them): output.json's ``timings`` gives the seconds between such marks per phase."""
+        self.timings.mark(name)
+
+    def phase_timings(self) -> dict[str, float]:
+        """Seconds per phase so far (output.json ``timings``; see :class:`~brevetti_pipe._util.timing.PhaseTimer`)."""
+        return self.timings.phases(self.data.timings)
 
     def remember_model(self, model: Any) -> None:
         """Note the model ``fit`` trained (the Keras monitor does): a failure before :meth:`complete` keeps it."""

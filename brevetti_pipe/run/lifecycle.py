@@ -107,6 +107,10 @@ class JobState(Protocol):
 
     def run(self) -> Any: ...
 
+    def mark_phase(self, name: str) -> None: ...
+
+    def phase_timings(self) -> dict[str, float]: ...
+
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -123,7 +127,9 @@ def start(job: JobState, complete_after: bool = True) -> Any:
         job.callbacks.on_job_start(job=job.view)
         if job.config.run is not None or "tensorflow" in sys.modules:
             job.seed_frameworks()
+        job.mark_phase("run_start")
         result = job.run()
+        job.mark_phase("run_end")
         if complete_after:
             complete(job, result)
         return result
@@ -170,6 +176,7 @@ def complete(job: JobState, model: Any = None) -> str | None:
             job.fitted = None  # uploaded
         job.status = "completed"
         job.ended_at = _now()
+        job.mark_phase("completed")
         job.upload_job_output()
     except BaseException as exc:
         fail(job, exc)
@@ -263,7 +270,7 @@ def output_document(job: JobState) -> dict[str, Any]:
         settings=job.settings.model_dump(mode="json"), config=job.config.model_dump(mode="json"),
         metrics=job.metrics, model_path=job.model_path, kept_model=job.kept_model, attempt=job.attempt,
         environment=environment(), error=job.error, bad_samples=job.bad_samples,
-        started_at=job.started_at, ended_at=job.ended_at,
+        started_at=job.started_at, ended_at=job.ended_at, timings=job.phase_timings(),
     )
 
 

@@ -135,6 +135,11 @@ class ImagePipeline(Stage, name="image_pipeline"):
     def reads(self) -> set[str]:
         return {self.params.path_key}
 
+    @property
+    def check_per_sample(self) -> bool:  # type: ignore[override]
+        """``color_mode=keep`` compares each image's channels with the others'."""
+        return self.params.color_mode != "keep"
+
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Fully decode every image once (threads, Pillow): empty, truncated, corrupt or non-image
         files, unsupported colour spaces, and with ``color_mode=keep`` a channel count that
