@@ -223,11 +223,13 @@ class DataGenerator:
         self._prefetch: Prefetch | None = None
         self._prefetch_order: np.ndarray | None = None
         self._columns_key: tuple[int, ...] = ()
+        self._datasets: dict[str, tf.data.Dataset] = {}
 
     # -- composition ---------------------------------------------------------------------
     def map(self, stage: Stage | Sequence[Stage]) -> DataGenerator:
         """A new generator with ``stage`` (or several) appended to the chain."""
         new = copy.copy(self)
+        new._datasets = {}
         new.stages = self.stages + (list(stage) if isinstance(stage, (list, tuple)) else [cast("Stage", stage)])
         return new
 
@@ -514,8 +516,18 @@ class DataGenerator:
         return self._build([], self.output_structure if structure is self._DEFAULT else structure)
 
     def get_dataset(self, structure: Any = _DEFAULT) -> tf.data.Dataset:
-        """The drawn samples through every map stage, batched and prefetched."""
-        return self._build(self.stages, self.output_structure if structure is self._DEFAULT else structure)
+        """The drawn samples through every map stage, batched and prefetched.
+
+        Built (traced) once per output structure and settings: a run step asking for the
+        element spec, then fitting, then predicting gets the same graph, not three traces of it.
+        """
+        structure = self.output_structure if structure is self._DEFAULT else structure
+        key = repr((structure, [id(s) for s in self.stages], id(self.samples), len(self.samples), self.batch_size,
+                    self.shuffle, self.repeat, self.seed, self.sampler, self.epoch_size, self.drop_remainder,
+                    self.num_parallel_calls, self.prefetch, self.shard, self.cache))
+        if key not in self._datasets:
+            self._datasets[key] = self._build(self.stages, structure)
+        return self._datasets[key]
 
     def get_samples_numpy(self, structure: Any = _DEFAULT) -> Iterator[Any]:
         """:meth:`get_samples` as numpy values (strings decoded to str)."""
