@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="measured epochs per run")
     parser.add_argument("--per-class", type=int, default=350)
     parser.add_argument("--formats", default="bmp,png,jpg")
+    parser.add_argument("--pipelines", default="io_floor,decode_floor,keras_dir,hand,brevetti,brevetti_cached",
+                        help="pipelines of the input-pipeline section (hand and brevetti are the targets' pair)")
+    parser.add_argument("--rerun-rounds", type=int, default=3, help="rounds of the rerun section")
     parser.add_argument("--skip-scale", action="store_true", help="skip the split/sampler/listing scale section")
     parser.add_argument("--skip-remote", action="store_true", help="skip the S3 section")
     parser.add_argument("--remote-rounds", type=int, default=5, help="interleaved rounds of the S3 section")
@@ -120,7 +123,7 @@ def main() -> None:
 
         sections.append(ttm_section(rounds=args.job_rounds))
         publish(todo[1:])
-        sections.append(rerun_section())
+        sections.append(rerun_section(rounds=args.rerun_rounds))
         publish(todo[2:])
     sections.append(pipelines_section(args, data, formats))
     publish(todo[todo.index("pipelines") + 1:])
@@ -156,6 +159,8 @@ def pipelines_section(args: argparse.Namespace, data: dict[str, Path], formats: 
         for aa in (True, False):
             plan += [("hand", fmt, aa), ("brevetti", fmt, aa)]
         plan += [("brevetti_cached", fmt, True)]
+    chosen = set(args.pipelines.split(","))
+    plan = [p for p in plan if p[0] in chosen]
     results: dict[tuple[str, str, bool], list[float]] = {}
     cpu: dict[tuple[str, str, bool], list[float]] = {}
     cached_first: dict[str, list[float]] = {}
