@@ -25,19 +25,15 @@ def process_started() -> float | None:
     try:
         with open("/proc/self/stat", encoding="ascii") as fh:
             ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        with open("/proc/uptime", encoding="ascii") as fh:
+            boot = time.time() - float(fh.read().split()[0])  # to 10 ms; /proc/stat's btime is whole seconds
         return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+    except (OSError, ValueError, IndexError):
         return None
 
 
 class PhaseTimer:
-    """Wall-clock marks (``time.time()``) of a job's steps and the phases between them.
-
-    ``btime`` in /proc has whole-second resolution, so ``imports`` is accurate to about a second
-    of the process start; every other phase is measured between marks of this process.
-    """
+    """Wall-clock marks (``time.time()``) of a job's steps and the phases between them."""
 
     def __init__(self) -> None:
         self.marks: dict[str, float] = {}
