@@ -18,6 +18,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
@@ -113,35 +114,34 @@ def main() -> None:
     def publish(pending: list[str]) -> None:
         """RESULTS.md after each section, so that a long run leaves what it finished."""
         body = [line for sec in sections for line in ("", *sec)]
+        targets = [line for line in body if line.startswith("- ") and "(target" in line]
+        glance = ["", "## Targets at a glance", "", *targets] if targets else []
         tail = ["", f"(Still running when this was written: {', '.join(pending)}.)"] if pending else []
-        (HERE / "RESULTS.md").write_text("\n".join([*header, f"- load average at the end: {load()}", *body, *tail]) + "\n")
+        (HERE / "RESULTS.md").write_text(
+            "\n".join([*header, f"- load average when written: {load()}", *glance, *body, *tail]) + "\n")
 
-    todo = ([] if args.skip_jobs else ["time to a trained model", "reruns"]) + ["pipelines"] + \
-        ([] if args.skip_jobs else ["train step"]) + ([] if args.skip_scale else ["scale"]) + ([] if args.skip_remote else ["remote"])
+    steps: list[tuple[str, Any]] = []
     if not args.skip_jobs:
         from benchmarks.trained import rerun_section, ttm_section
 
-        sections.append(ttm_section(rounds=args.job_rounds))
-        publish(todo[1:])
-        sections.append(rerun_section(rounds=args.rerun_rounds))
-        publish(todo[2:])
-    sections.append(pipelines_section(args, data, formats))
-    publish(todo[todo.index("pipelines") + 1:])
-    if not args.skip_jobs:
-        from benchmarks.train_step import train_step_section
-
-        sections.append(train_step_section(data["bmp"]))
-        publish(todo[todo.index("train step") + 1:])
+        steps += [("time to a trained model", lambda: ttm_section(rounds=args.job_rounds)),
+                  ("reruns", lambda: rerun_section(rounds=args.rerun_rounds))]
     if not args.skip_scale:
         from benchmarks.scale import scale_section
 
-        sections.append(scale_section())
-        publish(todo[todo.index("scale") + 1:])
+        steps.append(("scale", scale_section))
+    steps.append(("input pipeline", lambda: pipelines_section(args, data, formats)))
+    if not args.skip_jobs:
+        from benchmarks.train_step import train_step_section
+
+        steps.append(("train step", lambda: train_step_section(data["bmp"])))
     if not args.skip_remote:
         from benchmarks.remote import remote_section
 
-        sections.append(remote_section(per_class=args.per_class, rounds=args.remote_rounds))
-        publish([])
+        steps.append(("remote", lambda: remote_section(per_class=args.per_class, rounds=args.remote_rounds)))
+    for i, (_, run) in enumerate(steps):
+        sections.append(run())
+        publish([name for name, _ in steps[i + 1:]])
     print((HERE / "RESULTS.md").read_text())
 
 

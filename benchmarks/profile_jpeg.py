@@ -1,4 +1,4 @@
-"""Where JPEG time goes: ``python -m benchmarks.profile_jpeg ROOT``.
+"""Where JPEG (or any format's) time goes: ``python -m benchmarks.profile_jpeg ROOT ANTIALIAS [ROUNDS]``.
 
 Ablation in one process, interleaved rounds, medians: each variant adds one piece of the
 brevetti_pipe chain to the hand-written pipeline (or removes one from ours), so the difference
@@ -44,13 +44,14 @@ def variants(root: Path, antialias: bool) -> dict:
                .map(OneHotEncoder(CLASSES)))
         return gen.get_dataset()
 
-    return {
+    jpeg = paths[0].lower().endswith((".jpg", ".jpeg"))
+    return {k: v for k, v in {
         "hand: decode_image + resize": lambda: hand_ds(lambda d: tf.io.decode_image(d, channels=3, expand_animations=False)),
         "hand: decode_jpeg + resize": lambda: hand_ds(lambda d: tf.io.decode_jpeg(d, channels=3)),
         "ours: ImagePipeline + OneHot": lambda: ours(False),
         "ours: full chain (+ augment)": lambda: ours(True),
         "hand full (benchmarks.pipelines)": lambda: __import__("benchmarks.pipelines", fromlist=["hand"]).hand(root, antialias)[0].repeat(),
-    }
+    }.items() if jpeg or "decode_jpeg" not in k}
 
 
 def main() -> None:
