@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -101,29 +102,27 @@ class RerunCache:
 
     # -- content etags -------------------------------------------------------------------
     def content_etags(self, dataset_url: str, urls: Sequence[str], stamps: Sequence[str | None],
-                      compute: Any) -> tuple[list[str], int]:
-        """ETags of ``urls``: from the cache when the file's stamp is unchanged, else ``compute(url)``.
+                      compute: Any, threads: int = 4) -> tuple[list[str], int]:
+        """ETags of ``urls``: from the cache when the file's stamp is unchanged, else ``compute(url)``
+        (in ``threads`` threads).
 
         Returns:
             (etags in order, how many were computed).
         """
         url = self._file("etags", dataset_url)
         known = self._read(url).get("files", {})
-        out: list[str] = []
-        fresh: dict[str, list[str]] = {}
-        computed = 0
+        out: list[str | None] = []
         for u, stamp in zip(urls, stamps):
             hit = known.get(u)
-            if stamp is not None and isinstance(hit, list) and len(hit) == 2 and hit[0] == stamp:
-                out.append(str(hit[1]))
-                continue
-            etag = compute(u)
-            computed += 1
-            out.append(etag)
-            if stamp is not None:
-                fresh[u] = [stamp, etag]
+            reuse = stamp is not None and isinstance(hit, list) and len(hit) == 2 and hit[0] == stamp
+            out.append(str(hit[1]) if reuse else None)  # type: ignore[index]
+        todo = [i for i, e in enumerate(out) if e is None]
+        with ThreadPoolExecutor(max_workers=threads) as pool:  # reading and hashing release the GIL
+            for i, etag in zip(todo, pool.map(compute, [urls[i] for i in todo])):
+                out[i] = etag
+        fresh = {urls[i]: [stamps[i], out[i]] for i in todo if stamps[i] is not None}
         self._merge_write(url, {"kind": "content etags"}, fresh)
-        return out, computed
+        return [str(e) for e in out], len(todo)
 
     # -- check verdicts ------------------------------------------------------------------
     def verdicts(self, dataset_url: str, fingerprint: str) -> dict[str, list[Any]]:
