@@ -18,6 +18,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
@@ -79,11 +80,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="measured epochs per run")
     parser.add_argument("--per-class", type=int, default=350)
     parser.add_argument("--formats", default="bmp,png,jpg")
+    parser.add_argument("--pipelines", default="io_floor,decode_floor,keras_dir,hand,brevetti,brevetti_cached",
+                        help="pipelines of the input-pipeline section (hand and brevetti are the targets' pair)")
+    parser.add_argument("--rerun-rounds", type=int, default=3, help="rounds of the rerun section")
     parser.add_argument("--skip-scale", action="store_true", help="skip the split/sampler/listing scale section")
     parser.add_argument("--skip-remote", action="store_true", help="skip the S3 section")
     parser.add_argument("--remote-rounds", type=int, default=5, help="interleaved rounds of the S3 section")
     parser.add_argument("--only-remote", action="store_true", help="run only the S3 section (printed, RESULTS.md untouched)")
+    parser.add_argument("--skip-jobs", action="store_true", help="skip the time-to-a-trained-model, rerun and train-step sections")
+    parser.add_argument("--job-rounds", type=int, default=5, help="interleaved rounds of the time-to-a-trained-model section")
+    parser.add_argument("--train-step", action="store_true",
+                        help="run only the train-step check: steps/s of a fixed model fed by our pipeline vs in-memory "
+                             "tensors (printed, RESULTS.md untouched)")
     args = parser.parse_args()
+    if args.train_step:
+        from benchmarks.train_step import train_step_section
+
+        print("\n".join(train_step_section(make_data(args.per_class)["bmp"])))
+        return
     if args.only_remote:
         from benchmarks.remote import remote_section
 
@@ -91,44 +105,104 @@ def main() -> None:
         return
     data = make_data(args.per_class)
     formats = [f for f in args.formats.split(",") if f]
+    header = ["# Benchmark results", "", "Produced by `python -m benchmarks` (`make bench`); regenerate on the target machine.", ""]
+    header += machine()
+    header += [f"- load average (1, 5, 15 min) at the start: {load()}; the machine is shared, so every comparison below "
+               "interleaves its rounds and compares medians measured in this run"]
+    sections: list[list[str]] = []
+
+    def publish(pending: list[str]) -> None:
+        """RESULTS.md after each section, so that a long run leaves what it finished."""
+        body = [line for sec in sections for line in ("", *sec)]
+        targets = [line for line in body if line.startswith("- ") and "(target" in line]
+        glance = ["", "## Targets at a glance", "", *targets] if targets else []
+        tail = ["", f"(Still running when this was written: {', '.join(pending)}.)"] if pending else []
+        (HERE / "RESULTS.md").write_text(
+            "\n".join([*header, f"- load average when written: {load()}", *glance, *body, *tail]) + "\n")
+
+    steps: list[tuple[str, Any]] = []
+    if not args.skip_jobs:
+        from benchmarks.trained import rerun_section, ttm_section
+
+        steps += [("time to a trained model", lambda: ttm_section(rounds=args.job_rounds)),
+                  ("reruns", lambda: rerun_section(rounds=args.rerun_rounds))]
+    if not args.skip_scale:
+        from benchmarks.scale import scale_section
+
+        steps.append(("scale", scale_section))
+    steps.append(("input pipeline", lambda: pipelines_section(args, data, formats)))
+    if not args.skip_jobs:
+        from benchmarks.train_step import train_step_section
+
+        steps.append(("train step", lambda: train_step_section(data["bmp"])))
+    if not args.skip_remote:
+        from benchmarks.remote import remote_section
+
+        steps.append(("remote", lambda: remote_section(per_class=args.per_class, rounds=args.remote_rounds)))
+    for i, (_, run) in enumerate(steps):
+        sections.append(run())
+        publish([name for name, _ in steps[i + 1:]])
+    print((HERE / "RESULTS.md").read_text())
+
+
+def load() -> str:
+    try:
+        return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def pipelines_section(args: argparse.Namespace, data: dict[str, Path], formats: list[str]) -> list[str]:
     plan = []
     for fmt in formats:
         plan += [("io_floor", fmt, False), ("decode_floor", fmt, False), ("keras_dir", fmt, False)]
         for aa in (True, False):
             plan += [("hand", fmt, aa), ("brevetti", fmt, aa)]
         plan += [("brevetti_cached", fmt, True)]
+    chosen = set(args.pipelines.split(","))
+    plan = [p for p in plan if p[0] in chosen]
     results: dict[tuple[str, str, bool], list[float]] = {}
+    cpu: dict[tuple[str, str, bool], list[float]] = {}
     cached_first: dict[str, list[float]] = {}
     for r in range(args.rounds):
         order = plan if r % 2 == 0 else list(reversed(plan))  # alternate to spread drift
         for name, fmt, aa in order:
             epochs = args.epochs + 1 if name == "brevetti_cached" else args.epochs
             res = run_one(name, data[fmt], aa, epochs)
-            rates = res["epochs"]
+            rates, cpu_ms = res["epochs"], res["cpu_ms"]
             if name == "brevetti_cached":
                 cached_first.setdefault(fmt, []).append(rates[0])
-                rates = rates[1:]  # epoch 2 onward
+                rates, cpu_ms = rates[1:], cpu_ms[1:]  # epoch 2 onward
             results.setdefault((name, fmt, aa), []).extend(rates)
+            cpu.setdefault((name, fmt, aa), []).extend(cpu_ms)
             print(f"round {r + 1}: {name:16s} {fmt} antialias={aa!s:5s} {statistics.median(rates):8.0f} img/s", flush=True)
-    lines = ["# Benchmark results", "", "Produced by `python -m benchmarks` (`make bench`); regenerate on the target machine.", ""]
-    lines += machine()
-    lines += ["", f"Data: {args.per_class * 3} synthetic 512x512 vial images in 3 class folders per format -> batches of 32 at "
-              "224x224, rescale to [0, 1], per-sample flip + brightness from stateless seeds, one-hot. "
-              f"{args.rounds} interleaved rounds x {args.epochs} measured epochs, each pipeline in its own process; "
-              "images/s over an epoch after one warm-up batch. Ratios are medians over the hand-written tf.data "
-              "pipeline (same format and antialias) from this run.", ""]
-    lines += ["| pipeline | format | antialias | min | median | max | ratio to hand |", "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["## Input pipeline", "", f"Data: {args.per_class * 3} synthetic 512x512 vial images in 3 class folders per format -> batches of 32 at "
+             "224x224, rescale to [0, 1], per-sample flip + brightness from stateless seeds, one-hot. "
+             f"{args.rounds} interleaved rounds x {args.epochs} measured epochs, each pipeline in its own process; "
+             "images/s over an epoch after one warm-up batch. Ratios are medians over the hand-written tf.data "
+             "pipeline (same format and antialias) from this run. CPU ms/image is the process's CPU time (all "
+             "threads) per image, median: less sensitive than images/s to other load on a shared machine; its "
+             "ratio is hand's CPU time over ours (above 1.0: ours needs less CPU).", ""]
+    lines += ["| pipeline | format | antialias | min | median | max | ratio to hand | CPU ms/image | CPU ratio |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     med = {k: statistics.median(v) for k, v in results.items()}
+    cmed = {k: statistics.median(v) for k, v in cpu.items()}
     for (name, fmt, aa), values in results.items():
-        hand = med.get(("hand", fmt, aa if name != "keras_dir" else False))
-        ratio = f"{med[(name, fmt, aa)] / hand:.2f}x" if hand and name not in ("io_floor", "decode_floor") else "-"
-        lines.append(f"| {name} | {fmt} | {'on' if aa else 'off'} | {min(values):.0f} | {med[(name, fmt, aa)]:.0f} | {max(values):.0f} | {ratio} |")
-    lines += ["", "## Targets", ""]
+        base = ("hand", fmt, aa if name != "keras_dir" else False)
+        hand = med.get(base)
+        informative = hand and name not in ("io_floor", "decode_floor")
+        ratio = f"{med[(name, fmt, aa)] / hand:.2f}x" if informative else "-"
+        cratio = f"{cmed[base] / cmed[(name, fmt, aa)]:.2f}x" if informative and base in cmed else "-"
+        lines.append(f"| {name} | {fmt} | {'on' if aa else 'off'} | {min(values):.0f} | {med[(name, fmt, aa)]:.0f} | "
+                     f"{max(values):.0f} | {ratio} | {cmed[(name, fmt, aa)]:.2f} | {cratio} |")
+    lines += ["", "### Targets", ""]
     for fmt in formats:
         for aa in (True, False):
             if ("hand", fmt, aa) in med:
                 r = med[("brevetti", fmt, aa)] / med[("hand", fmt, aa)]
-                lines.append(f"- brevetti_pipe / hand, {fmt}, antialias {'on' if aa else 'off'}: {r:.2f}x (target >= 0.95x) {'met' if r >= 0.95 else 'NOT met'}")
+                c = cmed[("hand", fmt, aa)] / cmed[("brevetti", fmt, aa)]
+                lines.append(f"- brevetti_pipe / hand, {fmt}, antialias {'on' if aa else 'off'}: {r:.2f}x (target >= 0.95x) "
+                             f"{'met' if r >= 0.95 else 'NOT met'} (CPU per image: {c:.2f}x)")
         if ("keras_dir", fmt, False) in med:
             r = med[("brevetti", fmt, False)] / med[("keras_dir", fmt, False)]
             lines.append(f"- brevetti_pipe (antialias off) / Keras directory loader, {fmt}: {r:.2f}x (target >= 1.0x) {'met' if r >= 1.0 else 'NOT met'}")
@@ -137,16 +211,7 @@ def main() -> None:
             first = statistics.median(cached_first[fmt]) / med[("hand", fmt, True)]
             lines.append(f"- cached epoch 2+ / hand (antialias on), {fmt}: {r:.2f}x (target >= 3x) {'met' if r >= 3 else 'NOT met'}; "
                          f"epoch 1 including the cache fill: {first:.2f}x")
-    if not args.skip_scale:
-        from benchmarks.scale import scale_section
-
-        lines += ["", *scale_section()]
-    if not args.skip_remote:
-        from benchmarks.remote import remote_section
-
-        lines += ["", *remote_section(per_class=args.per_class, rounds=args.remote_rounds)]
-    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

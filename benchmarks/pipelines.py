@@ -116,13 +116,14 @@ def measure(name: str, root: Path, antialias: bool, epochs: int = 2) -> dict:
     it = iter(ds)
     setup = time.perf_counter() - start
     next(it)  # warm-up: graph build, thread pools
-    rates = []
+    rates, cpu = [], []
     for _ in range(epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             next(it)
         rates.append(n / (time.perf_counter() - t0))
-    return {"pipeline": name, "images": n, "setup_s": setup, "epochs": rates}
+        cpu.append((time.process_time() - c0) * 1000 / n)  # all threads: CPU ms per image
+    return {"pipeline": name, "images": n, "setup_s": setup, "epochs": rates, "cpu_ms": cpu}
 
 
 if __name__ == "__main__":

@@ -44,6 +44,12 @@ def test_recipe_writes_all_artifacts(tmp_path, tiny_vials):
         names = tar.getnames()
     assert {"model.keras", "metadata.json"} <= set(names)
     assert f"Job {job_dir.name} completed" in proc.stdout
+    timings = out["timings"]  # seconds per phase, from marks the job takes as it runs
+    assert {"imports", "compose_validate", "job_start", "listing", "sample_check", "split", "export", "total"} <= set(timings)
+    assert "training" in timings or "run_step" in timings
+    assert all(v >= 0 for v in timings.values())
+    phases = sum(v for k, v in timings.items() if k != "total")
+    assert 0.9 * timings["total"] <= phases <= timings["total"] + 0.05  # disjoint phases covering the job
 
 
 def test_user_config_dir_with_own_dataset_and_experiment(tmp_path, tiny_vials):

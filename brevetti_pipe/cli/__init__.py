@@ -10,6 +10,7 @@ import difflib
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn, cast
 
@@ -37,6 +38,8 @@ _HYDRA_FLAGS = {
 }
 _INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 _OWN_FLAGS = ("--verbose", "--job_id", "--job-id", "--api_key", "--api-key")
+#: when main() started (imports done), for the first job's timings; later runs of a sweep start at their own
+_MAIN_STARTED: list[float] = []
 
 
 def _sections() -> tuple[str, ...]:
@@ -220,6 +223,8 @@ def _hydra_main(cfg: DictConfig) -> Any:
     _secrets.install_log_redaction()
     quiet_tensorflow(_VERBOSE[0])  # again here: launchers run jobs in other processes
     hc = HydraConfig.get()
+    first = bool(_MAIN_STARTED)
+    main_at = _MAIN_STARTED.pop() if first else time.time()
     task = [str(o) for o in cast("list[Any]", OmegaConf.to_container(hc.overrides.task, resolve=False))]
     record: dict[str, Any] = {"overrides": task, "status": "failed", "metrics": {}}
     job = None
@@ -228,6 +233,13 @@ def _hydra_main(cfg: DictConfig) -> Any:
         config = resolve_config(cfg, task, list(hc.runtime.choices.keys()))
         job = Job.from_config(config)
         link_hydra_dir(job, hc.runtime.output_dir)
+        if first:
+            from brevetti_pipe._util.timing import process_started
+
+            started = process_started()
+            if started is not None:
+                job.timings.mark("process_start", started)
+        job.timings.mark("main", main_at)
         record.update(job_id=job.id, artifacts=job.artifacts_url)
         job.start()
         record.update(status="completed", metrics=dict(job.metrics), report=job.artifact_path("report.html"))
@@ -277,6 +289,7 @@ def _fail(message: str, code: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of ``brevetti-pipe``."""
+    _MAIN_STARTED[:] = [time.time()]
     args = list(sys.argv[1:] if argv is None else argv)
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:

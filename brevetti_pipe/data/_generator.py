@@ -250,11 +250,13 @@ class DataGenerator:
         self._prefetch: Prefetch | None = None
         self._prefetch_order: np.ndarray | None = None
         self._columns_key: tuple[int, ...] = ()
+        self._datasets: dict[str, tf.data.Dataset] = {}
 
     # -- composition ---------------------------------------------------------------------
     def map(self, stage: Stage | Sequence[Stage]) -> DataGenerator:
         """A new generator with ``stage`` (or several) appended to the chain."""
         new = copy.copy(self)
+        new._datasets = {}
         new.stages = self.stages + (list(stage) if isinstance(stage, (list, tuple)) else [cast("Stage", stage)])
         return new
 
@@ -577,9 +579,18 @@ class DataGenerator:
         ``structure`` defaults to ``output_structure`` (None: the whole element dict). ``skip``: start
         after that many samples of this worker's stream (a training resumed after ``k`` steps of ``b``
         samples passes ``k * b`` and draws exactly what the uninterrupted one draws from there,
-        without decoding the skipped samples)."""
+        without decoding the skipped samples).
+
+        Built (traced) once per output structure and settings: a run step asking for the
+        element spec, then fitting, then predicting gets the same graph, not three traces of it.
+        """
         structure, batch = self._structure_args(structure, batch, self._DEFAULT)
-        return self._build(self.stages, structure, batch, int(skip))
+        key = repr((structure, batch, int(skip), [id(s) for s in self.stages], id(self.samples), len(self.samples),
+                    self.batch_size, self.shuffle, self.repeat, self.seed, self.sampler, self.epoch_size,
+                    self.drop_remainder, self.num_parallel_calls, self.prefetch, self.shard, self.cache))
+        if key not in self._datasets:
+            self._datasets[key] = self._build(self.stages, structure, batch, int(skip))
+        return self._datasets[key]
 
     def _structure_args(self, structure: Any, batch: bool, default: Any) -> tuple[Any, bool]:
         if isinstance(structure, bool):  # brevettiai's positional order: get_samples(batch, structure)

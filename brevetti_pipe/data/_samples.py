@@ -9,6 +9,7 @@ import logging
 import os
 import posixpath
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,7 @@ def get_image_samples(
     io: IoTools | None = None,
     name: str | None = None,
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    content_etags: Callable[[list[str], list[dict[str, Any]]], list[str]] | None = None,
 ) -> pd.DataFrame:
     """List every image below a dataset URL into a samples table.
 
@@ -125,6 +127,8 @@ def get_image_samples(
         io: the IoTools carrying storage options; a default one when None.
         name: dataset name for the ``dataset`` column when a URL is given.
         extensions: file endings (lower case) that count as images.
+        content_etags: ``(urls, listing entries) -> etags`` for files the store gives no ETag
+            (default: the MD5 of each file's content; a rerun cache reuses earlier hashes).
 
     Returns:
         A DataFrame sorted by path with columns ``path`` (full URL), ``category`` (tuple of
@@ -171,6 +175,7 @@ def get_image_samples(
     bucket = _full_url(protocol, root)
     rows = []
     bar = ProgressBar(len(listing), f"Listing '{ds.name}'", unit="file")
+    infos: dict[str, Any] = {}
     unknown_maps = set((cfg.category_map or {}).keys())
     for path in sorted(listing):
         bar.update()
@@ -193,6 +198,7 @@ def get_image_samples(
             stem = path.rsplit(".", 1)[0] + ".json"
             annotation = stem if stem in names else None
         url = _full_url(protocol, path)
+        infos[url] = info
         rows.append({
             "path": url,
             "category": tuple(mapped),
@@ -223,10 +229,12 @@ def get_image_samples(
     samples = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
     missing = samples["etag"].isna()
     if missing.any():
-        samples.loc[missing, "etag"] = [
-            hashlib.md5(io.read_file(u)).hexdigest()
-            for u in progress(samples.loc[missing, "url"], f"Hashing '{ds.name}' (MD5)", unit="file")
-        ]
+        urls = samples.loc[missing, "url"].tolist()
+        samples.loc[missing, "etag"] = (
+            content_etags(urls, [infos[u] for u in urls]) if content_etags is not None
+            else [hashlib.md5(io.read_file(u)).hexdigest()
+                  for u in progress(urls, f"Hashing '{ds.name}' (MD5)", unit="file")]
+        )
     if cfg.classes is not None:
         known = {"/".join(c) for c in samples["category"]}
         missing_cls = [c for c in cfg.classes if c not in known]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe._util.category import category_label
@@ -13,6 +15,7 @@ from brevetti_pipe.config import JobConfig
 from brevetti_pipe.data._generator import localize_samples
 from brevetti_pipe.data._samples import GENERATORS, Dataset, concat_samples
 from brevetti_pipe.data._split import SampleSplit
+from brevetti_pipe.data._verdicts import RerunCache, file_stamp, stage_fingerprint
 from brevetti_pipe.errors import ConfigError, DatasetError
 from brevetti_pipe.platform import layout
 from brevetti_pipe.stages import Stage
@@ -63,6 +66,11 @@ class SampleSelection:
         self.local_cache = local_cache
         self.samples: pd.DataFrame | None = None
         self.bad_samples = 0
+        #: seconds spent per phase (``listing``, ``sample_check``, ``split``)
+        self.timings: dict[str, float] = {}
+        #: files hashed for an etag / checked by a stage in this run, and verdicts reused from earlier runs
+        self.work = {"hashed": 0, "checked": 0, "reused": 0}
+        self.rerun = RerunCache(io, layout.rerun_cache_url(root, config.platform.cache_dir))
         self._classes: list[str] | None = None
 
     @property
@@ -96,11 +104,15 @@ class SampleSelection:
         if not self.config.datasets:
             raise ConfigError("No datasets configured. Select some with datasets=NAME or datasets.<name>.url=URL")
         frames = []
+        start = time.perf_counter()
         for ds in self.datasets:
             self.ensure_dataset(ds)
-            frames.append(ds.get_image_samples(io=self.io))
+            frames.append(ds.get_image_samples(io=self.io, content_etags=self._etags_of(ds)))
+        checked = time.perf_counter()
         samples = self._drop_bad_samples(concat_samples(frames), checkers)
+        split = time.perf_counter()
         self.samples = self._split(samples)
+        self.timings.update(listing=checked - start, sample_check=split - checked, split=time.perf_counter() - split)
         log.info("Split: %s", self.samples.groupby("purpose").size().to_dict())
         return self.samples
 
@@ -127,18 +139,77 @@ class SampleSelection:
         self.on_artifact(own)
         return result
 
+    def _etags_of(self, ds: Dataset) -> Callable[[list[str], list[dict[str, Any]]], list[str]]:
+        """Content etags for ``ds``'s files without a store ETag, hashed once per file version."""
+
+        def etags(urls: list[str], infos: list[dict[str, Any]]) -> list[str]:
+            values, hashed = self.rerun.content_etags(
+                ds.url, urls, [file_stamp(i) for i in infos], lambda u: hashlib.md5(self.io.read_file(u)).hexdigest())
+            self.work["hashed"] += hashed
+            return values
+
+        return etags
+
     def _drop_bad_samples(self, samples: pd.DataFrame, checkers: Callable[[], Sequence[Stage]]) -> pd.DataFrame:
-        """Run every stage's ``check`` on local copies; fail or skip bad samples per ``data.on_bad_sample``."""
+        """Run every stage's ``check`` on local copies; fail or skip bad samples per ``data.on_bad_sample``.
+
+        Verdicts of per-sample checks are kept per dataset and file version (see ``data._verdicts``):
+        files a run checked already, unchanged since, are not fetched or decoded again; a bad one is
+        still reported from its kept verdict.
+        """
         if not self.config.data.check_samples or samples.empty:
             return samples
         stages = [st for st in checkers() if type(st).check is not Stage.check]
         if not stages:
             return samples
-        self.local_cache()
-        local = localize_samples(samples.reset_index(drop=True), self.io)
-        reasons: dict[int, str] = {}
+        samples = samples.reset_index(drop=True)
+        urls = {d.name: d.url for d in self.datasets}
+        keys = samples["path"].astype(str).tolist()
+        versions = [f"{e}|{a}" for e, a in zip(samples["etag"].astype(str), samples["annotation_etag"].astype(str))] \
+            if "annotation_etag" in samples.columns else samples["etag"].astype(str).tolist()
+        groups = {name: [int(i) for i in pos] for name, pos in samples.groupby("dataset", sort=False).indices.items()}
+        plans = []  # (stage, fingerprint, positions to check, reasons found)
         for stage in stages:
-            for i, reason in stage.check(local).items():
+            fingerprint = stage_fingerprint(stage)
+            todo: list[int] = []
+            reasons: dict[int, str] = {}
+            for name, positions in groups.items():
+                if fingerprint is None or name not in urls:
+                    todo.extend(positions)
+                    continue
+                known = self.rerun.verdicts(urls[name], fingerprint)
+                for i in positions:
+                    hit = known.get(keys[i])
+                    if hit is not None and hit[0] == versions[i]:
+                        self.work["reused"] += 1
+                        if hit[1]:
+                            reasons.setdefault(i, str(hit[1]))
+                    else:
+                        todo.append(i)
+            plans.append((stage, fingerprint, sorted(todo), reasons))
+        needed = sorted({i for _, _, todo, _ in plans for i in todo})
+        if needed:
+            self.local_cache()
+            local = localize_samples(samples.iloc[needed].reset_index(drop=True), self.io)
+            row_of = {i: r for r, i in enumerate(needed)}
+            for stage, fingerprint, todo, reasons in plans:
+                if not todo:
+                    continue
+                found = stage.check(local.iloc[[row_of[i] for i in todo]].reset_index(drop=True))
+                self.work["checked"] += len(todo)
+                for r, reason in found.items():
+                    reasons.setdefault(todo[r], reason)
+                if fingerprint is not None:
+                    verdicts = {i: [versions[i], found.get(r)] for r, i in enumerate(todo)}
+                    for name, positions in groups.items():
+                        if name in urls:
+                            self.rerun.save_verdicts(urls[name], fingerprint,
+                                                     {keys[i]: verdicts[i] for i in positions if i in verdicts})
+        log.info("Sample check: %d file check(s) run, %d verdict(s) reused from earlier runs",
+                 self.work["checked"], self.work["reused"])
+        reasons = {}
+        for *_, found_by_stage in plans:  # the first stage's reason names a sample flagged by several
+            for i, reason in found_by_stage.items():
                 reasons.setdefault(i, reason)
         if not reasons:
             return samples

@@ -40,15 +40,22 @@ class RemoteMonitor(keras.callbacks.Callback):
         self.job = job
         self._in_fit = False
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._in_fit = True
-
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {progress_name(k): v for k, v in (logs or {}).items()}
         self.job.report_progress(epoch + 1 if self._in_fit else epoch, metrics)
 
+    def _mark(self, name: str) -> None:
+        mark = getattr(self.job, "mark_phase", None)  # output.json timings: where training starts and ends
+        if mark is not None:
+            mark(name)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = True
+        self._mark("train_begin")
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = False
+        self._mark("train_end")
         self.job.remember_model(self.model)  # a failure between fit and complete() keeps it
 
 

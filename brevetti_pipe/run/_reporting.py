@@ -42,6 +42,16 @@ class JobReporting:
         a non-finite value is kept here, null in output.json; a value that is not a number raises ValueError."""
         lifecycle.add_metrics(self._state, metrics)
 
+    def mark_phase(self, name: str) -> None:
+        """Note that a step of the job happened now (``train_begin``, ``train_end``; the Keras monitor
+        marks them): output.json's ``timings`` gives the seconds between such marks per phase."""
+        cast(Any, self).timings.mark(name)
+
+    def phase_timings(self) -> dict[str, float]:
+        """Seconds per phase so far (output.json ``timings``; see :class:`~brevetti_pipe._util.timing.PhaseTimer`)."""
+        job = cast(Any, self)
+        return cast("dict[str, float]", job.timings.phases(job.data.timings))
+
     def remember_model(self, model: Any) -> None:
         """Note the model ``fit`` trained (the Keras monitor does): a failure before :meth:`complete` keeps it."""
         self.fitted = model

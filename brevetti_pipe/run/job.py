@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from brevetti_pipe._util.console import show_logs
 from brevetti_pipe._util.paths import check_relative
+from brevetti_pipe._util.timing import PhaseTimer
 from brevetti_pipe.config import JobConfig, JobSettings, validate_model
 from brevetti_pipe.errors import ConfigError
 from brevetti_pipe.platform import PLATFORMS
@@ -98,6 +99,7 @@ class Job(JobReporting):
         if config.job.id is None:
             raise ConfigError("job.id is missing; build jobs with Job.init() or resolve_config()")
         self.config, self.id, self.name, self.seed = config, config.job.id, config.job.name, config.job.seed
+        self.timings = PhaseTimer()
         model = self._settings_model()
         if model is JobSettings and config.run:
             model = resolve_run(config.run).settings
@@ -127,6 +129,7 @@ class Job(JobReporting):
         self.exported: dict[str, Any] = {}  # weights_sha256, export parity, operating_point (output.json)
         self.weights_sha256: str | None = None  # of the trained model, before export
         self.hydra_dir: str | None = None  # Hydra's run folder when the command line runs the job
+        self.timings.mark("job_built")
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -220,7 +223,9 @@ class Job(JobReporting):
 
     def get_samples(self) -> pd.DataFrame:
         """All images of all datasets with their ``purpose``; the split persists in ``artifacts/<split.file>``."""
-        return self.data.get(lambda: self.build_pipeline(fill_classes=False))
+        samples = self.data.get(lambda: self.build_pipeline(fill_classes=False))
+        self.timings.mark("samples_ready")
+        return samples
 
     @property
     def samples(self) -> pd.DataFrame | None:

@@ -124,6 +124,10 @@ class JobState(Protocol):
 
     def run(self) -> Any: ...
 
+    def mark_phase(self, name: str) -> None: ...
+
+    def phase_timings(self) -> dict[str, float]: ...
+
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -141,7 +145,9 @@ def start(job: JobState, complete_after: bool = True) -> Any:
         check_export_formats(job.config.export.formats)  # a missing extra fails before training, not after
         if job.config.run is not None or "tensorflow" in sys.modules:
             job.seed_frameworks()
+        job.mark_phase("run_start")
         result = job.run()
+        job.mark_phase("run_end")
         if complete_after:
             complete(job, result)
         return result
@@ -192,6 +198,7 @@ def complete(job: JobState, model: Any = None) -> str | None:
             job.fitted = None  # uploaded
         job.status = "completed"
         job.ended_at = _now()
+        job.mark_phase("completed")
         job.upload_job_output()
     except BaseException as exc:
         fail(job, exc)
@@ -290,6 +297,7 @@ def output_document(job: JobState) -> dict[str, Any]:
         started_at=job.started_at, ended_at=job.ended_at, hydra_dir=getattr(job, "hydra_dir", None),
         weights_sha256=job.exported.get("weights_sha256") or job.weights_sha256,
         export=job.exported.get("export") or {}, operating_point=job.exported.get("operating_point"),
+        timings=job.phase_timings(),
     )
 
 

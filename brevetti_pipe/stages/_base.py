@@ -237,6 +237,10 @@ class Stage:
         the first remote files while the rest are still being fetched."""
         return type(self).prepare is not Stage.prepare
 
+    #: True when :meth:`check` judges each sample on its own file(s) and the stage's parameters
+    #: alone, so a rerun may reuse its verdict for an unchanged file (see ``data._verdicts``).
+    check_per_sample: bool = False
+
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Find samples this stage cannot process: ``{row position: reason}`` (default: none).
 

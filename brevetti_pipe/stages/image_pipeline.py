@@ -149,6 +149,11 @@ class ImagePipeline(Stage, name="image_pipeline"):
     def sample_ranks(self) -> dict[str, int]:
         return {self.params.path_key: 0}
 
+    @property
+    def check_per_sample(self) -> bool:  # type: ignore[override]
+        """``color_mode=keep`` compares each image's channels with the others'."""
+        return self.params.color_mode != "keep"
+
     def check(self, samples: pd.DataFrame) -> dict[int, str]:
         """Fully decode every image once (threads, Pillow): empty, truncated, corrupt or non-image
         files, unsupported colour spaces, and with ``color_mode=keep`` a channel count that

@@ -116,6 +116,7 @@ class SegmentationLoader(Stage, name="segmentation_loader"):
     """
 
     Params = SegmentationLoaderParams
+    check_per_sample = True  # each annotation is judged on its own
 
     @property
     def _mask_column(self) -> str:

@@ -91,7 +91,7 @@ def test_stage_sources_have_no_python_in_the_sample_path():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
-def test_single_pass_clip_equals_clip_by_value(dtype):
+def test_clip_equals_clip_by_value(dtype):
     import tensorflow as tf
 
     from brevetti_pipe.stages._image_core import clip

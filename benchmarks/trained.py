@@ -1,0 +1,175 @@
+"""Whole jobs: time to a trained model (our CLI job vs a hand-written Keras script) and reruns.
+
+``ttm_section``: the demo job (300 greyscale 512x512 BMPs, 96x96, 8 epochs, evaluation,
+export, reports) from the command line, against :mod:`benchmarks.keras_script` on the same
+files, with and without caching the decoded images, interleaved rounds, medians; our job's
+phases from the ``timings`` it records in output.json.
+
+``rerun_section``: the listing and sample-check phases of a first run and of a rerun over an
+unchanged generated data set (the rerun cache reuses content etags and check verdicts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "_data"
+
+PHASES = ("imports", "compose_validate", "job_start", "listing", "sample_check", "split", "graph_and_model_build",
+          "training", "evaluation", "run_step", "export")
+
+
+def _demo_data() -> Path:
+    from brevetti_pipe.data._demo import generate_vials
+
+    root = DATA / "demo_vials"
+    if not root.exists():
+        generate_vials(str(root), per_class=100, size=512)  # what `make demo` trains on
+    return root
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _ours(data: Path, cached: bool, scratch: Path) -> dict:
+    """One CLI job in a fresh platform (a first run: nothing reused); wall clock to exit and its timings."""
+    root = Path(tempfile.mkdtemp(dir=scratch))
+    cmd = [sys.executable, "-m", "brevetti_pipe", "recipe=vials_classification", f"platform.root={root}",
+           f"datasets.vials.url={data}", "job.id=bench", *(["data.cache=true"] if cached else [])]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=scratch, env=_env(), capture_output=True, text=True, timeout=1800)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"job failed:\n{proc.stderr[-3000:]}")
+    out = json.loads((root / "jobs" / "bench" / "artifacts" / "output.json").read_text())
+    assert out["status"] == "completed", out["status"]
+    timings = out.get("timings", {})
+    shutil.rmtree(root, ignore_errors=True)
+    return {"wall": wall, "to_completed": timings.get("total"), "timings": timings,
+            "accuracy": out["metrics"].get("devel_accuracy")}
+
+
+def _script(data: Path, cached: bool, scratch: Path) -> dict:
+    out = Path(tempfile.mkdtemp(dir=scratch))
+    cmd = [sys.executable, "-m", "benchmarks.keras_script", str(data), str(out), *(["--cache"] if cached else [])]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=HERE.parent, env=_env(), capture_output=True, text=True, timeout=1800)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"script failed:\n{proc.stderr[-3000:]}")
+    shutil.rmtree(out, ignore_errors=True)
+    return {"wall": wall, "accuracy": json.loads(proc.stdout.strip().splitlines()[-1])["devel_accuracy"]}
+
+
+def ttm_section(rounds: int = 5) -> list[str]:
+    data = _demo_data()
+    plan = [("ours", False), ("script", False), ("ours", True), ("script", True)]
+    results: dict[tuple[str, bool], list[dict]] = {k: [] for k in plan}
+    DATA.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        scratch = Path(tmp)
+        for r in range(rounds):
+            for name, cached in (plan if r % 2 == 0 else list(reversed(plan))):
+                res = (_ours if name == "ours" else _script)(data, cached, scratch)
+                results[(name, cached)].append(res)
+                print(f"time to model, round {r + 1}: {name:6s} cache={cached!s:5s} {res['wall']:6.1f} s", flush=True)
+
+    def med(name: str, cached: bool, key: str = "wall") -> float:
+        return statistics.median(x[key] for x in results[(name, cached)])
+
+    lines = [
+        "## Time to a trained model", "",
+        f"The demo job (300 greyscale 512x512 BMPs, 3 classes -> 96x96, 8 epochs, evaluation, model archive, reports) "
+        "from the command line (`brevetti-pipe recipe=vials_classification`, each run in a fresh platform: a first "
+        "run, nothing reused) against a hand-written Keras script on the same files "
+        "(`benchmarks/keras_script.py`: `image_dataset_from_directory` RGB converted to grey, 80/20 split, the same "
+        "CNN, Keras augmentation layers (flip, zoom, translation, brightness, contrast), 8 epochs with validation, "
+        f"evaluation, `model.save`). {rounds} interleaved rounds, medians; wall clock from process start to exit. "
+        "\"Cached\": `data.cache=true` for ours, `.cache()` after decoding for the script.", "",
+        "| run | cache | min | median | max | devel accuracy (median) |", "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, cached in plan:
+        walls = [x["wall"] for x in results[(name, cached)]]
+        label = "brevetti-pipe job" if name == "ours" else "Keras script"
+        lines.append(f"| {label} | {'on' if cached else 'off'} | {min(walls):.1f} s | {med(name, cached):.1f} s | "
+                     f"{max(walls):.1f} s | {med(name, cached, 'accuracy'):.3f} |")
+    lines += ["", "Our job by phase (medians of its output.json `timings`; \"report and exit\" is the wall clock after "
+              "output.json says completed: the HTML report, pivot and facets, then interpreter shutdown):", "",
+              "| phase | cache off | cache on |", "|---|---:|---:|"]
+    for phase in PHASES:
+        values = [[x["timings"][phase] for x in results[("ours", c)] if phase in x["timings"]] for c in (False, True)]
+        if any(values):
+            lines.append(f"| {phase} | " + " | ".join(f"{statistics.median(v):.2f} s" if v else "-" for v in values) + " |")
+    tails = [[x["wall"] - x["to_completed"] for x in results[("ours", c)] if x["to_completed"]] for c in (False, True)]
+    lines.append("| report and exit | " + " | ".join(f"{statistics.median(v):.2f} s" if v else "-" for v in tails) + " |")
+    lines.append(f"| **total (wall)** | {med('ours', False):.2f} s | {med('ours', True):.2f} s |")
+    r_off = med("ours", False) / med("script", False)
+    r_on = med("ours", True) / med("script", False)
+    r_on_script = med("ours", True) / med("script", True)
+    lines += [
+        "",
+        f"- job / script, uncached: {r_off:.2f}x (target <= 1.05x) {'met' if r_off <= 1.05 else 'NOT met'}",
+        f"- job with data.cache=true / script (uncached): {r_on:.2f}x (target <= 0.8x) {'met' if r_on <= 0.8 else 'NOT met'}; "
+        f"against the script with `.cache()`: {r_on_script:.2f}x",
+    ]
+    return lines
+
+
+def _check_run(data: Path, root: Path) -> dict:
+    from brevetti_pipe import Job
+
+    job = Job.init(overrides=["recipe=vials_classification", f"platform.root={root}", f"datasets.vials.url={data}"])
+    job.get_samples()
+    return {**job.data.timings, **job.data.work}
+
+
+def rerun_section(per_class: int = 700, rounds: int = 3) -> list[str]:
+    """First run vs rerun of listing + sample check on a generated data set, each in a fresh process."""
+    from brevetti_pipe.data._demo import generate_vials
+
+    data = DATA / f"rerun_vials_{per_class}"
+    if not data.exists():
+        generate_vials(str(data), per_class=per_class, size=256)
+    n = per_class * 3
+    code = ("import json,sys; from benchmarks.trained import _check_run; from pathlib import Path; "
+            "print(json.dumps(_check_run(Path(sys.argv[1]), Path(sys.argv[2]))))")
+    first, again = [], []
+    DATA.mkdir(exist_ok=True)
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+            for out in (first, again):
+                proc = subprocess.run([sys.executable, "-c", code, str(data), tmp], cwd=HERE.parent, env=_env(),
+                                      capture_output=True, text=True, timeout=1800)
+                if proc.returncode != 0:
+                    raise RuntimeError(proc.stderr[-3000:])
+                out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    speedup = med(first, "sample_check") / max(med(again, "sample_check"), 1e-6)
+    listing = med(first, "listing") / max(med(again, "listing"), 1e-6)
+    return [
+        "## Reruns", "",
+        f"{n:,} generated 256x256 BMPs (3 class folders, local). A first run (empty rerun cache) and a rerun over the "
+        f"unchanged files, each in its own process; {rounds} rounds, medians of the phases the job records. "
+        "Listing includes the content hashes (etags) of local files; the sample check fully decodes every image.", "",
+        "| run | listing | sample check | files hashed | files checked | verdicts reused |", "|---|---:|---:|---:|---:|---:|",
+        f"| first run | {med(first, 'listing'):.2f} s | {med(first, 'sample_check'):.2f} s | {med(first, 'hashed'):.0f} | "
+        f"{med(first, 'checked'):.0f} | {med(first, 'reused'):.0f} |",
+        f"| rerun | {med(again, 'listing'):.2f} s | {med(again, 'sample_check'):.2f} s | {med(again, 'hashed'):.0f} | "
+        f"{med(again, 'checked'):.0f} | {med(again, 'reused'):.0f} |",
+        "",
+        f"- sample check, first run / rerun: {speedup:.1f}x (target >= 10x) {'met' if speedup >= 10 else 'NOT met'}; "
+        f"listing: {listing:.1f}x",
+    ]

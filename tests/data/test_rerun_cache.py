@@ -1,0 +1,112 @@
+"""Reruns skip work already done: content etags and check verdicts kept per dataset and file version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from brevetti_pipe import Job
+from brevetti_pipe.data._verdicts import stage_fingerprint
+from brevetti_pipe.errors import DatasetError
+from brevetti_pipe.stages import ImagePipeline
+from tests.conftest import REPO
+
+
+def _dataset(tiny_vials, dst):
+    shutil.copytree(tiny_vials, dst)
+    good = (dst / "good" / "good_0000.bmp").read_bytes()
+    (dst / "good" / "truncated.bmp").write_bytes(good[: len(good) // 2])
+    return dst
+
+
+def _job(tmp_path, data, *extra):
+    return Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path / 'p'}",
+                               f"datasets.vials.url={data}", "data.on_bad_sample=skip", *extra])
+
+
+def _bad(job):
+    return pd.read_csv(job.artifact_path("bad_samples.csv"))
+
+
+def test_rerun_checks_nothing_and_still_reports_the_corrupt_file(tmp_path, tiny_vials):
+    data = _dataset(tiny_vials, tmp_path / "data")
+    first = _job(tmp_path, data)
+    samples = first.get_samples()
+    assert first.data.work == {"hashed": 31, "checked": 31, "reused": 0}
+    assert len(samples) == 30 and first.bad_samples == 1
+
+    again = _job(tmp_path, data)
+    assert again.get_samples()[["path", "purpose"]].equals(samples[["path", "purpose"]])
+    assert again.data.work == {"hashed": 0, "checked": 0, "reused": 31}
+    assert again.bad_samples == 1
+    assert _bad(again).to_dict("records") == _bad(first).to_dict("records")  # same file, same reason
+
+    with pytest.raises(DatasetError, match="truncated.bmp"):  # the fail policy sees the kept verdict too
+        _job(tmp_path, data, "data.on_bad_sample=fail").get_samples()
+
+
+def test_a_changed_file_is_rehashed_and_rechecked(tmp_path, tiny_vials):
+    data = _dataset(tiny_vials, tmp_path / "data")
+    _job(tmp_path, data).get_samples()
+    victim = data / "missing_cap" / "missing_cap_0003.bmp"
+    victim.write_bytes(victim.read_bytes()[:100])  # broken after the first run
+    same_size = data / "good" / "good_0001.bmp"
+    same_size.write_bytes((data / "good" / "good_0002.bmp").read_bytes())  # new content, same size
+
+    job = _job(tmp_path, data)
+    job.get_samples()
+    assert job.data.work == {"hashed": 2, "checked": 2, "reused": 29}
+    assert sorted(p.rsplit("/", 1)[-1] for p in _bad(job).path) == ["missing_cap_0003.bmp", "truncated.bmp"]
+
+
+def test_another_pipeline_config_checks_again(tmp_path, tiny_vials):
+    data = _dataset(tiny_vials, tmp_path / "data")
+    _job(tmp_path, data).get_samples()  # the recipe decodes greyscale
+    job = _job(tmp_path, data, "pipeline.image.color_mode=rgb")
+    job.get_samples()
+    assert job.data.work == {"hashed": 0, "checked": 31, "reused": 0}
+    assert stage_fingerprint(ImagePipeline(color_mode="rgb")) != stage_fingerprint(ImagePipeline(color_mode="rgb", bit_depth=16))
+    # color_mode=keep compares each image with the others: its verdicts are never reused
+    assert stage_fingerprint(ImagePipeline(color_mode="keep")) is None
+
+
+def test_two_processes_share_the_cache_safely(tmp_path, tiny_vials):
+    data = _dataset(tiny_vials, tmp_path / "data")
+    script = textwrap.dedent(f"""
+        import json
+        from brevetti_pipe import Job
+        job = Job.init(overrides=["recipe=vials_classification", "platform.root={tmp_path / 'p'}",
+                                  "datasets.vials.url={data}", "data.on_bad_sample=skip"])
+        job.get_samples()
+        print(json.dumps({{"work": job.data.work, "bad": job.bad_samples}}))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert all(r["bad"] == 1 for r in results)
+    for record in (tmp_path / "p" / "cache").rglob("*.json"):
+        assert len(json.loads(record.read_text())["files"]) == 31  # whole, every file, never a torn write
+    assert not [p for p in (tmp_path / "p" / "cache").rglob("*") if p.name.endswith(".tmp")]
+    job = _job(tmp_path, data)
+    job.get_samples()
+    assert job.data.work == {"hashed": 0, "checked": 0, "reused": 31} and job.bad_samples == 1
+
+
+def test_an_unreadable_cache_file_means_checking_again(tmp_path, tiny_vials):
+    data = _dataset(tiny_vials, tmp_path / "data")
+    _job(tmp_path, data).get_samples()
+    for record in (tmp_path / "p" / "cache").rglob("*.json"):
+        record.write_text("{torn")
+    job = _job(tmp_path, data)
+    job.get_samples()
+    assert job.data.work == {"hashed": 31, "checked": 31, "reused": 0} and job.bad_samples == 1
