@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from brevetti_pipe._util.registry import Registry
-from brevetti_pipe.errors import ConfigError
+from brevetti_pipe.errors import ConfigError, did_you_mean
 
 __all__ = ["KERAS_CALLBACKS", "keras_callback", "keras_metric_name", "make_keras_callbacks", "our_metric_name"]
 
@@ -23,6 +23,8 @@ KERAS_CALLBACKS: Registry[Callable[..., Any]] = Registry(
 
 #: callback parameters that name a metric
 _METRIC_PARAMS = ("monitor",)
+#: the metrics the framework compiles (our names); Keras's own names are taken too
+_METRICS = ("devel_loss", "devel_accuracy", "train_loss", "train_accuracy")
 
 
 def keras_callback(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -70,9 +72,15 @@ def make_keras_callbacks(job: Any, specs: Mapping[str, Any]) -> list[Any]:
         params = dict(spec.params())
         for key in _METRIC_PARAMS:
             if isinstance(params.get(key), str):
+                if params[key] not in _METRICS and our_metric_name(params[key]) not in _METRICS:
+                    raise ConfigError(f"training.callbacks.{name}.{key} must be one of {list(_METRICS)}. "
+                                      f"Received: training.callbacks.{name}.{key}={params[key]!r}"
+                                      + did_you_mean(params[key], _METRICS))
                 params[key] = keras_metric_name(params[key])
         try:
             callbacks.append(make(**params) if isinstance(make, type) else make(job, **params))
+        except ConfigError:
+            raise
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"Invalid parameters for 'training.callbacks.{name}' ({spec.type}): {exc}. "
                               f"Received: {spec.params()}") from None
@@ -119,21 +127,43 @@ def model_checkpoint(job: Any, monitor: str = "val_loss", mode: str = "auto") ->
 
 @keras_callback("csv_logger")
 def csv_logger(job: Any, filename: str = "training_log.csv", separator: str = ",") -> Any:
-    """One CSV row per epoch (our metric names) in ``artifacts/<filename>``, rewritten after each epoch."""
+    """One CSV row per epoch (epochs from 1, our metric names) in ``artifacts/<filename>``, uploaded after each epoch."""
+    import csv
+
     import keras
 
     from brevetti_pipe._util.paths import check_relative
+    from brevetti_pipe.run.context import own_files
 
-    rel = check_relative((filename,), "training.callbacks.csv_logger.filename")
+    key = "training.callbacks.csv_logger.filename"
+    rel = check_relative((filename,), key)
+    for own, what in own_files(job.config).items():
+        if rel == own or (own.endswith("/") and rel.startswith(own)):
+            raise ConfigError(f"{key} may not name {what}. Received: {key}={filename!r}; expected another file name, "
+                              "e.g. training_log.csv")
     local = job.temp_path("csv_logger", rel)
 
-    class ArtifactCSVLogger(keras.callbacks.CSVLogger):  # type: ignore[misc]
+    class ArtifactCSVLogger(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.columns: list[str] | None = None
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.columns = None
+
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            super().on_epoch_end(epoch, {our_metric_name(k): v for k, v in (logs or {}).items()})
-            self.csv_file.flush()
+            row = {our_metric_name(k): v for k, v in (logs or {}).items()}
+            new = self.columns is None
+            if self.columns is None:
+                self.columns = sorted(row)
+            with open(local, "w" if new else "a", newline="") as f:
+                writer = csv.writer(f, delimiter=separator)
+                if new:
+                    writer.writerow(["epoch", *self.columns])
+                writer.writerow([epoch + 1, *(row.get(c, "NA") for c in self.columns)])
             if job.is_chief:
                 url = job.artifact_path(rel)
                 job.io.upload(local, url)
                 job.on_artifact(url)
 
-    return ArtifactCSVLogger(local, separator=separator)
+    return ArtifactCSVLogger()

@@ -68,7 +68,15 @@ def task_of(job: Any, task: str | None = None) -> Task:
         raise ConfigError(f"A {task} model needs a '{stage}' stage in the pipeline to make its targets. "
                           f"Received: pipeline={sorted(job.config.pipeline)}")
     if task == "classification":
-        return Task(task, (x_key, y_key), list(job.classes))
+        classes = list(job.classes)
+        for name, spec in job.config.pipeline.items():
+            given = spec.params().get("classes") if spec.type == stage else None
+            if given and list(given) != classes:
+                raise ConfigError(
+                    f"pipeline.{name}.classes must list the dataset's classes in the dataset's order (the model's "
+                    f"outputs, metrics and metadata follow it). Received: pipeline.{name}.classes={list(given)}; "
+                    f"expected {classes} (or leave it unset)")
+        return Task(task, (x_key, y_key), classes)
     onehot = _stage_param(job, stage, "mask_mode", "onehot") == "onehot"
     background = not onehot or bool(_stage_param(job, stage, "include_background", True))
     classes = list(_stage_param(job, stage, "classes", []))
@@ -284,13 +292,75 @@ def _check_builder_early(job: Any, recipe: Recipe, task: str) -> None:
             keras.backend.clear_session()  # the real build gets the layer names a fresh process gives
 
 
+def _check_init_from(job: Any) -> None:
+    """``training.init_from`` names an archive that exists (checked before any data is read)."""
+    source = job.config.training.init_from
+    if not source:
+        return
+    from brevetti_pipe._util import secrets
+    from brevetti_pipe.run.checkpoint import _archive_url
+
+    url = _archive_url(job, source)
+    try:
+        found = job.io.exists(url)
+    except Exception:  # an unreachable store: the load reports it with its reason
+        return
+    if not found:
+        raise ConfigError(f"training.init_from: no model at {secrets.redact(url)}. Received: "
+                          f"training.init_from={secrets.redact(source)}; expected a job id with a model.tar.gz, "
+                          "a model archive (.tar.gz) or a .keras file")
+
+
+def _check_operating_point(job: Any, task: Task) -> None:
+    """``evaluation.operating_point.accept_class`` is one of the classes (checked before training)."""
+    point = job.config.evaluation.operating_point
+    if point is not None and task.name == "classification":
+        from brevetti_pipe.run.operating_point import accept_index
+
+        accept_index(task.classes, point.accept_class)
+
+
+def _output_layer(model: Any) -> Any:
+    import keras
+
+    layer = model.layers[-1] if model.layers else None
+    while isinstance(layer, keras.Model) and layer.layers:
+        layer = layer.layers[-1]
+    return layer
+
+
+def _check_built(job: Any, recipe: Recipe, model: Any, task: Task) -> None:
+    """What the builder returned is a single-output keras.Model with one probability per class."""
+    import keras
+
+    want = f"a keras.Model with output shape (None, ..., {len(task.classes)}) for classes {task.classes}"
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"run={recipe.name!r}: build_model returned {type(model).__name__ if model is not None else None}; "
+                          f"expected {want}")
+    shapes = [tuple(o.shape) for o in model.outputs]
+    if len(shapes) != 1 or not shapes[0] or shapes[0][-1] != len(task.classes):
+        raise ConfigError(f"run={recipe.name!r}: build_model returned a model with output shape(s) "
+                          f"{shapes[0] if len(shapes) == 1 else shapes}; expected {want}")
+    if getattr(model, "compiled", False):
+        return  # the builder chose its own loss
+    layer = _output_layer(model)
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    if not (isinstance(layer, keras.layers.Softmax) or activation in ("softmax", "sigmoid")):
+        raise ConfigError(f"run={recipe.name!r}: the model's output layer {getattr(layer, 'name', layer)!r} has "
+                          f"activation {activation!r}; expected softmax (or sigmoid) probabilities, e.g. "
+                          "keras.layers.Dense(len(classes), activation='softmax'), or compile the model with a "
+                          "from_logits loss yourself")
+
+
 def train_evaluate(job: Any, recipe: Recipe) -> Any:
     """(``job``: the running :class:`~brevetti_pipe.run.job.Job`; typed loosely, the job imports this module.)
     Build the recipe's model in ``job.strategy.scope()``, fit it, evaluate it; returns the model."""
     from brevetti_pipe.run.export import weights_sha256
 
+    _check_init_from(job)
     _check_builder_early(job, recipe, task_name(job, recipe.task))
     task = task_of(job, recipe.task)
+    _check_operating_point(job, task)
     batch_size = batch_size_of(job)
     train_gen, devel_gen = generators(job, task, batch_size)
     spec = train_gen.get_dataset().element_spec
@@ -299,6 +369,7 @@ def train_evaluate(job: Any, recipe: Recipe) -> Any:
     job.seed_frameworks()  # after all I/O: storage retries must not shift the initial weights
     with dtype_policy(job), job.strategy.scope():
         model = recipe.run(job, input_shape, list(task.classes))
+        _check_built(job, recipe, model, task)
         if job.config.training.init_from:
             from brevetti_pipe.run.checkpoint import init_weights
 

@@ -74,6 +74,9 @@ def test_csv_logger_writes_our_metric_names_into_the_artifacts(tmp_path, tiny_vi
     lines = Path(job.artifact_path("log.csv")).read_text().splitlines()
     assert lines[0].split(",")[:1] == ["epoch"] and {"train_loss", "devel_loss"} <= set(lines[0].split(","))
     assert len(lines) == 3
+    assert not [c for c in lines[0].split(",") if c.startswith("val_")], lines[0]  # no always-NA duplicates
+    assert "NA" not in lines[1].split(",")
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]  # as progress.jsonl counts
 
 
 def test_mixed_precision_trains_on_cpu_with_float32_outputs(tmp_path, tiny_vials):
@@ -139,3 +142,77 @@ def test_init_from_with_mismatched_layers_is_an_error_unless_partial(classificat
             for ours, theirs in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights()):
                 np.testing.assert_array_equal(ours, theirs)
     assert model.get_layer(left[0].split(" ")[0]).get_weights()[0].shape != trained.get_layer("dense").get_weights()[0].shape
+
+
+# -- refused before training: wrong names, wrong classes, wrong models ----------------------------------
+def test_a_csv_logger_file_may_not_name_the_jobs_own_artifacts(tmp_path, tiny_vials):
+    from brevetti_pipe.run.keras_callbacks import make_keras_callbacks
+
+    for name in ("sample_identification.csv", "output.json", "charts/log.csv"):
+        job = _job(tmp_path, tiny_vials, f"+training.callbacks.csv_logger.filename={name}")
+        with pytest.raises(ConfigError, match=r"training\.callbacks\.csv_logger\.filename may not name"):
+            make_keras_callbacks(job, job.config.training.callbacks)
+
+
+def test_a_misspelt_monitor_is_a_config_error_listing_the_names(tmp_path, tiny_vials):
+    from brevetti_pipe.run.keras_callbacks import make_keras_callbacks
+
+    job = _job(tmp_path, tiny_vials, "+training.callbacks.early_stopping.monitor=devel_acc")
+    with pytest.raises(ConfigError, match=r"training\.callbacks\.early_stopping\.monitor must be one of .*devel_loss"
+                                          r".*Received.*devel_acc.*Did you mean 'devel_accuracy'"):
+        make_keras_callbacks(job, job.config.training.callbacks)
+    job = _job(tmp_path, tiny_vials, "+training.callbacks.early_stopping.monitor=val_loss")
+    assert make_keras_callbacks(job, job.config.training.callbacks)[0].monitor == "val_loss"
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (("pipeline.onehot.classes=[missing_cap,good,failed_cap]",), r"pipeline\.onehot\.classes must list"),
+    (("pipeline.onehot.classes=[good,missing_cap,failed_cap,extra]",), r"pipeline\.onehot\.classes must list"),
+    (("+evaluation.operating_point.accept_class=goood",), r"evaluation\.operating_point\.accept_class must be one of"),
+    (("training.init_from=no-such-job",), r"training\.init_from: no model at .*no-such-job"),
+])
+def test_config_mistakes_are_refused_before_training(tmp_path, tiny_vials, overrides, match):
+    job = _job(tmp_path, tiny_vials, "job.id=refused", *overrides)
+    with pytest.raises(ConfigError, match=match):
+        job.start()
+    assert not Path(job.artifact_path("progress.jsonl")).exists(), "refused before the first epoch"
+
+
+def _none(job, input_shape, classes):
+    return None
+
+
+def _text(job, input_shape, classes):
+    return "a model"
+
+
+def _head(job, input_shape, classes, units=None, activation="softmax"):
+    import keras
+
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                             keras.layers.Dense(units or len(classes), activation=activation)])
+
+
+def _five(job, input_shape, classes):
+    return _head(job, input_shape, classes, units=5)
+
+
+def _logits(job, input_shape, classes):
+    return _head(job, input_shape, classes, activation=None)
+
+
+@pytest.mark.parametrize("builder, match", [
+    (_none, r"run='b:x': build_model returned None; expected a keras\.Model with output shape \(None, \.\.\., 3\) "
+            r"for classes \['failed_cap', 'good', 'missing_cap'\]"),
+    (_text, r"run='b:x': build_model returned str; expected a keras\.Model"),
+    (_five, r"run='b:x': build_model returned a model with output shape\(s\) \(None, 5\); expected"),
+    (_logits, r"run='b:x': the model's output layer .* has activation 'linear'; expected softmax"),
+])
+def test_a_builder_returning_the_wrong_thing_is_named_before_fit(tmp_path, tiny_vials, builder, match):
+    from brevetti_pipe.run.recipe import Recipe
+    from brevetti_pipe.run.training import train_evaluate
+
+    job = _job(tmp_path, tiny_vials, "job.id=bad-builder")
+    with pytest.raises(ConfigError, match=match):
+        train_evaluate(job, Recipe("b:x", builder, kind="builder"))
+    assert not Path(job.artifact_path("progress.jsonl")).exists()
