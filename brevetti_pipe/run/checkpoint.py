@@ -147,7 +147,7 @@ def _source_model(job: Any, url: str) -> Any:
     try:
         if url.endswith(".keras"):
             return keras.saving.load_model(url, compile=False)
-        return load_model(url, job.io).model
+        return load_model(url, job.io, format="keras").model  # layers by name: the Keras format
     except ConfigError:
         raise
     except Exception as exc:
