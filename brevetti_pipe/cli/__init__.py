@@ -6,6 +6,7 @@ argv -> seed-style flags translated (``--job_id``, ``--api_key``, ``--a.b VALUE`
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
@@ -310,7 +311,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from brevetti_pipe.cli.sweep import LAST_SWEEP
 
     LAST_SWEEP.clear()
-    with _secrets.redacting_streams():
+    # --help prints only the help template (secrets on the command line are already masked above); the
+    # config-text masking would rewrite its usage line's ``key=value``
+    helping = any(a in ("--help", "-h", "--hydra-help") for a in translated)
+    with contextlib.nullcontext() if helping else _secrets.redacting_streams():
         _run_hydra(verbose or user_full_error, translated)
 
 

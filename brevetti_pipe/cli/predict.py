@@ -207,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrevettiPipeError as exc:
         print(f"brevetti-pipe-predict: error: {_secrets.redact(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
+    for row in rows:  # credentials and signed query parameters of an input URL stay out of the CSV and table
+        row["path"] = _secrets.redact(row["path"])
     if args.output:
         import pandas as pd
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, StageError, StorageError
-from brevetti_pipe.run._images import batch_preprocessor, encode_input, find_image_stage
+from brevetti_pipe.run._images import IMAGE_SUFFIXES, batch_preprocessor, encode_input, find_image_stage
 from brevetti_pipe.run.export import FORMAT_FILES, check_export_formats, file_digests, weights_sha256
 from brevetti_pipe.storage import IoTools, is_local
 
@@ -49,10 +50,45 @@ def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str]
     return names
 
 
+_TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[\[\{\{node [^\]]*\]\]\s*(\[Op:[^\]]*\])?")
+
+
 def _first_line(exc: BaseException) -> str:
+    """The reason of an error in one line; for TensorFlow's "Graph execution error:" the op's own message
+    (the line before the ``[[{{node ...}}]]`` trailer), not the heading or the traceback."""
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if lines and lines[0].rstrip(":").strip() == "Graph execution error":
+        lines = [ln for ln in lines[1:] if not ln.startswith("[[")][-1:] or lines
+    line = _TF_NODE.sub("", lines[0]).strip() if lines else ""
+    return line or type(exc).__name__
+
+
+def _folder_images(item: Any, io: IoTools) -> list[Any]:
+    """``[item]``, or for a folder (path or URL) its image files, recursively, sorted.
+
+    Raises:
+        StorageError: a folder without images.
+    """
+    if not isinstance(item, (str, os.PathLike)):
+        return [item]
+    source = os.fspath(item)
+    if source.split("?", 1)[0].lower().endswith(IMAGE_SUFFIXES):
+        return [item]  # an image file: no listing request
+    try:
+        fs, path = io.fs(source)
+        is_dir = fs.isdir(path)
+    except BrevettiPipeError:
+        raise
+    except Exception:
+        return [item]  # reading it reports the problem
+    if not is_dir:
+        return [item]
+    prefix = source.split("://", 1)[0] + "://" if "://" in source and not is_local(source) else ""
+    files = sorted(prefix + p for p in fs.find(path) if p.lower().endswith(IMAGE_SUFFIXES))
+    if not files:
+        raise StorageError(f"The folder {source} has no images (expected BMP, PNG, JPEG, GIF or TIFF files)")
+    return files
 
 
 class LoadedModel:
@@ -258,13 +294,17 @@ class LoadedModel:
         """Model outputs for images: one or a list of paths / fsspec URLs, encoded bytes, numpy pixel
         arrays (``[H, W]``, ``[H, W, C]``, ``[N, H, W, C]``; uint8 or uint16) or PIL images.
 
+        A folder (local or a URL) stands for its image files (BMP/PNG/JPEG/GIF/TIFF), searched
+        recursively, in sorted order, as with ``brevetti-pipe-predict``.
+
         Returns:
             ``[N, classes]`` probabilities (classification) or ``[N, H, W, classes]`` (segmentation).
         """
         items: Iterable[Any] = x if isinstance(x, (list, tuple)) else [x]
         encoded: list[bytes] = []
         for i, item in enumerate(items):
-            encoded.extend(encode_input(item, io, where=f"predict input {i}"))
+            for one in _folder_images(item, io or IoTools()):
+                encoded.extend(encode_input(one, io, where=f"predict input {i}"))
         return self.predict_bytes(encoded, batch_size)
 
     def predict_classes(self, x: Any) -> list[str]:
