@@ -295,6 +295,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         translated, verbose = translate_argv(args)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+        return
+    # before the run step is resolved: a user's module may import keras (and so TensorFlow) at the top
+    quiet_tensorflow(verbose)  # TensorFlow's start-up lines stay off the console unless --verbose
+    try:
         translated = guard_overrides(translated)  # secrets masked first: a flag error may quote an override
         translated = _upgrade_settings_overrides(translated)
         _check_hydra_flags(translated)
@@ -304,7 +310,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), 2)
         return
     _VERBOSE[0] = verbose
-    quiet_tensorflow(verbose)  # TensorFlow's start-up lines stay off the console unless --verbose
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach us; we print one line unless asked for more
     sys.argv = [sys.argv[0] if sys.argv else "brevetti-pipe", *translated]
     _RUN_ERRORS.clear()

@@ -71,3 +71,17 @@ def test_a_file_that_is_not_an_image_is_reported_with_the_reason(deployed, tmp_p
     assert "Graph execution error" not in reason and "image" in reason.lower(), line
     with load_model(deployed.archive, format="keras") as model, pytest.raises(StageError, match="image"):
         model.predict(str(fake))
+
+
+def test_the_predict_console_script_prints_no_tensorflow_startup_lines(deployed):
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("brevetti-pipe-predict")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([str(exe), str(deployed.archive), str(_images(deployed, 1)[0]), "--format", "keras"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "absl::InitializeLog" not in proc.stderr and "oneDNN" not in proc.stderr, proc.stderr
+    assert "predicted_class" in proc.stdout
