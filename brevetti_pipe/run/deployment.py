@@ -20,7 +20,8 @@ from brevetti_pipe._util.category import category_label
 from brevetti_pipe.config import JobConfig
 from brevetti_pipe.run._images import batch_preprocessor, find_image_stage, normalise_bytes
 from brevetti_pipe.run.export import (
-    archive_folder, archive_model, check_export_formats, environment, file_digests, weights_sha256, write_formats,
+    archive_folder, archive_model, check_export_formats, environment, file_digests, metadata_digests, weights_sha256,
+    write_formats,
 )
 from brevetti_pipe.run.operating_point import accept_index, choose_operating_point, rates, tradeoff_curve
 from brevetti_pipe.storage import IoTools
@@ -268,6 +269,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
         "packages": environment()["packages"], "weights_sha256": weights_sha256(model),
         "files": file_digests(staging),
     }
+    meta["metadata_sha256"] = metadata_digests(_secrets.redact_obj(meta))  # as written: checked on load
     (staging / "metadata.json").write_text(json.dumps(_secrets.redact_obj(meta), indent=2))
 
     # parity: every exported format, loaded as a user loads it, on the same devel bytes

@@ -19,7 +19,7 @@ import numpy as np
 
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, StageError, StorageError
 from brevetti_pipe.run._images import IMAGE_SUFFIXES, batch_preprocessor, encode_input, find_image_stage
-from brevetti_pipe.run.export import FORMAT_FILES, check_export_formats, file_digests, weights_sha256
+from brevetti_pipe.run.export import FORMAT_FILES, check_export_formats, file_digests, metadata_digests, weights_sha256
 from brevetti_pipe.storage import IoTools, is_local
 
 __all__ = ["FORMATS", "LoadedModel", "load_model", "safe_extract"]
@@ -118,6 +118,7 @@ class LoadedModel:
             self.task: str = self.metadata.get("task") or "classification"
             self.operating_point: dict[str, Any] | None = self.metadata.get("operating_point")
             if verify:
+                self._verify_metadata()
                 self._verify_files()
             self._stage: Any = self._image_stage()
             self._pre: Any = None
@@ -139,6 +140,19 @@ class LoadedModel:
         if format not in present:
             raise ConfigError(f"The model archive has no {format} model (it holds {present}). Received: format={format!r}")
         return format
+
+    def _verify_metadata(self) -> None:
+        """Compare the entries that give the outputs their meaning (classes, task, pipeline, input, operating
+        point...) with the digests recorded beside them at export (archives from before the record pass)."""
+        recorded: dict[str, str] = self.metadata.get("metadata_sha256") or {}
+        found = metadata_digests(self.metadata)
+        changed = [key for key, digest in recorded.items() if found.get(key) != digest]
+        if changed:
+            raise StorageError(
+                f"The model archive's metadata.json was changed after export (job {self.metadata.get('job_id')}): "
+                f"{', '.join(changed)} differ from metadata_sha256. Received: "
+                + "; ".join(f"{k}={json.dumps(self.metadata.get(k))[:200]}" for k in changed)
+            )
 
     def _verify_files(self) -> None:
         """Compare the chosen format's files with the SHA-256 digests metadata.json recorded at export."""
