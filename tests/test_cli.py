@@ -95,3 +95,14 @@ def test_seed_style_flags_translate_to_overrides():
 def test_flag_without_value_is_a_config_error():
     with pytest.raises(ConfigError, match="needs a value"):
         translate_argv(["--epochs"])
+
+
+def test_help_usage_line_is_not_masked():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("brevetti-pipe")
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "[key=value ...]" in proc.stdout and "***" not in proc.stdout

@@ -205,3 +205,21 @@ def test_retracing_warnings_of_repeated_calls_are_dropped_unless_verbose():
         assert retrace() == []
     finally:
         quiet_tensorflow()
+
+
+def test_a_run_module_importing_keras_at_the_top_prints_no_startup_lines(tmp_path):
+    (tmp_path / "userpkg").mkdir()
+    (tmp_path / "userpkg" / "__init__.py").write_text("")
+    (tmp_path / "userpkg" / "b.py").write_text(textwrap.dedent("""\
+        import keras
+
+        def ok(job, input_shape, classes):
+            inputs = keras.Input(input_shape)
+            x = keras.layers.GlobalAveragePooling2D()(inputs)
+            return keras.Model(inputs, keras.layers.Dense(len(classes), activation="softmax")(x))
+        """))
+    proc = _cli("recipe=vials_classification", "run=userpkg.b:ok", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = [m for m in NOISE_MARKERS if m in proc.stderr]
+    assert not found, f"TensorFlow noise on the console: {found}\n{proc.stderr[-3000:]}"
+    assert "userpkg.b:ok" in proc.stdout

@@ -6,6 +6,7 @@ argv -> seed-style flags translated (``--job_id``, ``--api_key``, ``--a.b VALUE`
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
@@ -294,6 +295,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         translated, verbose = translate_argv(args)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+        return
+    # before the run step is resolved: a user's module may import keras (and so TensorFlow) at the top
+    quiet_tensorflow(verbose)  # TensorFlow's start-up lines stay off the console unless --verbose
+    try:
         translated = guard_overrides(translated)  # secrets masked first: a flag error may quote an override
         translated = _upgrade_settings_overrides(translated)
         _check_hydra_flags(translated)
@@ -303,14 +310,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), 2)
         return
     _VERBOSE[0] = verbose
-    quiet_tensorflow(verbose)  # TensorFlow's start-up lines stay off the console unless --verbose
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach us; we print one line unless asked for more
     sys.argv = [sys.argv[0] if sys.argv else "brevetti-pipe", *translated]
     _RUN_ERRORS.clear()
     from brevetti_pipe.cli.sweep import LAST_SWEEP
 
     LAST_SWEEP.clear()
-    with _secrets.redacting_streams():
+    # --help prints only the help template (secrets on the command line are already masked above); the
+    # config-text masking would rewrite its usage line's ``key=value``
+    helping = any(a in ("--help", "-h", "--hydra-help") for a in translated)
+    with contextlib.nullcontext() if helping else _secrets.redacting_streams():
         _run_hydra(verbose or user_full_error, translated)
 
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from brevetti_pipe._util import secrets as _secrets
+from brevetti_pipe._util.console import quiet_tensorflow
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe
 from brevetti_pipe.run._images import IMAGE_SUFFIXES
 from brevetti_pipe.storage import IoTools, is_local
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of ``brevetti-pipe-predict``; returns the exit code (0, 1 for bad inputs, 2 for usage)."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()  # TensorFlow's start-up lines stay off the console (TF_CPP_MIN_LOG_LEVEL=0 shows them)
     try:
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1. Received: {args.batch_size}")
@@ -207,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrevettiPipeError as exc:
         print(f"brevetti-pipe-predict: error: {_secrets.redact(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
+    for row in rows:  # credentials and signed query parameters of an input URL stay out of the CSV and table
+        row["path"] = _secrets.redact(row["path"])
     if args.output:
         import pandas as pd
 

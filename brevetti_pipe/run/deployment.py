@@ -20,7 +20,8 @@ from brevetti_pipe._util.category import category_label
 from brevetti_pipe.config import JobConfig
 from brevetti_pipe.run._images import batch_preprocessor, find_image_stage, normalise_bytes
 from brevetti_pipe.run.export import (
-    archive_folder, archive_model, check_export_formats, environment, file_digests, weights_sha256, write_formats,
+    archive_folder, archive_model, check_export_formats, environment, file_digests, metadata_digests, weights_sha256,
+    write_formats,
 )
 from brevetti_pipe.run.operating_point import accept_index, choose_operating_point, rates, tradeoff_curve
 from brevetti_pipe.storage import IoTools
@@ -128,8 +129,8 @@ def parity(outputs: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     if outputs.shape != reference.shape:
         return {"max_abs_diff": None, "label_agreement": 0.0, "samples": int(reference.shape[0]),
                 "error": f"output shape {list(outputs.shape)} != {list(reference.shape)}"}
-    if not reference.size:
-        return {"max_abs_diff": 0.0, "label_agreement": 1.0, "samples": 0}
+    if not reference.shape[0]:  # nothing to compare: not checked (null), never a claim of parity
+        return {"max_abs_diff": None, "label_agreement": None, "samples": 0}
     diff = float(np.max(np.abs(outputs.astype(np.float64) - reference.astype(np.float64))))
     agree = float(np.mean(np.argmax(outputs, axis=-1) == np.argmax(reference, axis=-1)))
     return {"max_abs_diff": diff if math.isfinite(diff) else None, "label_agreement": agree, "samples": int(reference.shape[0])}
@@ -139,6 +140,8 @@ def _failure(fmt: str, figures: dict[str, Any], tolerance: float) -> str | None:
     diff, agree = figures.get("max_abs_diff"), figures["label_agreement"]
     if figures.get("error"):
         return f"{fmt}: {figures['error']}"
+    if not figures.get("samples"):
+        return None  # not checked: warned when the devel split is empty
     if diff is None or diff > tolerance or agree < 1.0:
         return (f"{fmt}: max_abs_diff {diff} (export.tolerance {tolerance:g}), label_agreement {agree:g} "
                 f"on {figures['samples']} devel samples")
@@ -230,6 +233,10 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
     test_rows = _rows(job.samples, "test", None) if own_test else None
     if devel_rows is None or parity_rows is None:
         log.warning("The job listed no samples: export parity is not measured")
+    elif not len(parity_rows):
+        devel_empty = not len(_rows(job.samples, "devel", None))  # type: ignore[arg-type]
+        why = "The devel split is empty: nothing was evaluated on devel, and" if devel_empty else "export.parity_samples is 0:"
+        log.warning(f"{why} export parity is not checked (export.<format>.max_abs_diff and label_agreement are null)")
 
     def predict(rows: pd.DataFrame | None) -> tuple[list[bytes], np.ndarray]:
         data = _read(job.io, list(rows["path"])) if rows is not None and len(rows) else []
@@ -262,6 +269,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
         "packages": environment()["packages"], "weights_sha256": weights_sha256(model),
         "files": file_digests(staging),
     }
+    meta["metadata_sha256"] = metadata_digests(_secrets.redact_obj(meta))  # as written: checked on load
     (staging / "metadata.json").write_text(json.dumps(_secrets.redact_obj(meta), indent=2))
 
     # parity: every exported format, loaded as a user loads it, on the same devel bytes

@@ -20,8 +20,8 @@ from brevetti_pipe.run._kept import KeptFiles
 from brevetti_pipe.storage import IoTools
 
 __all__ = [
-    "FORMAT_FILES", "archive_folder", "archive_model", "check_export_formats", "environment", "file_digests",
-    "upload_model", "weights_sha256", "write_formats",
+    "FORMAT_FILES", "SEMANTIC_METADATA", "archive_folder", "archive_model", "check_export_formats", "environment",
+    "file_digests", "metadata_digests", "upload_model", "weights_sha256", "write_formats",
 ]
 
 _PACKAGES = (
@@ -151,6 +151,21 @@ def write_formats(model: Any, staging: Path, formats: Sequence[str], preprocess:
                          input_signature=[tf.TensorSpec(input_spec.shape, input_spec.dtype, name="image")])
         written["onnx"] = {"file": FORMAT_FILES["onnx"], "input": "preprocessed"}
     return {f: written[f] for f in formats}
+
+
+#: the metadata.json entries that change what a loaded model means; their digests are checked on load
+SEMANTIC_METADATA = ("task", "classes", "pipeline", "preprocessing", "input", "output", "operating_point")
+
+
+def metadata_digests(metadata: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of each :data:`SEMANTIC_METADATA` entry of ``metadata`` (canonical JSON, as written to metadata.json)."""
+    import hashlib
+
+    def digest(value: Any) -> str:
+        canonical = json.dumps(json.loads(json.dumps(value)), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    return {key: digest(metadata.get(key)) for key in SEMANTIC_METADATA}
 
 
 def file_digests(folder: Path) -> dict[str, str]:

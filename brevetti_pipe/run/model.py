@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, StageError, StorageError
-from brevetti_pipe.run._images import batch_preprocessor, encode_input, find_image_stage
-from brevetti_pipe.run.export import FORMAT_FILES, check_export_formats, file_digests, weights_sha256
+from brevetti_pipe.run._images import IMAGE_SUFFIXES, batch_preprocessor, encode_input, find_image_stage
+from brevetti_pipe.run.export import FORMAT_FILES, check_export_formats, file_digests, metadata_digests, weights_sha256
 from brevetti_pipe.storage import IoTools, is_local
 
 __all__ = ["FORMATS", "LoadedModel", "load_model", "safe_extract"]
@@ -49,10 +50,45 @@ def safe_extract(archive: str | os.PathLike[str], target: str | os.PathLike[str]
     return names
 
 
+_TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[\[\{\{node [^\]]*\]\]\s*(\[Op:[^\]]*\])?")
+
+
 def _first_line(exc: BaseException) -> str:
+    """The reason of an error in one line; for TensorFlow's "Graph execution error:" the op's own message
+    (the line before the ``[[{{node ...}}]]`` trailer), not the heading or the traceback."""
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if lines and lines[0].rstrip(":").strip() == "Graph execution error":
+        lines = [ln for ln in lines[1:] if not ln.startswith("[[")][-1:] or lines
+    line = _TF_NODE.sub("", lines[0]).strip() if lines else ""
+    return line or type(exc).__name__
+
+
+def _folder_images(item: Any, io: IoTools) -> list[Any]:
+    """``[item]``, or for a folder (path or URL) its image files, recursively, sorted.
+
+    Raises:
+        StorageError: a folder without images.
+    """
+    if not isinstance(item, (str, os.PathLike)):
+        return [item]
+    source = os.fspath(item)
+    if source.split("?", 1)[0].lower().endswith(IMAGE_SUFFIXES):
+        return [item]  # an image file: no listing request
+    try:
+        fs, path = io.fs(source)
+        is_dir = fs.isdir(path)
+    except BrevettiPipeError:
+        raise
+    except Exception:
+        return [item]  # reading it reports the problem
+    if not is_dir:
+        return [item]
+    prefix = source.split("://", 1)[0] + "://" if "://" in source and not is_local(source) else ""
+    files = sorted(prefix + p for p in fs.find(path) if p.lower().endswith(IMAGE_SUFFIXES))
+    if not files:
+        raise StorageError(f"The folder {source} has no images (expected BMP, PNG, JPEG, GIF or TIFF files)")
+    return files
 
 
 class LoadedModel:
@@ -82,6 +118,7 @@ class LoadedModel:
             self.task: str = self.metadata.get("task") or "classification"
             self.operating_point: dict[str, Any] | None = self.metadata.get("operating_point")
             if verify:
+                self._verify_metadata()
                 self._verify_files()
             self._stage: Any = self._image_stage()
             self._pre: Any = None
@@ -103,6 +140,19 @@ class LoadedModel:
         if format not in present:
             raise ConfigError(f"The model archive has no {format} model (it holds {present}). Received: format={format!r}")
         return format
+
+    def _verify_metadata(self) -> None:
+        """Compare the entries that give the outputs their meaning (classes, task, pipeline, input, operating
+        point...) with the digests recorded beside them at export (archives from before the record pass)."""
+        recorded: dict[str, str] = self.metadata.get("metadata_sha256") or {}
+        found = metadata_digests(self.metadata)
+        changed = [key for key, digest in recorded.items() if found.get(key) != digest]
+        if changed:
+            raise StorageError(
+                f"The model archive's metadata.json was changed after export (job {self.metadata.get('job_id')}): "
+                f"{', '.join(changed)} differ from metadata_sha256. Received: "
+                + "; ".join(f"{k}={json.dumps(self.metadata.get(k))[:200]}" for k in changed)
+            )
 
     def _verify_files(self) -> None:
         """Compare the chosen format's files with the SHA-256 digests metadata.json recorded at export."""
@@ -258,13 +308,17 @@ class LoadedModel:
         """Model outputs for images: one or a list of paths / fsspec URLs, encoded bytes, numpy pixel
         arrays (``[H, W]``, ``[H, W, C]``, ``[N, H, W, C]``; uint8 or uint16) or PIL images.
 
+        A folder (local or a URL) stands for its image files (BMP/PNG/JPEG/GIF/TIFF), searched
+        recursively, in sorted order, as with ``brevetti-pipe-predict``.
+
         Returns:
             ``[N, classes]`` probabilities (classification) or ``[N, H, W, classes]`` (segmentation).
         """
         items: Iterable[Any] = x if isinstance(x, (list, tuple)) else [x]
         encoded: list[bytes] = []
         for i, item in enumerate(items):
-            encoded.extend(encode_input(item, io, where=f"predict input {i}"))
+            for one in _folder_images(item, io or IoTools()):
+                encoded.extend(encode_input(one, io, where=f"predict input {i}"))
         return self.predict_bytes(encoded, batch_size)
 
     def predict_classes(self, x: Any) -> list[str]:

@@ -208,3 +208,22 @@ def test_a_tampered_archive_is_refused(deployed, tmp_path):
         load_model(tampered, format="onnx")
     with load_model(tampered, format="saved_model") as model:  # the other formats are untouched
         assert model.predict(_devel(deployed).path.iloc[0]).shape == (1, 3)
+
+
+def test_edited_classes_or_operating_point_in_metadata_json_are_refused(deployed, tmp_path):
+    def edit(key: str, value):
+        def change(folder: Path) -> None:
+            meta = json.loads((folder / "metadata.json").read_text())
+            meta[key] = value(meta[key])
+            (folder / "metadata.json").write_text(json.dumps(meta, indent=2))
+        return change
+
+    swapped = _repack(deployed.archive, tmp_path / "classes.tar.gz", edit("classes", lambda c: c[::-1]))
+    with pytest.raises(StorageError, match=r"metadata\.json.*classes"):
+        load_model(swapped, format="keras")
+    looser = _repack(deployed.archive, tmp_path / "op.tar.gz", edit("operating_point", lambda op: {**op, "threshold": 0.0}))
+    with pytest.raises(StorageError, match=r"metadata\.json.*operating_point"):
+        load_model(looser, format="keras")
+    untouched = _repack(deployed.archive, tmp_path / "same.tar.gz", lambda folder: None)
+    with load_model(untouched, format="keras") as model:
+        assert model.classes == ["failed_cap", "good", "missing_cap"]
