@@ -38,6 +38,15 @@ def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
     return clean
 
 
+def progress_name(key: str) -> str:
+    """Keras log key -> our metric name: ``val_loss`` -> ``devel_loss``, ``loss`` -> ``train_loss``."""
+    if key.startswith("val_"):
+        return "devel_" + key[4:]
+    if key.startswith(("train_", "devel_", "test_")) or key in ("learning_rate", "lr"):
+        return key
+    return "train_" + key
+
+
 def epoch_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     """An epoch's metrics for progress reports: numbers kept (non-finite as None), the rest dropped."""
     values: dict[str, float | None] = {}

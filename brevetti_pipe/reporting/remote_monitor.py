@@ -7,6 +7,8 @@ from typing import Any, Protocol
 
 import keras
 
+from brevetti_pipe.reporting._output import progress_name
+
 __all__ = ["make_remote_monitor", "ProgressSink", "RemoteMonitor"]
 
 
@@ -18,13 +20,6 @@ class ProgressSink(Protocol):
     def remember_model(self, model: Any) -> None: ...
 
 
-def progress_name(key: str) -> str:
-    """Keras log key -> report name: ``val_loss`` -> ``devel_loss``, ``loss`` -> ``train_loss``."""
-    if key.startswith("val_"):
-        return "devel_" + key[4:]
-    if key.startswith(("train_", "devel_", "test_")) or key in ("learning_rate", "lr"):
-        return key
-    return "train_" + key
 
 
 class RemoteMonitor(keras.callbacks.Callback):

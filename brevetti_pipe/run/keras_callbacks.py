@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from brevetti_pipe._util.registry import Registry
+from brevetti_pipe.reporting._output import progress_name
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
 __all__ = ["KERAS_CALLBACKS", "keras_callback", "keras_metric_name", "make_keras_callbacks", "our_metric_name"]
@@ -53,11 +54,7 @@ def keras_metric_name(name: str) -> str:
 
 def our_metric_name(key: str) -> str:
     """Keras's log key -> our metric name (the inverse of :func:`keras_metric_name`)."""
-    if key.startswith("val_"):
-        return "devel_" + key[4:]
-    if key.startswith(("train_", "devel_", "test_")) or key in ("learning_rate", "lr"):
-        return key
-    return "train_" + key
+    return progress_name(key)
 
 
 def make_keras_callbacks(job: Any, specs: Mapping[str, Any]) -> list[Any]:
