@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from brevetti_pipe._util.progress import ProgressBar
+from brevetti_pipe.errors import DatasetError
 from brevetti_pipe.storage import IoTools, join_url
 
 __all__ = ["BatchSource", "build_facets", "facet_tiles", "png_data_uri", "tile2d", "to_uint8"]
@@ -110,7 +111,7 @@ def build_facets(
             if len(images) >= count:
                 break
     if not images:
-        raise ValueError("build_facets got no samples from the generator")
+        raise DatasetError("build_facets got no samples from the generator: the facets need at least one image")
     tiles = to_uint8(np.stack(images))
     atlas = tile2d(tiles)
     h, w = tiles.shape[1:3]
