@@ -124,6 +124,10 @@ class JobCallback:
 
     def on_metric(self, *, job: JobView, name: str, value: float, **kwargs: Any) -> None: ...
 
+    def on_resume(self, *, job: JobView, epoch: int, progress: list[dict[str, Any]], **kwargs: Any) -> None:
+        """Training resumes after ``epoch`` finished epochs of an earlier run; ``progress`` holds their
+        records (``{"epoch": n, ...metrics}``), for callbacks that show every epoch of the training."""
+
     def on_artifact(self, *, job: JobView, path: str, **kwargs: Any) -> None: ...
 
     def on_job_end(self, *, job: JobView, status: str, error: str | None = None, **kwargs: Any) -> None: ...
@@ -164,6 +168,9 @@ class CallbackList:
 
     def on_metric(self, **kwargs: Any) -> None:
         self._call("on_metric", **kwargs)
+
+    def on_resume(self, **kwargs: Any) -> None:
+        self._call("on_resume", **kwargs)
 
     def on_artifact(self, **kwargs: Any) -> None:
         self._call("on_artifact", **kwargs)

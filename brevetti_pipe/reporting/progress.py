@@ -124,6 +124,17 @@ class Progress(JobCallback, name="progress"):
         except StorageError as exc:
             self._warn_once("read", "Could not read the earlier progress (%s)", exc)
 
+    def on_resume(self, *, job: JobView, epoch: int, progress: list[dict[str, Any]], **kwargs: Any) -> None:
+        # the file shows every epoch of the trained model: the finished ones of the earlier run first
+        # (the earlier run's own file, with any epoch it had begun again, is kept aside as attempt-N)
+        self._lines = [json.dumps(r) for r in progress]
+        if not self._lines:
+            return
+        try:
+            job.io.best_effort().write_file(job.artifact_path(self.params.file), "\n".join(self._lines) + "\n")
+        except StorageError as exc:
+            self._warn_once("write", "Progress write failed (%s)", exc)
+
     def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
         record = {"epoch": int(epoch), **{k: None if v is None else float(v) for k, v in metrics.items()}}  # None: NaN
         line = json.dumps(record, sort_keys=False)

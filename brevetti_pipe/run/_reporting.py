@@ -56,9 +56,26 @@ class JobReporting:
         """Note the model ``fit`` trained (the Keras monitor does): a failure before :meth:`complete` keeps it."""
         self.fitted = model
 
+    @property
+    def progress_history(self) -> list[dict[str, Any]]:
+        """The progress records (``{"epoch": n, ...metrics}``) of this training, resumed epochs included."""
+        state = cast(Any, self).__dict__
+        return cast("list[dict[str, Any]]", state.setdefault("_progress_history", []))
+
     def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Report the metrics of a finished epoch to the progress callbacks."""
-        self.callbacks.on_epoch_end(job=self._state.view, epoch=int(epoch), metrics=_output.epoch_values(metrics))
+        values = _output.epoch_values(metrics)
+        history = self.progress_history
+        history[:] = [r for r in history if r["epoch"] < int(epoch)]  # an epoch run again replaces its record
+        history.append({"epoch": int(epoch), **values})
+        self.callbacks.on_epoch_end(job=self._state.view, epoch=int(epoch), metrics=values)
+
+    def resume_progress(self, epoch: int, records: Sequence[Mapping[str, Any]]) -> None:
+        """Training resumes after ``epoch``: ``records`` (``{"epoch": n, ...metrics}``, from the checkpoint)
+        become this training's progress so far, and the progress callbacks get them (``on_resume``)."""
+        history = [dict(r) for r in records]
+        self.progress_history[:] = history
+        self.callbacks.on_resume(job=self._state.view, epoch=int(epoch), progress=history)
 
     def on_artifact(self, path: str) -> None:
         self.callbacks.on_artifact(job=self._state.view, path=path)

@@ -2,8 +2,12 @@
 
 The checkpoint lives under ``artifacts/checkpoint/``: ``variables-<epoch>.npz`` (every model
 variable: the weights and the seed-generator states of dropout or noise layers, then the
-optimizer's variables: its step, moments and learning rate) and ``state.json`` (the epoch, a
-fingerprint of the config, the variable paths and the file's name). Each file is written
+optimizer's variables: its step, moments and learning rate; then the arrays of the Keras callbacks'
+states) and ``state.json`` (the epoch, a fingerprint of the config, the variable paths, the file's
+name, the Keras callbacks' states, whether a callback stopped the training, and the progress
+records of the finished epochs). Keras callbacks keep their state across a resume when they have
+``get_state() -> dict`` and ``set_state(dict)`` (the built-in ones do; ``set_state`` runs after
+every callback's ``on_train_begin``). Each file is written
 atomically through the job's storage, ``state.json`` last, so a kill at any moment leaves the
 previous epoch's checkpoint whole, on S3 too. (NumPy's ``.npz`` rather than Keras's
 ``save_weights``: a tenth of the time per epoch, and it holds the seed-generator states too.)
@@ -16,13 +20,15 @@ import io as _io
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.errors import ConfigError, StorageError, describe
 from brevetti_pipe.storage import join_url
 
-__all__ = ["CHECKPOINT_DIR", "ResumeCheckpoint", "config_fingerprint", "init_weights", "remove_checkpoint"]
+__all__ = ["CHECKPOINT_DIR", "ResumeCheckpoint", "config_fingerprint", "init_weights", "name_callbacks",
+           "remove_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +53,48 @@ def _checkpoint_url(job: Any) -> str:
     return join_url(job.backend.artifact_url(job.id), CHECKPOINT_DIR)
 
 
+def _encode(value: Any, key: str, arrays: dict[str, Any]) -> Any:
+    """A callback state as JSON, its NumPy arrays moved into ``arrays`` (``{"__array__": key}`` left in place)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        arrays[key] = value
+        return {"__array__": key}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v, f"{key}.{k}", arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]
+    return value
+
+
+def _decode(value: Any, arrays: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return arrays[value["__array__"]]
+        return {k: _decode(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v, arrays) for v in value]
+    return value
+
+
+def _type_name(callback: Any) -> str:
+    return f"{type(callback).__module__}.{type(callback).__qualname__}"
+
+
 class ResumeCheckpoint:
-    """Writes the checkpoint after every epoch (chief only) and restores it into a freshly built model."""
+    """Writes the checkpoint after every epoch (chief only) and restores it into a freshly built model,
+    its Keras callbacks and the job's progress."""
 
     def __init__(self, job: Any) -> None:
         self.job = job
         self.url = _checkpoint_url(job)
         self.fingerprint = config_fingerprint(job.config)
         self._previous: str | None = None
+        self._callbacks: dict[str, Any] = {}  # name -> Keras callback, whose state is saved and restored
+        self._restored: dict[str, Any] = {}  # name -> {"type", "state"} read from the checkpoint
+        self.stopped = False  # a callback had stopped the training the checkpoint holds
 
     @staticmethod
     def _variables(model: Any) -> list[Any]:
@@ -63,7 +103,8 @@ class ResumeCheckpoint:
 
     def restore(self, model: Any) -> int:
         """Load the last checkpoint into the compiled ``model`` (its optimizer is built first); returns
-        the finished epochs (0 when there is none, or it was written for another config or model)."""
+        the finished epochs (0 when there is none, or it was written for another config or model).
+        The callbacks' states wait for :meth:`callback`; the progress records go to the job at once."""
         import numpy as np
 
         io = self.job.io
@@ -79,15 +120,42 @@ class ResumeCheckpoint:
         model.optimizer.build(model.trainable_variables)
         variables = self._variables(model)
         with np.load(_io.BytesIO(io.read_file(join_url(self.url, state["file"])))) as saved:
-            values = [saved[f"v{i}"] for i in range(len(saved.files))]
+            count = sum(1 for k in saved.files if k[0] == "v" and k[1:].isdigit())
+            values = [saved[f"v{i}"] for i in range(count)]
+            arrays = {k: saved[k] for k in saved.files if k.startswith("cb.")}
         if [tuple(v.shape) for v in variables] != [x.shape for x in values]:
             log.warning("Not resuming from %s: its variables do not fit the built model; training from the start",
                         _secrets.redact(self.url))
             return 0
         for variable, value in zip(variables, values):
             variable.assign(value)
-        log.info("Resuming job %s after epoch %d (checkpoint %s)", self.job.id, state["epoch"], _secrets.redact(self.url))
-        return int(state["epoch"])
+        epoch = int(state["epoch"])
+        self._restored = {name: {"type": doc.get("type"), "state": _decode(doc.get("state"), arrays)}
+                          for name, doc in (state.get("callbacks") or {}).items()}
+        self.stopped = bool(state.get("stopped"))
+        resume_progress = getattr(self.job, "resume_progress", None)
+        if resume_progress is not None and "progress" in state:
+            resume_progress(epoch, [r for r in state["progress"] if int(r.get("epoch", 0)) <= epoch])
+        log.info("Resuming job %s after epoch %d (checkpoint %s)", self.job.id, epoch, _secrets.redact(self.url))
+        return epoch
+
+    def track(self, callbacks: Mapping[str, Any]) -> None:
+        """Save and restore the state of these Keras callbacks (name -> callback; names are stable
+        across runs: the ``training.callbacks`` keys). One without ``get_state``/``set_state`` is
+        named in a log line on resume: its state restarts."""
+        self._callbacks = dict(callbacks)
+
+    def _set_states(self, epoch: int) -> None:
+        for name, callback in self._callbacks.items():
+            saved = self._restored.get(name)
+            if not (callable(getattr(callback, "get_state", None)) and callable(getattr(callback, "set_state", None))):
+                log.info("Keras callback %s (%s) has no get_state()/set_state(): its state restarts at epoch %d",
+                         name, type(callback).__name__, epoch + 1)
+            elif saved is None or saved["type"] != _type_name(callback):
+                log.info("Keras callback %s: the checkpoint holds no state for it; its state restarts at epoch %d",
+                         name, epoch + 1)
+            else:
+                callback.set_state(saved["state"])
 
     def save(self, model: Any, epochs_done: int) -> None:
         """Write the checkpoint of ``epochs_done`` finished epochs; the previous variables file goes after."""
@@ -99,26 +167,55 @@ class ResumeCheckpoint:
         name = f"variables-{epochs_done}.npz"
         buffer = _io.BytesIO()
         arrays: dict[str, Any] = {f"v{i}": np.asarray(v) for i, v in enumerate(self._variables(model))}
+        states = {}
+        for cb_name, callback in self._callbacks.items():
+            get_state = getattr(callback, "get_state", None)
+            if callable(get_state) and callable(getattr(callback, "set_state", None)):
+                states[cb_name] = {"type": _type_name(callback), "state": _encode(get_state(), f"cb.{cb_name}", arrays)}
         np.savez(buffer, **arrays)
         io.write_file(join_url(self.url, name), buffer.getvalue())
+        progress = [r for r in getattr(self.job, "progress_history", []) if int(r.get("epoch", 0)) <= epochs_done]
         io.write_file(join_url(self.url, _STATE), json.dumps({
             "epoch": epochs_done, "file": name, "fingerprint": self.fingerprint,
-            "variables": [getattr(v, "path", v.name) for v in self._variables(model)]}))
+            "variables": [getattr(v, "path", v.name) for v in self._variables(model)],
+            "callbacks": states, "stopped": bool(getattr(model, "stop_training", False)), "progress": progress}))
         if self._previous and self._previous != name:
             _remove(io, join_url(self.url, self._previous))
         self._previous = name
 
     def callback(self, initial_epoch: int) -> Any:
-        """A Keras callback saving after every epoch."""
+        """A Keras callback (put it last) that restores the tracked callbacks' states at the start of
+        training, after their own ``on_train_begin`` reset, and saves the checkpoint after every epoch."""
         import keras
 
         checkpoint = self
 
         class Save(keras.callbacks.Callback):  # type: ignore[misc]
+            def on_train_begin(self, logs: Any = None) -> None:
+                if initial_epoch > 0:
+                    checkpoint._set_states(initial_epoch)
+
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
                 checkpoint.save(self.model, epoch + 1)
 
         return Save()
+
+    def finish(self, model: Any, initial_epoch: int) -> None:
+        """The checkpoint holds a finished training: run the callbacks' begin (restoring their states)
+        and end hooks, so those that act at the end (best weights) do as they would have."""
+        import keras
+
+        hooks = keras.callbacks.CallbackList([*self._callbacks.values(), self.callback(initial_epoch)], model=model)
+        hooks.on_train_begin()
+        hooks.on_train_end()
+
+
+def name_callbacks(configured: Mapping[str, Any] | Sequence[Any], passed: Sequence[Any]) -> dict[str, Any]:
+    """Stable names for the Keras callbacks of a fit: the ``training.callbacks`` keys, then
+    ``callbacks[i]`` for those handed to ``fit``."""
+    named = dict(configured) if isinstance(configured, Mapping) else {str(i): cb for i, cb in enumerate(configured)}
+    named.update({f"callbacks[{i}]": cb for i, cb in enumerate(passed)})
+    return named
 
 
 def _remove(io: Any, url: str) -> None:

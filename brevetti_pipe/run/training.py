@@ -168,17 +168,22 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
     """Train a compiled ``model``: Keras ``fit`` on one worker, the synchronous distributed loop under
     ``multi_worker``; progress reported, ``training.callbacks`` and ``callbacks`` run, a resume
     checkpoint kept (``training.resume``) and restored. Returns the metrics of each epoch run here."""
-    from brevetti_pipe.run.checkpoint import ResumeCheckpoint
-    from brevetti_pipe.run.keras_callbacks import make_keras_callbacks
+    from brevetti_pipe.run.checkpoint import ResumeCheckpoint, name_callbacks
+    from brevetti_pipe.run.keras_callbacks import keras_callbacks_by_name
 
     epochs = epochs or epochs_of(job)
     checkpoint = ResumeCheckpoint(job) if job.config.training.resume else None
     with job.strategy.scope():
         initial = checkpoint.restore(model) if checkpoint is not None else 0
-    extra = [*make_keras_callbacks(job, job.config.training.callbacks), *callbacks]
-    extra += [checkpoint.callback(initial)] if checkpoint is not None else []
-    if initial >= epochs:
-        log.info("The checkpoint holds all %d epochs: nothing left to train", epochs)
+    named = name_callbacks(keras_callbacks_by_name(job, job.config.training.callbacks), callbacks)
+    extra = list(named.values())
+    if checkpoint is not None:
+        checkpoint.track(named)
+        extra.append(checkpoint.callback(initial))  # last: restores the others' states, then saves after them
+    if checkpoint is not None and initial > 0 and (initial >= epochs or checkpoint.stopped):
+        log.info("The checkpoint holds a finished training (%d epoch(s)%s): nothing left to train", initial,
+                 ", stopped by a callback" if checkpoint.stopped else "")
+        checkpoint.finish(model, initial)  # end hooks such as restoring the best weights
         job.remember_model(model)
         return []
     # batches run across the generator's epochs: skip what the finished epochs' steps consumed

@@ -13,7 +13,17 @@ from pathlib import Path
 
 from tests.run.conftest import CLS_ARGS
 
-RESUME_ARGS = (*CLS_ARGS, "settings.epochs=5")
+#: 5 epochs, cut short by early stopping after epoch 4: nothing improves on epoch 1 by 1e9, so early
+#: stopping's counter (patience 3) and reduce_lr's (patience 2, cooldown 1: the rate halves after epoch 3)
+#: both run across the kill in epoch 3; the best weights (epoch 1's) are restored at the end
+RESUME_ARGS = (
+    *CLS_ARGS, "settings.epochs=5",
+    "+training.callbacks.early_stopping.patience=3", "+training.callbacks.early_stopping.min_delta=1e9",
+    "+training.callbacks.early_stopping.restore_best_weights=true",
+    "+training.callbacks.reduce_lr_on_plateau.patience=2", "+training.callbacks.reduce_lr_on_plateau.factor=0.5",
+    "+training.callbacks.reduce_lr_on_plateau.cooldown=1", "+training.callbacks.reduce_lr_on_plateau.min_delta=1e9",
+    "+training.callbacks.csv_logger.filename=log.csv",
+)
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 """Resume, bit for bit: a job killed (-9) in epoch 3 of 5 and rerun continues after epoch 2 and ends
-with the weights of an uninterrupted run in another process (weights_sha256 in output.json)."""
+with the weights of an uninterrupted run in another process (weights_sha256 in output.json), its
+Keras callbacks (early stopping, reduce_lr_on_plateau, csv_logger) carrying on from where they were."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -10,9 +12,11 @@ import subprocess
 import sys
 import time
 
+
 from brevetti_pipe import Job
 from tests.conftest import REPO
 from tests.run._resume_child import RESUME_ARGS
+from tests.run.conftest import CLS_ARGS
 
 
 def _child(root, data, job_id, *flags):
@@ -49,8 +53,17 @@ def test_a_job_killed_in_epoch_3_resumes_to_bit_identical_weights(tmp_path, tiny
     assert "Resuming job resumed after epoch 2" in err
     out = json.loads((artifacts / "output.json").read_text())
     assert out["status"] == "completed" and out["attempt"] == 2
-    assert [json.loads(line)["epoch"] for line in (artifacts / "progress.jsonl").read_text().splitlines()] == [3, 4, 5]
-    assert out["weights_sha256"] == clean.weights_sha256
+    progress = [json.loads(line) for line in (artifacts / "progress.jsonl").read_text().splitlines()]
+    clean_artifacts = root / "jobs" / "clean" / "artifacts"
+    # early stopping stops both after epoch 4 (at the same weights); the progress, and so the report's
+    # curves, show every epoch
+    assert progress[-1]["epoch"] == 4 and out["weights_sha256"] == clean.weights_sha256
+    assert [r["epoch"] for r in progress] == [1, 2, 3, 4]
+    assert progress == [json.loads(line) for line in (clean_artifacts / "progress.jsonl").read_text().splitlines()]
+    log_csv = (artifacts / "log.csv").read_text()
+    assert log_csv == (clean_artifacts / "log.csv").read_text()
+    rates = [float(row["learning_rate"]) for row in csv.DictReader(log_csv.splitlines())]
+    assert len(rates) == 4 and rates[3] == rates[0] / 2, rates  # halved once, after epoch 3
     assert out["metrics"]["devel_loss"] == clean.metrics["devel_loss"]
     assert not (artifacts / "checkpoint").exists(), "a completed job keeps no checkpoint to resume from"
 
@@ -77,3 +90,41 @@ def test_a_skipped_stream_equals_the_tail_of_the_full_stream(tiny_vials):
     tail = sharded.get_dataset(skip=3 * 4).as_numpy_iterator()
     for expected in stream[3:]:
         np.testing.assert_array_equal(next(tail), expected)
+
+
+def test_a_training_stopped_early_then_killed_resumes_to_its_best_weights_without_training_on(tmp_path, tiny_vials):
+    """Early stopping ended the training and the job died before its end (here: a failing callback at
+    the end of fit, after the others restored their best weights). The rerun trains no further epoch and
+    ends with the same weights: early stopping's best and model_checkpoint's (listed last, they win)."""
+    import keras
+
+    from brevetti_pipe.recipes.vials_classification import build_model
+    from brevetti_pipe.run.export import weights_sha256
+
+    class FailAtTrainEnd(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            raise RuntimeError("died after the training")
+
+    # min_delta 1e9: nothing improves on epoch 1, so patience 1 stops after epoch 2 of 4; early stopping's
+    # best is epoch 1, model_checkpoint's (the lowest devel loss) is another
+    args = [*CLS_ARGS, "settings.epochs=4", f"platform.root={tmp_path}", f"datasets.vials.url={tiny_vials}", "job.id=j",
+            "+training.callbacks.early_stopping.patience=1", "+training.callbacks.early_stopping.min_delta=1e9",
+            "+training.callbacks.early_stopping.restore_best_weights=true",
+            "+training.callbacks.model_checkpoint.monitor=devel_loss", "+training.callbacks.model_checkpoint.mode=min"]
+
+    def fit(*callbacks):
+        job = Job.init(overrides=args)
+        job.seed_frameworks()
+        model = build_model(job, (16, 16, 1), job.classes)
+        try:
+            return job.fit(model, callbacks=list(callbacks)), model
+        except RuntimeError:
+            return None, model
+
+    history, first = fit(FailAtTrainEnd())
+    assert history is None
+    state = json.loads((tmp_path / "jobs" / "j" / "artifacts" / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2
+    history, rerun = fit()
+    assert history == [], "no epoch is trained after early stopping"
+    assert weights_sha256(rerun) == weights_sha256(first)
