@@ -1,4 +1,5 @@
-"""Real storage servers on 127.0.0.1 for tests: moto's S3 server and gcp-storage-emulator."""
+"""Real storage servers on 127.0.0.1 for tests: moto's S3 server, gcp-storage-emulator and a plain
+HTTP server of a local folder."""
 
 from __future__ import annotations
 
@@ -103,6 +104,25 @@ def gcs_server() -> Iterator[Store]:
     try:
         with _patched_env(env):
             yield Store("gs", endpoint, env, {"endpoint_url": endpoint, "token": "anon", "project": "test"})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextlib.contextmanager
+def http_folder_server(folder: str | os.PathLike[str]) -> Iterator[str]:
+    """Python's ``http.server`` serving ``folder`` (with its HTML directory listings) on 127.0.0.1;
+    yields the base URL (``http://127.0.0.1:PORT``)."""
+
+    class Quiet(http_server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's name)
+            pass
+
+    httpd = http_server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=os.fspath(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()

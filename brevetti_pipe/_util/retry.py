@@ -6,6 +6,7 @@ import contextvars
 import errno
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import tenacity
 
-__all__ = ["RetryPolicy", "is_transient", "retry_call", "call_with_deadline"]
+__all__ = ["RetryPolicy", "is_transient", "retry_call", "call_with_deadline", "unresolvable_host"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, e
 # Types that carry an HTTP status in ``code``/``status`` (urllib, gcsfs, aiohttp): only these are
 # asked, so an unrelated ``code`` attribute never makes an error transient.
 _HTTP_ERROR_TYPES = {"HTTPError", "HttpError", "ClientResponseError"}
+# getaddrinfo answers that a host name does not exist (or never will resolve): no retry changes them.
+# EAI_AGAIN ("temporary failure in name resolution") is not among them: that one is retried.
+_UNRESOLVABLE = {socket.EAI_NONAME, socket.EAI_FAIL, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 # A private generator: jitter must not draw from (and so shift) the global `random` stream,
 # which Keras uses for default initializer seeds (tenacity's own random waits use it).
 _jitter = random.Random()
@@ -77,9 +81,27 @@ def _names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes and contexts, each once."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not f for f in found):
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def unresolvable_host(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a DNS answer that the host name does not exist."""
+    return any(isinstance(e, socket.gaierror) and e.errno in _UNRESOLVABLE for e in _chain(exc))
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for faults worth retrying, judged by exception type, errno, HTTP status and botocore
-    error code (never by message text): resets, timeouts, throttling and 5xx answers."""
+    error code (never by message text): resets, timeouts, throttling and 5xx answers. A host name
+    that does not resolve is permanent, whatever client error wraps it."""
+    if unresolvable_host(exc):
+        return False
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from brevetti_pipe._util.progress import ProgressBar, progress
 from brevetti_pipe._util.registry import Registry
+from brevetti_pipe._util.retry import unresolvable_host
 from brevetti_pipe._util.secrets import redact
 from brevetti_pipe.config._schema import DatasetConfig
 from brevetti_pipe.errors import DatasetError, StorageError
@@ -105,7 +106,11 @@ def _follow_links(fs: Any, listing: dict[str, Any], walked: list[str]) -> dict[s
 
 
 def _full_url(protocol: str, path: str) -> str:
-    return path if protocol in ("file", "local") else f"{protocol}://{path}"
+    if protocol in ("file", "local") or path.startswith(f"{protocol}://"):
+        return path
+    if protocol in ("http", "https") and path.startswith(("http://", "https://")):
+        return path  # the http filesystem's paths are whole URLs already (of either scheme)
+    return f"{protocol}://{path}"
 
 
 def get_image_samples(
@@ -150,7 +155,9 @@ def get_image_samples(
     log.info("Getting image samples from dataset '%s' [%s]", ds.name, redact(ds.url))
     try:
         fs, root = io.fs(ds.url)
-        if not io.call(lambda: fs.exists(root), ds.url):
+        # fsspec's http filesystem answers False for a host it cannot reach unless asked strictly
+        strict = {"strict": True} if "http" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) else {}
+        if not io.call(lambda: fs.exists(root, **strict), ds.url):
             raise DatasetError(f"Dataset '{ds.name}' not found: nothing at {redact(ds.url)}")
         listing = io.call(lambda: fs.find(root, detail=True, withdirs=False), ds.url)
     except DatasetError:
@@ -161,7 +168,8 @@ def get_image_samples(
             "check the credentials for this store"
         ) from None
     except (StorageError, Exception) as exc:  # network, missing backend, bad endpoint
-        raise DatasetError(f"Cannot list dataset '{ds.name}' at {redact(ds.url)}: {redact(str(exc))}") from None
+        dns = " (the host name does not resolve: check the URL)" if unresolvable_host(exc) else ""
+        raise DatasetError(f"Cannot list dataset '{ds.name}' at {redact(ds.url)}: {redact(str(exc))}{dns}") from None
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     root = root.rstrip("/")
     if root in listing:

@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from fsspec.core import url_to_fs
 
 from brevetti_pipe.storage import _s3fetch
 from brevetti_pipe._util.progress import ProgressBar
-from brevetti_pipe._util.retry import RetryPolicy, is_transient, retry_call
+from brevetti_pipe._util.retry import RetryPolicy, is_transient, retry_call, unresolvable_host
 from brevetti_pipe._util.secrets import redact
 from brevetti_pipe.errors import ChecksumError, StorageError
 
@@ -45,6 +46,10 @@ _DISK_ERRORS = {
     errno.EDQUOT: "failed: disk quota exceeded",
     errno.EROFS: "failed: read-only file system",
 }
+
+
+def _protocol(fs: fsspec.AbstractFileSystem) -> str:
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
 def is_local(url: str) -> bool:
@@ -260,6 +265,10 @@ class IoTools:
     def _fail(action: str, url: str, exc: BaseException) -> StorageError:
         if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
             reason = f"{_DISK_ERRORS[exc.errno]} [Errno {exc.errno}]"
+        elif unresolvable_host(exc):
+            host = urllib.parse.urlsplit(url).hostname if "://" in url else None
+            reason = (f"failed: the host name {host!r} does not resolve (DNS: no such host); check the URL "
+                      "and the endpoint in the storage options")
         elif is_transient(exc):
             reason = f"gave up after retrying transient faults: {redact(str(exc)) or type(exc).__name__}"
         else:
@@ -323,9 +332,12 @@ class IoTools:
             raise self._fail("Reading", url, exc) from exc
 
     def exists(self, url: str) -> bool:
+        """True when something is at ``url``; a store that cannot be reached raises (fsspec's http
+        filesystem would answer False: it is asked strictly, only a 404 means absent)."""
         fs, path = self.fs(url)
+        kwargs = {"strict": True} if _protocol(fs) in ("http", "https") else {}
         try:
-            return bool(self.call(lambda: fs.exists(path), url))
+            return bool(self.call(lambda: fs.exists(path, **kwargs), url))
         except Exception as exc:
             raise self._fail("Checking", url, exc) from exc
 

@@ -1,0 +1,52 @@
+"""http(s) datasets: a folder served with HTML directory listings (Python's http.server, nginx's
+autoindex) is listed and read like any other store; a host name that does not resolve fails at once."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from brevetti_pipe.data import DataGenerator, get_image_samples
+from brevetti_pipe.errors import DatasetError, StorageError
+from brevetti_pipe.stages import ImagePipeline
+from brevetti_pipe.storage import IoTools
+from tests.servers import http_folder_server
+
+
+def _images(samples, io):
+    gen = DataGenerator(samples, batch_size=8, io=io, output_structure="img").map(ImagePipeline(target_size=(16, 16)))
+    return np.concatenate(list(gen.get_dataset_numpy()))
+
+
+def test_an_http_dataset_is_listed_and_read_like_the_same_folder_on_disk(tiny_vials, tmp_path):
+    local = get_image_samples(str(tiny_vials))
+    with http_folder_server(tiny_vials.parent) as base:
+        url = f"{base}/{tiny_vials.name}/"
+        io = IoTools(cache_root=str(tmp_path / "cache"))
+        remote = get_image_samples(url, io=io)
+        assert [p.count("://") for p in remote["path"]] == [1] * len(local), remote["path"].iloc[0]
+        assert remote["path"].str.startswith(url).all()
+        assert [p[len(url):] for p in remote["path"]] == [str(p)[len(str(tiny_vials)) + 1:] for p in local["path"]]
+        assert remote["category"].tolist() == local["category"].tolist()
+        assert remote["etag"].notna().all()
+        np.testing.assert_array_equal(_images(remote, io), _images(local, IoTools()))
+        assert not IoTools().exists(f"{url}good/missing.bmp")  # a 404 is "absent", not an error
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_with_the_url_masked():
+    url = "https://reader:hunter2@no-such-host.invalid/datasets/vials/"
+    started = time.monotonic()
+    with pytest.raises(StorageError) as caught:
+        IoTools().read_file(url + "good/a.bmp")
+    message = str(caught.value)
+    assert "no-such-host.invalid" in message and "does not resolve" in message, message
+    assert "hunter2" not in message and "\n" not in message
+    with pytest.raises(StorageError, match="does not resolve"):
+        IoTools().exists(url)  # fsspec's http filesystem alone would answer False
+    with pytest.raises(DatasetError, match=r"Cannot list dataset 'vials' at https://\*\*\*@no-such-host\.invalid.*"
+                                           r"does not resolve") as listed:
+        get_image_samples(url)
+    assert "hunter2" not in str(listed.value)
+    assert time.monotonic() - started < 5, "a permanent DNS failure is not retried"
