@@ -95,6 +95,7 @@ class ResumeCheckpoint:
         self._callbacks: dict[str, Any] = {}  # name -> Keras callback, whose state is saved and restored
         self._restored: dict[str, Any] = {}  # name -> {"type", "state"} read from the checkpoint
         self.stopped = False  # a callback had stopped the training the checkpoint holds
+        self._unsaved: set[str] = set()  # callbacks whose state could not be saved (warned once)
 
     @staticmethod
     def _variables(model: Any) -> list[Any]:
@@ -170,8 +171,20 @@ class ResumeCheckpoint:
         states = {}
         for cb_name, callback in self._callbacks.items():
             get_state = getattr(callback, "get_state", None)
-            if callable(get_state) and callable(getattr(callback, "set_state", None)):
-                states[cb_name] = {"type": _type_name(callback), "state": _encode(get_state(), f"cb.{cb_name}", arrays)}
+            if not (callable(get_state) and callable(getattr(callback, "set_state", None))):
+                continue
+            own: dict[str, Any] = {}
+            try:
+                encoded = _encode(get_state(), f"cb.{cb_name}", own)
+                json.dumps(encoded)
+            except Exception as exc:  # a user's callback: its state is lost on resume, the training goes on
+                if cb_name not in self._unsaved:
+                    self._unsaved.add(cb_name)
+                    log.warning("Keras callback %s: get_state() failed or returned something other than JSON values "
+                                "and NumPy arrays (%s); its state will restart on resume", cb_name, describe(exc))
+                continue
+            arrays.update(own)
+            states[cb_name] = {"type": _type_name(callback), "state": encoded}
         np.savez(buffer, **arrays)
         io.write_file(join_url(self.url, name), buffer.getvalue())
         progress = [r for r in getattr(self.job, "progress_history", []) if int(r.get("epoch", 0)) <= epochs_done]

@@ -92,18 +92,37 @@ def test_a_skipped_stream_equals_the_tail_of_the_full_stream(tiny_vials):
         np.testing.assert_array_equal(next(tail), expected)
 
 
-def test_a_training_stopped_early_then_killed_resumes_to_its_best_weights_without_training_on(tmp_path, tiny_vials):
+def test_a_training_stopped_early_then_killed_resumes_to_its_best_weights_without_training_on(tmp_path, tiny_vials,
+                                                                                            caplog):
     """Early stopping ended the training and the job died before its end (here: a failing callback at
     the end of fit, after the others restored their best weights). The rerun trains no further epoch and
-    ends with the same weights: early stopping's best and model_checkpoint's (listed last, they win)."""
+    ends with the same weights: early stopping's best and model_checkpoint's (listed last, they win).
+    A callback of the user's keeps its state through get_state/set_state; one without is named in the log."""
     import keras
 
     from brevetti_pipe.recipes.vials_classification import build_model
     from brevetti_pipe.run.export import weights_sha256
 
-    class FailAtTrainEnd(keras.callbacks.Callback):
+    class Counting(keras.callbacks.Callback):
+        def __init__(self, fail):
+            super().__init__()
+            self.fail, self.seen = fail, 0
+
+        def on_train_begin(self, logs=None):
+            self.seen = 0  # reset per fit, as Keras's own callbacks do: set_state comes after this
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen += 1
+
         def on_train_end(self, logs=None):
-            raise RuntimeError("died after the training")
+            if self.fail:
+                raise RuntimeError("died after the training")
+
+        def get_state(self):
+            return {"seen": self.seen}
+
+        def set_state(self, state):
+            self.seen = state["seen"]
 
     # min_delta 1e9: nothing improves on epoch 1, so patience 1 stops after epoch 2 of 4; early stopping's
     # best is epoch 1, model_checkpoint's (the lowest devel loss) is another
@@ -121,10 +140,14 @@ def test_a_training_stopped_early_then_killed_resumes_to_its_best_weights_withou
         except RuntimeError:
             return None, model
 
-    history, first = fit(FailAtTrainEnd())
+    history, first = fit(Counting(fail=True), keras.callbacks.Callback())
     assert history is None
     state = json.loads((tmp_path / "jobs" / "j" / "artifacts" / "checkpoint" / "state.json").read_text())
     assert state["epoch"] == 2
-    history, rerun = fit()
+    counting = Counting(fail=False)
+    with caplog.at_level("INFO", logger="brevetti_pipe.run.checkpoint"):
+        history, rerun = fit(counting, keras.callbacks.Callback())
     assert history == [], "no epoch is trained after early stopping"
     assert weights_sha256(rerun) == weights_sha256(first)
+    assert counting.seen == 2
+    assert "callbacks[1] (Callback) has no get_state()/set_state(): its state restarts at epoch 3" in caplog.text
