@@ -25,7 +25,7 @@ from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe._util.console import quiet_tensorflow
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe
 from brevetti_pipe.run._images import IMAGE_SUFFIXES
-from brevetti_pipe.storage import IoTools, is_local
+from brevetti_pipe.storage import IoTools, is_local, listed_url
 
 __all__ = ["list_inputs", "main", "predict_rows"]
 
@@ -76,11 +76,10 @@ def list_inputs(inputs: Sequence[str], io: IoTools) -> tuple[list[str], dict[str
         try:
             fs, path = io.fs(item)
             if fs.isdir(path):
-                prefix = item.split("://", 1)[0] + "://" if "://" in item and not is_local(item) else ""
                 files = sorted(p for p in fs.find(path) if p.lower().endswith(IMAGE_SUFFIXES))
                 if not files:
                     missing[item] = "folder has no images (BMP, PNG, JPEG, GIF or TIFF)"
-                found.extend(prefix + p for p in files)
+                found.extend(listed_url(fs, p) for p in files)
             elif fs.exists(path):
                 found.append(item)
             else:

@@ -20,7 +20,7 @@ import numpy as np
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, StageError, StorageError
 from brevetti_pipe.run._images import IMAGE_SUFFIXES, batch_preprocessor, encode_input, find_image_stage
 from brevetti_pipe.run.export import FORMAT_FILES, check_export_formats, file_digests, metadata_digests, weights_sha256
-from brevetti_pipe.storage import IoTools, is_local
+from brevetti_pipe.storage import IoTools, is_local, listed_url
 
 __all__ = ["FORMATS", "LoadedModel", "load_model", "safe_extract"]
 
@@ -84,8 +84,7 @@ def _folder_images(item: Any, io: IoTools) -> list[Any]:
         return [item]  # reading it reports the problem
     if not is_dir:
         return [item]
-    prefix = source.split("://", 1)[0] + "://" if "://" in source and not is_local(source) else ""
-    files = sorted(prefix + p for p in fs.find(path) if p.lower().endswith(IMAGE_SUFFIXES))
+    files = sorted(listed_url(fs, p) for p in fs.find(path) if p.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise StorageError(f"The folder {source} has no images (expected BMP, PNG, JPEG, GIF or TIFF files)")
     return files

@@ -32,7 +32,8 @@ from brevetti_pipe._util.retry import RetryPolicy, is_transient, retry_call, unr
 from brevetti_pipe._util.secrets import redact
 from brevetti_pipe.errors import ChecksumError, StorageError
 
-__all__ = ["ChecksumError", "FileVersion", "IoTools", "Prefetch", "is_local", "join_url", "LOCAL_PROTOCOLS"]
+__all__ = ["ChecksumError", "FileVersion", "IoTools", "Prefetch", "is_local", "join_url", "listed_url",
+           "LOCAL_PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,14 @@ _DISK_ERRORS = {
 
 def _protocol(fs: fsspec.AbstractFileSystem) -> str:
     return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
+def listed_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The URL of a path ``fs`` listed: the path itself on local disk, else with the filesystem's
+    scheme, once (the http filesystem lists whole URLs already)."""
+    if _protocol(fs) in LOCAL_PROTOCOLS:
+        return path
+    return str(fs.unstrip_protocol(path))
 
 
 def is_local(url: str) -> bool:

@@ -50,3 +50,12 @@ def test_a_host_that_does_not_resolve_fails_at_once_with_the_url_masked():
         get_image_samples(url)
     assert "hunter2" not in str(listed.value)
     assert time.monotonic() - started < 5, "a permanent DNS failure is not retried"
+
+
+def test_an_http_folder_given_to_predict_lists_its_image_urls_once_schemed(tiny_vials):
+    from brevetti_pipe.cli.predict import list_inputs
+
+    with http_folder_server(tiny_vials.parent) as base:
+        found, missing = list_inputs([f"{base}/{tiny_vials.name}/good/"], IoTools())
+    assert not missing and len(found) == 10
+    assert all(u.startswith(f"{base}/{tiny_vials.name}/good/good_") and u.count("://") == 1 for u in found), found[:2]
