@@ -8,6 +8,7 @@ each part would need the others' private state.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import tempfile
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from brevetti_pipe.stages._base import Stage
 
 __all__ = ["DataGenerator", "OutputStructure", "localize_samples"]
+
+log = logging.getLogger(__name__)
 
 
 class Sampler(Protocol):
@@ -485,8 +488,17 @@ class DataGenerator:
         if on_disk and prefix:
             arrays, cached_specs = self._fill_cache(prefix, arrays)
             stages = rest
-        elif self.cache and prefix and (self.cache is True or tf.executing_eagerly()):
+        elif self.cache is True and prefix:
             memory = self._memory_cache_for(prefix, arrays)
+        elif self.cache == "auto" and prefix:
+            # a dataset built inside a tf.function or a tf.distribute scope would get a graph-local
+            # or a distributed variable: auto streams there
+            if tf.executing_eagerly() and not tf.distribute.has_strategy():
+                memory = self._memory_cache_for(prefix, arrays)
+            elif self._memory_cache is None:
+                self._memory_cache = ((), None)
+                log.info("data.cache=auto: streaming %d samples: the dataset is built inside a tf.function or a "
+                         "tf.distribute strategy scope", len(self.samples))
         run_prefix = _prefix_runner(prefix)
         # the prefix reads its columns only when a sample is not cached yet
         needed = self._needed_columns(stages if memory is None else [*prefix, *rest], structure)

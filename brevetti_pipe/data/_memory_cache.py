@@ -89,6 +89,11 @@ def auto_cache_fits(spec: Mapping[str, Any], samples: int, max_bytes: int | None
     ram_cap = None if available is None else int(available * RAM_FRACTION)
     budget = limit if ram_cap is None else min(limit, ram_cap)
     held = cached_bytes()
+    if size is not None and held and size > budget - held:
+        import gc
+
+        gc.collect()  # caches of finished jobs (a sweep in one process) may wait in reference cycles
+        held = cached_bytes()
     where = (f"budget {format_bytes(budget)}: data.cache_max_bytes {format_bytes(limit)}"
              + ("" if ram_cap is None else f", {RAM_FRACTION:.0%} of {format_bytes(available or 0)} available memory")
              + (f", {format_bytes(held)} held by other caches" if held else ""))
@@ -101,7 +106,7 @@ def auto_cache_fits(spec: Mapping[str, Any], samples: int, max_bytes: int | None
         log.info("data.cache=auto: streaming %s: its decoded prefix needs %s, over the %s", what, format_bytes(size),
                  where)
         return False
-    log.info("data.cache=auto: caching %s in memory: %s for %d samples (%s)", what, format_bytes(size), samples, where)
+    log.info("data.cache=auto: caching %s in memory: %s (%s)", what, format_bytes(size), where)
     return True
 
 
