@@ -95,30 +95,31 @@ def _assert_same(a, b):
             np.testing.assert_array_equal(u, v)
 
 
-def test_auto_caches_what_fits_serves_from_memory_and_streams_over_budget(tmp_path, tiny_vials, caplog):
+@pytest.fixture(scope="module")
+def plain_stream(tiny_vials):
+    """Three epochs of the uncached stream of ``_gen`` over tiny_vials (4 batches an epoch)."""
+    samples = get_image_samples(str(tiny_vials))
+    return samples, _elements(_gen(samples, False), 12)
+
+
+def test_auto_caches_what_fits_serves_from_memory_and_streams_over_budget(tmp_path, tiny_vials, plain_stream, caplog):
     import logging
     import shutil
 
     data = shutil.copytree(tiny_vials, tmp_path / "vials")
     samples = get_image_samples(str(data))
-    plain = _hashes(_gen(samples, False))
     auto = _gen(samples, "auto")
     assert auto.cache == "auto" == DataGenerator(samples).cache, "auto is the default"
     with caplog.at_level(logging.INFO, logger="brevetti_pipe.data"):
         it = auto.get_dataset_numpy()
-        first = [next(it) for _ in range(len(auto))]
+        got = [next(it) for _ in range(4)]
     memory = auto._memory_cache[1]
     assert memory is not None and memory.complete(), "one epoch filled every row"
-    # 30 samples x 40 x 40 x 3 float32
-    assert memory.nbytes == 30 * 40 * 40 * 3 * 4
+    assert memory.nbytes == 30 * 40 * 40 * 3 * 4  # 30 samples x 40 x 40 x 3 float32
     assert "data.cache=auto: caching 30 samples in memory: 562.5 KiB (budget 1.0 GiB" in caplog.text
     shutil.rmtree(data)  # later epochs come from memory: the files are no longer needed
-    rest = [next(it) for _ in range(2 * len(auto))]
-    h = [hashlib.sha256() for _ in range(3)]
-    for k, (x, y) in enumerate(first + rest):
-        h[k // len(auto)].update(x.tobytes())
-        h[k // len(auto)].update(y.tobytes())
-    assert [x.hexdigest() for x in h] == plain
+    got += [next(it) for _ in range(8)]
+    _assert_same(got, plain_stream[1])
 
     caplog.clear()
     small = _gen(samples, "auto")
@@ -150,42 +151,42 @@ def test_auto_budget_is_shared_by_live_caches_and_released_with_them(tiny_vials)
     from brevetti_pipe.data._memory_cache import cached_bytes
 
     samples = get_image_samples(str(tiny_vials))
+
+    def gen():
+        return DataGenerator(samples, output_structure="img", cache_max_bytes=size + size // 2).map(
+            ImagePipeline(target_size=(40, 40), rescale="unit"))
+
     gc.collect()
     assert cached_bytes() == 0, "the earlier tests' caches went with their generators"
     size = 30 * 40 * 40 * 3 * 4
-    a, b = _gen(samples, "auto"), _gen(samples, "auto")
-    a.cache_max_bytes = b.cache_max_bytes = size + size // 2
+    a, b = gen(), gen()
     a.get_dataset(), b.get_dataset()
     assert a._memory_cache[1] is not None and b._memory_cache[1] is None, "the second does not fit beside the first"
     assert cached_bytes() == size
     del a  # no explicit gc: the next decision collects what finished jobs left in reference cycles
-    c = _gen(samples, "auto")
-    c.cache_max_bytes = b.cache_max_bytes
+    c = gen()
     c.get_dataset()
     assert c._memory_cache[1] is not None, "released memory is available to the next job"
     assert cached_bytes() == size
 
 
-def test_auto_resume_shards_and_a_longer_chain_match_the_uncached_stream(tiny_vials):
-    samples = get_image_samples(str(tiny_vials))
-    n = 3 * len(_gen(samples, False))
-    # resumed after 7 batches: exactly what the uninterrupted stream draws from there
-    _assert_same(_elements(_gen(samples, "auto"), n - 7, skip=7 * 8)[:20], _elements(_gen(samples, False), n)[7:27])
-    for index in (0, 1):
-        shard = {"shard": (2, index)}
-        worker = _gen(samples, "auto")
-        worker.shard = shard["shard"]
-        reference = _gen(samples, False)
-        reference.shard = shard["shard"]
-        _assert_same(_elements(worker, 2 * len(worker)), _elements(reference, 2 * len(reference)))
-    # built in a strategy scope (a user's run step): no distributed variable, the same stream
+def test_auto_resume_shards_scopes_and_longer_chains_match_the_uncached_stream(plain_stream):
     import tensorflow as tf
 
+    samples, plain = plain_stream
+    # resumed after 7 batches: exactly what the uninterrupted stream draws from there
+    _assert_same(_elements(_gen(samples, "auto"), 5, skip=7 * 8), plain[7:])
+    # built in a strategy scope (a user's run step): no distributed variable, the same stream
     scoped = _gen(samples, "auto")
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
         dataset = scoped.get_dataset()
     assert scoped._memory_cache == ((), None)
-    _assert_same([tuple(t.numpy() for t in b) for b in dataset.take(4)], _elements(_gen(samples, False), 4))
+    _assert_same([tuple(t.numpy() for t in b) for b in dataset.take(4)], plain[:4])
+    # a worker's shard
+    worker, reference = _gen(samples, "auto"), _gen(samples, False)
+    worker.shard = reference.shard = (2, 1)
+    _assert_same(_elements(worker, len(worker)), _elements(reference, len(reference)))
+    assert worker._memory_cache[1] is not None
     # a generator mapped further caches its own (longer) prefix, not its parent's
     base = DataGenerator(samples, batch_size=8, output_structure="img").map(ImagePipeline(target_size=(8, 8)))
     list(base.get_dataset())
@@ -206,5 +207,5 @@ def test_auto_caches_segmentation_masks_bit_identically(tiny_vials_seg):
                 .map(ImageAugmenter(random_transformer=RandomTransformer(rotate=20))))
 
     auto = gen("auto")
-    _assert_same(_elements(auto, 3 * len(auto)), _elements(gen(False), 3 * len(auto)))
+    _assert_same(_elements(auto, 2 * len(auto)), _elements(gen(False), 2 * len(auto)))  # filled, then served
     assert set(auto._memory_cache[1].values) == {"img", "segmentation"}

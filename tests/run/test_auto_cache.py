@@ -17,7 +17,8 @@ def test_auto_cache_trains_the_same_weights_as_no_cache_and_is_released(tmp_path
     assert job.config.data.cache == "auto"
     with caplog.at_level(logging.INFO, logger="brevetti_pipe.data"):
         plain = Job.init(overrides=[*CLS_ARGS, f"platform.root={tmp_path}", f"datasets.vials.url={tiny_vials}",
-                                    "job.id=cls", "data.cache=false"])
+                                    "job.id=cls", "data.cache=false",
+                                    "data.check_samples=false", "export.formats=[keras]", "evaluation.purposes=[devel]"])
         uncached = plain.start()
     assert "data.cache=auto" not in caplog.text
     assert weights_sha256(uncached) == weights_sha256(model)
