@@ -18,7 +18,7 @@ def test_auto_cache_trains_the_same_weights_as_no_cache_and_is_released(tmp_path
     with caplog.at_level(logging.INFO, logger="brevetti_pipe.data"):
         plain = Job.init(overrides=[*CLS_ARGS, f"platform.root={tmp_path}", f"datasets.vials.url={tiny_vials}",
                                     "job.id=cls", "data.cache=false",
-                                    "data.check_samples=false", "export.formats=[keras]", "evaluation.purposes=[devel]"])
+                                    "data.check_samples=false", "export.formats=[keras]", "evaluation.purposes=[devel]", "training.resume=false"])
         uncached = plain.start()
     assert "data.cache=auto" not in caplog.text
     assert weights_sha256(uncached) == weights_sha256(model)
