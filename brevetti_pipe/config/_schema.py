@@ -192,8 +192,19 @@ class DataConfig(StrictModel):
         "autotune", description="Batches to prefetch: autotune (or -1, tf.data.AUTOTUNE) or a count >= 0"
     )
     cache: bool | str = Field(
-        False, description="Cache the deterministic prefix of the stage chain (decode, resize, ...): true (memory) or a local directory"
+        "auto", description="Cache the deterministic prefix of the stage chain (decode, resize, ...): auto (in memory "
+        "when it fits cache_max_bytes, else stream), true (memory), false, or a local directory"
     )
+    cache_max_bytes: int = Field(
+        1 << 30, ge=0, description="Budget of cache=auto in bytes (default 1 GiB), also capped by half the available memory"
+    )
+
+    @field_validator("cache")
+    @classmethod
+    def _check_cache(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError("allowed: auto, true, false or a local directory")
+        return value
 
     @field_validator("num_parallel_calls", "prefetch")
     @classmethod

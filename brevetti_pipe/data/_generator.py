@@ -8,6 +8,7 @@ each part would need the others' private state.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import tempfile
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from brevetti_pipe._util.category import category_label
+from brevetti_pipe.data._memory_cache import DEFAULT_MAX_BYTES, MemoryCache, auto_cache_fits, estimate_bytes
 from brevetti_pipe.errors import ConfigError, StageError
 from brevetti_pipe.stages._base import stage_seed_id
 from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from brevetti_pipe.stages._base import Stage
 
 __all__ = ["DataGenerator", "OutputStructure", "localize_samples"]
+
+log = logging.getLogger(__name__)
 
 
 class Sampler(Protocol):
@@ -176,10 +180,15 @@ class DataGenerator:
             ``epoch_size`` (at most this many) and of a StratifiedSampler's ``groupby`` / ``weighting``
             (brevettiai's default weighting: uniform).
         cache: cache the outputs of the deterministic prefix of the chain (the stages before
-            the first random one: read, decode, ROI, resize, rescale): ``True`` keeps them in
-            memory, a directory path on local disk (reused across runs). A parallel pre-pass
-            fills it once; every epoch then takes the tensors from the cache and runs only the
-            remaining stages. The output is bit-identical to the uncached pipeline.
+            the first random one: read, decode, ROI, resize, rescale). ``"auto"`` (default) keeps
+            them in memory when their estimated size (samples x the cached tensors' fixed shapes x
+            dtype size) fits the budget (``cache_max_bytes``, capped by half the available memory,
+            less what other live caches hold), else streams, and logs which and why; ``True``
+            keeps them in memory (shapes must be fixed); ``False`` streams. In memory, the first
+            epoch runs the prefix in the parallel map and stores each sample's result; later
+            reads take it from the cache. A directory path caches on local disk (reused across
+            runs), filled by a parallel pre-pass. Every mode is bit-identical to the uncached pipeline.
+        cache_max_bytes: the ``cache="auto"`` budget in bytes (default 1 GiB).
 
     Example:
         >>> gen = DataGenerator(samples, batch_size=8, shuffle=True, output_structure=("img", "onehot"))
@@ -203,7 +212,8 @@ class DataGenerator:
         io: IoTools | None = None,
         stages: Sequence[Stage] = (),
         shard: tuple[int, int] | None = None,
-        cache: bool | str = False,
+        cache: bool | str = "auto",
+        cache_max_bytes: int | None = None,
         max_epoch_samples: int | float | None = None,
         sampling_groupby: Sequence[str] | str | None = None,
         sampling_group_weighing: Any = None,
@@ -242,8 +252,12 @@ class DataGenerator:
         self.io = io or IoTools()
         self.stages: list[Stage] = list(stages)
         self.shard = shard
+        if not isinstance(cache, (bool, str)) or cache == "":
+            raise ConfigError(f"cache is 'auto', true (memory), false or a local directory; got {cache!r}")
         self.cache = cache
-        self._memory_cache: dict[str, Any] | None = None
+        self.cache_max_bytes = DEFAULT_MAX_BYTES if cache_max_bytes is None else int(cache_max_bytes)
+        #: (prefix stage ids, its in-memory cache or None when ``cache="auto"`` streams it)
+        self._memory_cache: tuple[tuple[int, ...], MemoryCache | None] | None = None
         if shard is not None and not (shard[0] >= 1 and 0 <= shard[1] < shard[0]):
             raise ConfigError(f"shard must be (workers, index) with 0 <= index < workers; got {shard}")
         self._columns: dict[str, np.ndarray] | None = None
@@ -257,6 +271,7 @@ class DataGenerator:
         """A new generator with ``stage`` (or several) appended to the chain."""
         new = copy.copy(self)
         new._datasets = {}
+        new._memory_cache = None  # a longer chain caches a longer prefix
         new.stages = self.stages + (list(stage) if isinstance(stage, (list, tuple)) else [cast("Stage", stage)])
         return new
 
@@ -336,23 +351,25 @@ class DataGenerator:
         signature = json.dumps([st.get_config() for st in prefix], sort_keys=True)
         return os.path.join(root, hashlib.sha1(signature.encode()).hexdigest()[:16])
 
-    def _fill_memory_cache(self, prefix: Sequence[Stage], columns: dict[str, np.ndarray]) -> dict[str, Any]:
-        """Run the deterministic prefix once per sample into one tf.Variable per new key (row = sample)."""
+    def _memory_cache_for(self, prefix: Sequence[Stage], columns: dict[str, np.ndarray]) -> MemoryCache | None:
+        """The in-memory cache of ``prefix`` (made on first use, kept per prefix), or None when
+        ``cache="auto"`` decides to stream (logged, with the size and the budget)."""
+        key = tuple(id(st) for st in prefix)
+        if self._memory_cache is not None and self._memory_cache[0] == key:
+            return self._memory_cache[1]
         import tensorflow as tf
 
-        inputs = {k: tf.constant(v) for k, v in columns.items()}
-        run_prefix = _prefix_runner(prefix)
-
-        ds = tf.data.Dataset.from_tensor_slices(inputs).map(
-            tf.autograph.experimental.do_not_convert(run_prefix), num_parallel_calls=self._parallel(), deterministic=True)
-        spec = ds.element_spec
-        if any(not s.shape.is_fully_defined() for s in spec.values()):
-            raise StageError("cache=True needs fixed output shapes from the cached stages (set target_size)")
-        arrays = {k: np.empty((len(self.samples), *spec[k].shape), dtype=spec[k].dtype.as_numpy_dtype) for k in spec}
-        for i, element in enumerate(ds.batch(256)):
-            for k, v in element.items():
-                arrays[k][i * 256: i * 256 + len(v)] = v.numpy()
-        return {k: tf.Variable(v, trainable=False, name=f"prefix_cache_{k}") for k, v in arrays.items()}
+        spec = tf.data.Dataset.from_tensor_slices({k: tf.constant(v) for k, v in columns.items()}).map(
+            tf.autograph.experimental.do_not_convert(_prefix_runner(prefix))).element_spec
+        if self.cache is True and estimate_bytes(spec, 1) is None:
+            raise StageError("cache=True needs fixed output shapes from the cached stages (set target_size); got "
+                             f"{ {k: str(s.shape) for k, s in spec.items()} }")
+        cache = None
+        if self.cache is True or auto_cache_fits(spec, len(self.samples), self.cache_max_bytes,
+                                                 f"{len(self.samples)} samples"):
+            cache = MemoryCache(spec, len(self.samples))
+        self._memory_cache = (key, cache)
+        return cache
 
     def _fill_cache(self, prefix: Sequence[Stage], columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Run the deterministic prefix once per sample and store its new outputs as tensor files.
@@ -462,20 +479,29 @@ class DataGenerator:
 
         stage_ids = dict(zip(map(id, stages), stage_seed_ids(stages)))
         start_epoch, offset = divmod(skip, self._samples_per_epoch())
-        streamable = not self.cache and tf.executing_eagerly() and skip == 0
+        on_disk = bool(self.cache) and self.cache not in (True, "auto")
+        streamable = not on_disk and tf.executing_eagerly() and skip == 0
         arrays = self._column_arrays(stages, (lambda: index_of(tf.constant(0, tf.int64)).numpy()) if streamable else None)
         cached_specs: dict[str, Any] = {}
-        memory: dict[str, Any] = {}
+        memory: MemoryCache | None = None
         prefix, rest = self._split_prefix(stages)
-        if self.cache is True and prefix:
-            if self._memory_cache is None:
-                self._memory_cache = self._fill_memory_cache(prefix, arrays)
-            memory = self._memory_cache
-            stages = rest
-        elif self.cache and prefix:
+        if on_disk and prefix:
             arrays, cached_specs = self._fill_cache(prefix, arrays)
             stages = rest
-        needed = self._needed_columns(stages, structure)
+        elif self.cache is True and prefix:
+            memory = self._memory_cache_for(prefix, arrays)
+        elif self.cache == "auto" and prefix:
+            # a dataset built inside a tf.function or a tf.distribute scope would get a graph-local
+            # or a distributed variable: auto streams there
+            if tf.executing_eagerly() and not tf.distribute.has_strategy():
+                memory = self._memory_cache_for(prefix, arrays)
+            elif self._memory_cache is None:
+                self._memory_cache = ((), None)
+                log.info("data.cache=auto: streaming %d samples: the dataset is built inside a tf.function or a "
+                         "tf.distribute strategy scope", len(self.samples))
+        run_prefix = _prefix_runner(prefix)
+        # the prefix reads its columns only when a sample is not cached yet
+        needed = self._needed_columns(stages if memory is None else [*prefix, *rest], structure)
         columns = {k: tf.constant(v) for k, v in arrays.items() if needed is None or k in needed or k.startswith("_cache_")}
 
         def rows_of(epoch: tf.Tensor, index: tf.Tensor) -> tf.data.Dataset:
@@ -491,10 +517,10 @@ class DataGenerator:
             for key, spec in cached_specs.items():
                 value = tf.io.parse_tensor(tf.io.read_file(tf.gather(columns[f"_cache_{key}"], index)), spec.dtype)
                 x[key] = tf.ensure_shape(value, spec.shape)
-            for key, variable in memory.items():
-                x[key] = tf.gather(variable, index)  # a fresh, aligned buffer: reductions stay bit-exact
+            if memory is not None:
+                x.update(memory.read(x, index, run_prefix))
             sample_seed = fold_in(epoch_seed, index)
-            for stage in stages:
+            for stage in (rest if memory is not None else stages):
                 x = stage(x, seed=fold_in(sample_seed, stage_ids[id(stage)]))
             return self._structure(x, structure)
 

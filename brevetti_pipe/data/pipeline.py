@@ -61,6 +61,7 @@ def make_generator(
         shard=shard if train else None,
         num_parallel_calls=config.data.num_parallel_calls, prefetch=config.data.prefetch,
         io=io, stages=[st for st in stages if train or not st.random], cache=config.data.cache,
+        cache_max_bytes=config.data.cache_max_bytes,
     )
     options.update(kwargs)
     return DataGenerator(samples, **options)

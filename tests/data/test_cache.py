@@ -79,3 +79,134 @@ def test_job_uses_data_cache_setting(tmp_path, tiny_vials):
     assert gen.cache is True
     with pytest.raises(Exception):
         Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", "data.cache=[1]"])
+
+
+# -- cache="auto" (the default) ----------------------------------------------------------------
+
+def _elements(gen, n, **kwargs):
+    it = gen.get_dataset(**kwargs).as_numpy_iterator()
+    return [next(it) for _ in range(n)]
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            np.testing.assert_array_equal(u, v)
+
+
+@pytest.fixture(scope="module")
+def plain_stream(tiny_vials):
+    """Three epochs of the uncached stream of ``_gen`` over tiny_vials (4 batches an epoch)."""
+    samples = get_image_samples(str(tiny_vials))
+    return samples, _elements(_gen(samples, False), 12)
+
+
+def test_auto_caches_what_fits_serves_from_memory_and_streams_over_budget(tmp_path, tiny_vials, plain_stream, caplog):
+    import logging
+    import shutil
+
+    data = shutil.copytree(tiny_vials, tmp_path / "vials")
+    samples = get_image_samples(str(data))
+    auto = _gen(samples, "auto")
+    assert auto.cache == "auto" == DataGenerator(samples).cache, "auto is the default"
+    with caplog.at_level(logging.INFO, logger="brevetti_pipe.data"):
+        it = auto.get_dataset_numpy()
+        got = [next(it) for _ in range(4)]
+    memory = auto._memory_cache[1]
+    assert memory is not None and memory.complete(), "one epoch filled every row"
+    assert memory.nbytes == 30 * 40 * 40 * 3 * 4  # 30 samples x 40 x 40 x 3 float32
+    assert "data.cache=auto: caching 30 samples in memory: 562.5 KiB (budget 1.0 GiB" in caplog.text
+    shutil.rmtree(data)  # later epochs come from memory: the files are no longer needed
+    got += [next(it) for _ in range(8)]
+    _assert_same(got, plain_stream[1])
+
+    caplog.clear()
+    small = _gen(samples, "auto")
+    small.cache_max_bytes = 500_000
+    with caplog.at_level(logging.INFO, logger="brevetti_pipe.data"):
+        small.get_dataset()
+    assert small._memory_cache == (small._memory_cache[0], None)
+    assert "streaming 30 samples: its decoded prefix needs 562.5 KiB, over the budget 488.3 KiB" in caplog.text
+
+
+def test_auto_streams_shapes_that_are_not_fixed_where_true_fails(tiny_vials, caplog):
+    import logging
+
+    from brevetti_pipe.errors import StageError
+
+    samples = get_image_samples(str(tiny_vials))
+    with caplog.at_level(logging.INFO, logger="brevetti_pipe.data"):
+        gen = DataGenerator(samples, batch_size=4, output_structure="img").map(ImagePipeline())
+        batch = next(iter(gen.get_dataset()))
+    assert batch.shape == (4, 64, 64, 3) and gen._memory_cache[1] is None
+    assert "the cached stages' output has no fixed size" in caplog.text
+    with pytest.raises(StageError, match="cache=True needs fixed output shapes"):
+        DataGenerator(samples, cache=True).map(ImagePipeline()).get_dataset()
+
+
+def test_auto_budget_is_shared_by_live_caches_and_released_with_them(tiny_vials):
+    import gc
+
+    from brevetti_pipe.data._memory_cache import cached_bytes
+
+    samples = get_image_samples(str(tiny_vials))
+
+    def gen():
+        return DataGenerator(samples, output_structure="img", cache_max_bytes=before + size + size // 2).map(
+            ImagePipeline(target_size=(40, 40), rescale="unit"))
+
+    gc.collect()
+    before = cached_bytes()  # caches other tests' fixtures still hold
+    size = 30 * 40 * 40 * 3 * 4
+    a, b = gen(), gen()
+    a.get_dataset(), b.get_dataset()
+    assert a._memory_cache[1] is not None and b._memory_cache[1] is None, "the second does not fit beside the first"
+    assert cached_bytes() == before + size
+    del a  # no explicit gc: the next decision collects what finished jobs left in reference cycles
+    c = gen()
+    c.get_dataset()
+    assert c._memory_cache[1] is not None, "released memory is available to the next job"
+    assert cached_bytes() == before + size
+
+
+def test_auto_resume_shards_scopes_and_longer_chains_match_the_uncached_stream(plain_stream):
+    import tensorflow as tf
+
+    samples, plain = plain_stream
+    # resumed after 7 batches: exactly what the uninterrupted stream draws from there
+    _assert_same(_elements(_gen(samples, "auto"), 5, skip=7 * 8), plain[7:])
+    # built in a strategy scope (a user's run step): no distributed variable, the same stream
+    scoped = _gen(samples, "auto")
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        dataset = scoped.get_dataset()
+    assert scoped._memory_cache == ((), None)
+    _assert_same([tuple(t.numpy() for t in b) for b in dataset.take(4)], plain[:4])
+    # worker 1 of 2 takes every second sample of each epoch's draw
+    worker = _gen(samples, "auto")
+    worker.shard = (2, 1)
+    rows = [np.concatenate([b[k] for b in plain[:4]]) for k in (0, 1)]
+    _assert_same(_elements(worker, 1), [(rows[0][1:16:2], rows[1][1:16:2])])
+    assert worker._memory_cache[1] is not None
+    # a generator mapped further caches its own (longer) prefix, not its parent's
+    base = DataGenerator(samples, batch_size=8, output_structure="img").map(ImagePipeline(target_size=(8, 8)))
+    list(base.get_dataset())
+    longer = base.map(ImagePipeline(target_size=(4, 4)))  # a second, deterministic stage
+    assert next(iter(longer.get_dataset())).shape == (8, 4, 4, 3)
+
+
+def test_auto_caches_segmentation_masks_bit_identically(tiny_vials_seg):
+    from brevetti_pipe.stages import SegmentationLoader
+
+    samples = get_image_samples(str(tiny_vials_seg))
+
+    def gen(cache):
+        return (DataGenerator(samples, batch_size=4, shuffle=True, repeat=True, seed=2, output_structure=("img", "segmentation"),
+                              cache=cache)
+                .map(ImagePipeline(target_size=(16, 16), rescale="unit"))
+                .map(SegmentationLoader(classes=["cap", "liquid"], target_size=(16, 16)))
+                .map(ImageAugmenter(random_transformer=RandomTransformer(rotate=20))))
+
+    auto = gen("auto")
+    _assert_same(_elements(auto, 2 * len(auto)), _elements(gen(False), 2 * len(auto)))  # filled, then served
+    assert set(auto._memory_cache[1].values) == {"img", "segmentation"}
