@@ -74,6 +74,6 @@ def thumbnail_generator(samples: pd.DataFrame, config: JobConfig, io: IoTools, s
         if "color_mode" in STAGES.get(spec.type, where="pipeline").Params.model_fields:
             color = spec.params().get("color_mode", "rgb")
             break
-    return DataGenerator(samples, batch_size=16, io=io).map(
+    return DataGenerator(samples, batch_size=16, io=io, cache=False).map(
         ImagePipeline(target_size=(size, size), color_mode=color, antialias=True, rescale="unit")
     )

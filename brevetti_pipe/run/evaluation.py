@@ -196,7 +196,9 @@ def evaluate(job: Any, model: Any, purpose: str, *, task: str, structure: tuple[
     if rows.empty:
         log.warning("No %s samples to evaluate", purpose)
         return None
-    generator = job.data_generator(rows, batch_size=batch_size, output_structure=structure)
+    # one pass: an in-memory cache would only hold memory (an explicit cache setting is kept)
+    one_pass = {"cache": False} if job.config.data.cache == "auto" else {}
+    generator = job.data_generator(rows, batch_size=batch_size, output_structure=structure, **one_pass)
     pred, target = _predict(job, model, generator.get_dataset())
     ids = pd.DataFrame({"path": rows["path"].astype(str),
                         "etag": rows["etag"] if "etag" in rows.columns else ""})
