@@ -24,7 +24,7 @@ def _measure(fmt: str, per_class: int, latency: float, rounds: int) -> dict[str,
     from brevetti_pipe.stages import ImagePipeline
 
     def generator(samples, io=None) -> DataGenerator:  # noqa: ANN001
-        return DataGenerator(samples, batch_size=32, repeat=True, io=io, output_structure="img").map(
+        return DataGenerator(samples, batch_size=32, repeat=True, io=io, output_structure="img", cache=False).map(
             ImagePipeline(target_size=(224, 224), rescale="unit"))
 
     def epoch(gen: DataGenerator, it) -> float:  # noqa: ANN001

@@ -86,7 +86,7 @@ from brevetti_pipe.stages import ImagePipeline
 import pandas as pd
 s = get_image_samples(str(Path("benchmarks/_data/vials_bmp_350")))
 s = pd.concat([s] * {repeats}, ignore_index=True)
-g = DataGenerator(s, batch_size=32, output_structure="img").map(ImagePipeline(target_size=(224, 224)))
+g = DataGenerator(s, batch_size=32, output_structure="img", cache=False).map(ImagePipeline(target_size=(224, 224)))
 for _ in g.get_dataset():
     pass
 print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
