@@ -20,8 +20,8 @@ from brevetti_pipe._util.category import category_label
 from brevetti_pipe.config import JobConfig
 from brevetti_pipe.run._images import batch_preprocessor, find_image_stage, normalise_bytes
 from brevetti_pipe.run.export import (
-    archive_folder, archive_model, check_export_formats, environment, file_digests, metadata_digests, weights_sha256,
-    write_formats,
+    archive_folder, archive_model, check_export_formats, environment, file_digests, metadata_digests,
+    preprocessor_function, weights_sha256, write_formats,
 )
 from brevetti_pipe.run.operating_point import accept_index, choose_operating_point, rates, tradeoff_curve
 from brevetti_pipe.storage import IoTools
@@ -248,7 +248,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
     shape = tuple(spec.shape)
     dtype = str(tf.as_dtype(spec.dtype).name)
     preprocess = batch_preprocessor(stage, shape[1:], dtype)
-    pre = tf.function(preprocess, input_signature=[tf.TensorSpec([None], tf.string)])
+    pre = preprocessor_function(preprocess)
 
     # one pass of the trained model over the devel (and, for the operating point, test) image bytes
     need_op = task == "classification" and job.config.evaluation.operating_point is not None
