@@ -20,8 +20,8 @@ from brevetti_pipe._util.category import category_label
 from brevetti_pipe.config import JobConfig
 from brevetti_pipe.run._images import batch_preprocessor, find_image_stage, normalise_bytes
 from brevetti_pipe.run.export import (
-    archive_folder, archive_model, check_export_formats, environment, file_digests, metadata_digests, weights_sha256,
-    write_formats,
+    archive_folder, archive_model, check_export_formats, environment, file_digests, metadata_digests,
+    preprocessor_function, weights_sha256, write_formats,
 )
 from brevetti_pipe.run.operating_point import accept_index, choose_operating_point, rates, tradeoff_curve
 from brevetti_pipe.storage import IoTools
@@ -123,6 +123,32 @@ def _labels(rows: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndar
     return keep, np.array([labels[i] for i in keep], dtype=np.int64)
 
 
+def _evaluated(job: ExportSource, rows: pd.DataFrame | None, output_shape: tuple[Any, ...]) -> np.ndarray | None:
+    """The devel evaluation's outputs for ``rows``, in their order, when it predicted every one of them
+    (same path and etag) with the model being exported; else None.
+
+    These are the trained path's outputs (the tf.data pipeline feeding the model, as the reported metrics
+    were measured), so parity against them checks the deployable path end to end: encoded bytes, the
+    export's preprocessing, the written format as loaded."""
+    found = job.evaluations.get("devel")
+    if rows is None or not len(rows) or found is None or found.probabilities is None or "path" not in rows.columns:
+        return None
+    probabilities = np.asarray(found.probabilities)
+    evaluated = found.samples
+    if len(evaluated) != len(probabilities) or tuple(probabilities.shape[1:]) != tuple(output_shape[1:]):
+        return None
+
+    def keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
+        etags = frame["etag"] if "etag" in frame.columns else [""] * len(frame)
+        return [(str(p), str(e)) for p, e in zip(frame["path"], etags)]
+
+    position = {key: i for i, key in enumerate(keys(evaluated))}
+    wanted = [position.get(key) for key in keys(rows)]
+    if len(position) != len(evaluated) or any(i is None for i in wanted):
+        return None
+    return probabilities[np.asarray(wanted, dtype=np.int64)]
+
+
 def parity(outputs: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     """``{max_abs_diff, label_agreement, samples}`` of ``outputs`` against ``reference`` (same shape;
     the label is the argmax of the last axis: the class, or every pixel's class)."""
@@ -222,7 +248,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
     shape = tuple(spec.shape)
     dtype = str(tf.as_dtype(spec.dtype).name)
     preprocess = batch_preprocessor(stage, shape[1:], dtype)
-    pre = tf.function(preprocess, input_signature=[tf.TensorSpec([None], tf.string)])
+    pre = preprocessor_function(preprocess)
 
     # one pass of the trained model over the devel (and, for the operating point, test) image bytes
     need_op = task == "classification" and job.config.evaluation.operating_point is not None
@@ -243,7 +269,14 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
         outs = [np.asarray(model(pre(tf.constant(data[i:i + _BATCH])), training=False)) for i in range(0, len(data), _BATCH)]
         return data, (np.concatenate(outs) if outs else np.zeros((0,) + tuple(model.outputs[0].shape[1:]), np.float32))
 
-    devel_bytes, devel_out = predict(devel_rows)
+    # the parity reference: the evaluation's own devel outputs when it has them (no second pass),
+    # else one pass of the trained model over the devel bytes through the export's preprocessing
+    evaluated = None if own_devel else _evaluated(job, parity_rows, tuple(model.outputs[0].shape))
+    if evaluated is not None:
+        devel_bytes, devel_out = _read(job.io, list(parity_rows["path"])), evaluated  # type: ignore[index]
+    else:
+        devel_bytes, devel_out = predict(devel_rows)
+    log.debug("Export parity reference: %s", "the devel evaluation" if evaluated is not None else "an export pass")
     own: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if own_devel and devel_rows is not None:
         keep, y = _labels(devel_rows, classes)

@@ -21,7 +21,7 @@ from brevetti_pipe.storage import IoTools
 
 __all__ = [
     "FORMAT_FILES", "SEMANTIC_METADATA", "archive_folder", "archive_model", "check_export_formats", "environment",
-    "file_digests", "metadata_digests", "upload_model", "weights_sha256", "write_formats",
+    "file_digests", "metadata_digests", "preprocessor_function", "upload_model", "weights_sha256", "write_formats",
 ]
 
 _PACKAGES = (
@@ -56,6 +56,24 @@ def _environment() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return {"python": _platform.python_version(), "platform": _platform.platform(), "packages": versions}
+
+
+def preprocessor_function(preprocess: Any) -> Any:
+    """``preprocess`` (``[N] tf.string -> batch``) as a ``tf.function``, traced without AutoGraph when it can be.
+
+    The image stage is plain TensorFlow ops: AutoGraph's source conversion of it changes nothing and costs
+    seconds per process (most of an export). A function that needs it (Python control flow on tensors
+    fails to trace without it) keeps it.
+    """
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec([None], tf.string)]
+    plain = tf.function(tf.autograph.experimental.do_not_convert(preprocess), input_signature=signature, autograph=False)
+    try:
+        plain.get_concrete_function()
+    except Exception:  # needs AutoGraph; a genuine error surfaces again on the converted trace
+        return tf.function(preprocess, input_signature=signature)
+    return plain
 
 
 def weights_sha256(model: Any) -> str:
@@ -120,6 +138,7 @@ def write_formats(model: Any, staging: Path, formats: Sequence[str], preprocess:
     import tensorflow as tf
 
     check_export_formats(formats)
+    preprocess = preprocessor_function(preprocess)
     written: dict[str, Any] = {}
     images = tf.TensorSpec([None], tf.string, name="images")
     tensor = tf.TensorSpec(input_spec.shape, input_spec.dtype, name="image")

@@ -19,7 +19,9 @@ import numpy as np
 
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, StageError, StorageError
 from brevetti_pipe.run._images import IMAGE_SUFFIXES, batch_preprocessor, encode_input, find_image_stage
-from brevetti_pipe.run.export import FORMAT_FILES, check_export_formats, file_digests, metadata_digests, weights_sha256
+from brevetti_pipe.run.export import (
+    FORMAT_FILES, check_export_formats, file_digests, metadata_digests, preprocessor_function, weights_sha256,
+)
 from brevetti_pipe.storage import IoTools, is_local, listed_url
 
 __all__ = ["FORMATS", "LoadedModel", "load_model", "safe_extract"]
@@ -217,15 +219,12 @@ class LoadedModel:
 
     def _preprocessor(self) -> Any:
         if self._pre is None:
-            import tensorflow as tf
-
             if self._stage is None:
                 raise StageError("The archive records no image_pipeline stage; preprocess the images yourself "
                                  "and call predict_preprocessed()")
             spec = self.input_spec
             shape = tuple(spec.get("shape") or [None, None, None, None])[1:]
-            fn = batch_preprocessor(self._stage, shape, spec.get("dtype") or "float32")
-            self._pre = tf.function(fn, input_signature=[tf.TensorSpec([None], tf.string)])
+            self._pre = preprocessor_function(batch_preprocessor(self._stage, shape, spec.get("dtype") or "float32"))
         return self._pre
 
     def preprocess(self, images: Sequence[bytes]) -> np.ndarray:

@@ -12,6 +12,7 @@ from brevetti_pipe import ExportError, Job, load_model
 from brevetti_pipe.errors import ConfigError
 from brevetti_pipe.recipes.vials_classification import VialsClassificationSettings
 from brevetti_pipe.run.recipe import recipe
+from brevetti_pipe.stages import Stage
 from tests.deploy.conftest import QUIET
 
 CALLS: list[str] = []
@@ -97,3 +98,26 @@ def test_an_export_error_after_training_keeps_the_model_locally(tmp_path, tiny_v
     assert "The trained model is kept at" in out["error"]
     with load_model(out["kept_model"], format="keras") as kept:
         assert kept.metadata["job_id"] == "badop"
+
+
+class _InvertAfterLoading(Stage, name="deploy_invert_after_loading"):
+    """A pixel stage after the image_pipeline: training and evaluation see inverted images, while the
+    archive's preprocessing (the image_pipeline stage alone) would feed the deployed model plain ones."""
+
+    def __call__(self, x, seed=None):  # noqa: ANN001, ANN204
+        return {**x, "img": 1.0 - x["img"]}
+
+
+def test_parity_compares_the_deployable_path_with_the_evaluated_model(tmp_path, tiny_vials):
+    job = Job.init(job_id="inv", overrides=_overrides(
+        tmp_path, tiny_vials, "settings.epochs=1", "settings.batch_size=8", "settings.filters=2",
+        "+pipeline.invert={type:deploy_invert_after_loading}", "export.formats=[keras]"))
+    with pytest.raises(ExportError) as info:
+        job.start()
+    assert str(info.value).startswith("Export parity failed for keras: max_abs_diff"), str(info.value)
+    artifacts = tmp_path / "jobs" / "inv" / "artifacts"
+    out = json.loads((artifacts / "output.json").read_text())
+    assert "devel_accuracy" in out["metrics"], "the model was trained and evaluated on devel"
+    figures = out["export"]["keras"]
+    assert figures["samples"] > 0 and figures["max_abs_diff"] > 1e-4, figures
+    assert out["kept_model"] == "model.unverified.tar.gz" and (artifacts / "model.unverified.tar.gz").exists()
