@@ -58,17 +58,26 @@ class FacetsReport(JobCallback, name="facets"):
         build_facets(gen, job.artifact_path("facets"), count=self.params.count, io=job.io.best_effort())
 
 
+#: the shortest pause in seconds between two live rewrites of the report after epochs
+LIVE_PAUSE = 2.0
+
+
 class HtmlReport(JobCallback, name="report"):
-    """Writes artifacts/report.html at the start of the job, after every epoch (reload to follow a
-    running job) and at its end (runs last then), from the artifacts and what the job knows."""
+    """Writes artifacts/report.html at the start of the job, after epochs (reload to follow a running
+    job: at most one rewrite per :data:`LIVE_PAUSE` seconds, or ten times the last rewrite's time,
+    and always after the training's last epoch) and at its end (runs last then), from the artifacts
+    and what the job knows."""
 
     class Params(StrictModel):
         file: str = Field("report.html", description="Report file name in the artifacts")
         gallery: int = Field(12, ge=0, le=200, description="Samples per gallery group (misclassified, least confident)")
         thumbnail_size: int = Field(96, ge=16, le=512, description="Gallery thumbnail edge in pixels (shown 1:1)")
-        live: bool = Field(True, description="Rewrite the report at the start and after every epoch")
+        live: bool = Field(True, description="Rewrite the report at the start and after epochs (and at the end)")
 
     _live_failed = False
+    #: when the report was last written and the shortest pause before an epoch rewrites it again
+    _written_at = float("-inf")
+    _pause = 0.0
 
     def _write(self, job: JobView, extras: dict[str, Any]) -> None:
         from brevetti_pipe.reporting._report import write_report
@@ -79,7 +88,11 @@ class HtmlReport(JobCallback, name="report"):
         io = job.io.best_effort()  # the report can be rebuilt later: a store that is down costs one backoff
         started = time.perf_counter()
         write_report(job.artifacts_url, io, extras, self.params.file)  # type: ignore[arg-type]
-        log.debug("report.html rewritten in %.0f ms", 1000 * (time.perf_counter() - started))
+        self._written_at = time.perf_counter()
+        took = self._written_at - started
+        # live rewrites take at most ~1/10 of the training time: short epochs are batched up
+        self._pause = max(LIVE_PAUSE, 10 * took)
+        log.debug("report.html rewritten in %.0f ms", 1000 * took)
 
     def _live(self, job: JobView, extras: dict[str, Any]) -> None:
         if not self.params.live or self._live_failed:
@@ -94,7 +107,13 @@ class HtmlReport(JobCallback, name="report"):
         self._live_failed = False
         self._live(job, {})
 
-    def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
+    def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], epochs: int | None = None,
+                     **kwargs: Any) -> None:
+        """Rewrite the report with this epoch, unless it was rewritten moments ago (the training's last
+        epoch, when ``epochs`` tells it, is always written)."""
+        last = epochs is not None and epoch >= epochs
+        if not last and time.perf_counter() - self._written_at < self._pause:
+            return
         # the progress callback may write this epoch after us: hand it over directly
         self._live(job, {"epoch": {"epoch": epoch, **metrics}})
 

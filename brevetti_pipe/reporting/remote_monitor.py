@@ -15,7 +15,7 @@ __all__ = ["make_remote_monitor", "ProgressSink", "RemoteMonitor"]
 class ProgressSink(Protocol):
     """Where finished epochs go (the job's ``report_progress``) and the trained model (``remember_model``)."""
 
-    def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None: ...
+    def report_progress(self, epoch: int, metrics: Mapping[str, Any], *, epochs: int | None = None) -> None: ...
 
     def remember_model(self, model: Any) -> None: ...
 
@@ -37,7 +37,10 @@ class RemoteMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {progress_name(k): v for k, v in (logs or {}).items()}
-        self.job.report_progress(epoch + 1 if self._in_fit else epoch, metrics)
+        if self._in_fit:
+            self.job.report_progress(epoch + 1, metrics, epochs=(self.params or {}).get("epochs"))
+        else:
+            self.job.report_progress(epoch, metrics)
 
     def _mark(self, name: str) -> None:
         mark = getattr(self.job, "mark_phase", None)  # output.json timings: where training starts and ends

@@ -62,13 +62,14 @@ class JobReporting:
         state = cast(Any, self).__dict__
         return cast("list[dict[str, Any]]", state.setdefault("_progress_history", []))
 
-    def report_progress(self, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Report the metrics of a finished epoch to the progress callbacks."""
+    def report_progress(self, epoch: int, metrics: Mapping[str, Any], *, epochs: int | None = None) -> None:
+        """Report the metrics of a finished epoch to the progress callbacks (``epochs``: the training's
+        planned epochs when known, so callbacks that batch their work up know the last one)."""
         values = _output.epoch_values(metrics)
         history = self.progress_history
         history[:] = [r for r in history if r["epoch"] < int(epoch)]  # an epoch run again replaces its record
         history.append({"epoch": int(epoch), **values})
-        self.callbacks.on_epoch_end(job=self._state.view, epoch=int(epoch), metrics=values)
+        self.callbacks.on_epoch_end(job=self._state.view, epoch=int(epoch), metrics=values, epochs=epochs)
 
     def resume_progress(self, epoch: int, records: Sequence[Mapping[str, Any]]) -> None:
         """Training resumes after ``epoch``: ``records`` (``{"epoch": n, ...metrics}``, from the checkpoint)

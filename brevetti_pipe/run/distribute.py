@@ -72,7 +72,7 @@ def fit_distributed(
             total_count += float(count)
         metrics = {"train_loss": total_loss / steps_per_epoch, "train_accuracy": total_correct / max(total_count, 1.0)}
         history.append(metrics)
-        job.report_progress(epoch + 1, metrics)
+        job.report_progress(epoch + 1, metrics, epochs=epochs)
         hooks.on_epoch_end(epoch, {"loss": metrics["train_loss"], "accuracy": metrics["train_accuracy"]})
         if model.stop_training:
             break
