@@ -39,6 +39,7 @@ _MISSING_RE = re.compile(r"Could not find '([^']+)'")
 _OPTIONS_RE = re.compile(r"Available options in '([^']+)':\s*\n((?:\s*\S+\s*\n?)+)")
 _FULL_KEY_RE = re.compile(r"full_key: (\S+)")
 _COULD_NOT_RE = re.compile(r"Could not (?:override|append to config\.?) '([^']+)'")
+_GROUP_ENTRIES_RE = re.compile(r"Did you mean to override one of ([^?\n]+)\?")
 
 
 def translate_hydra_error(exc: BaseException, keys_at: Callable[[str], list[str]] | None = None) -> ConfigError:
@@ -74,6 +75,15 @@ def translate_hydra_error(exc: BaseException, keys_at: Callable[[str], list[str]
             )
         return ConfigError(f"Config '{wanted}' not found.{' Available: ' + ', '.join(options) if options else ''}")
     full_key = _FULL_KEY_RE.search(text) or _COULD_NOT_RE.search(text)
+    entries = _GROUP_ENTRIES_RE.search(text)
+    if full_key and entries:  # e.g. callbacks=[report]: a group chosen by several defaults-list entries
+        key, names = full_key.group(1), [e.strip() for e in entries.group(1).split(",")]
+        example = names[0].split("@", 1)[-1]
+        return ConfigError(
+            f"'{key}' cannot be set as a whole: it is made of the defaults-list entries {', '.join(names)}. "
+            f"Received: {key}=... Set a value inside one ({example}.PARAM=VALUE), remove one (~{names[0]}) "
+            f"or add one (+{key}@{key}.NAME=NAME)."
+        )
     if full_key and ("not in struct" in text or "Could not override" in text or "Could not append" in text):
         key = full_key.group(1)
         parent, _, leaf = key.rpartition(".")

@@ -118,3 +118,14 @@ def test_model_field_missing_from_the_config_offers_plus(key):
 def test_unknown_component_parameter_lists_the_component_keys():
     with pytest.raises(ConfigError, match=r"Unknown key 'pipeline\.image\.foo'\. Allowed keys here: type, target_size"):
         compose(["recipe=vials_classification", "pipeline.image.foo=1"])
+
+
+def test_a_group_made_of_several_entries_set_as_a_whole_says_how_to_change_it():
+    # Hydra's "Did you mean to override one of ..." became "Unknown key 'callbacks'. Did you mean 'callbacks'?"
+    with pytest.raises(ConfigError) as caught:
+        compose(["callbacks=[report]"])
+    message = str(caught.value)
+    assert "\n" not in message and "Unknown key" not in message
+    assert message.startswith("'callbacks' cannot be set as a whole")
+    assert "callbacks@callbacks.report" in message and "~callbacks@callbacks." in message
+    compose(["~callbacks@callbacks.facets", "+callbacks@callbacks.tensorboard=tensorboard"])  # the ways it names work
