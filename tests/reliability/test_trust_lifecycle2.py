@@ -19,6 +19,7 @@ from brevetti_pipe import ConfigError, Job, StorageError
 from brevetti_pipe.errors import JobLockedError
 from tests.conftest import TINY_ARGS
 from tests.reliability.test_trust_lifecycle import _child as _twin_child
+from tests.reliability.test_trust_lifecycle import _failing, _s3_overrides
 from tests.servers import FaultProxy
 
 
@@ -31,10 +32,6 @@ class NoModelJob(Job):
 def keep_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
     return tmp_path / "home-cache" / "brevetti-pipe" / "kept"
-
-
-def _s3_overrides(endpoint: str) -> list[str]:
-    return ["platform.root=s3://bucket/p", f"+platform.storage_options.endpoint_url={endpoint}", "platform.retry_seconds=1"]
 
 
 # -- a failed write after training never loses the trained model ---------------------------------
@@ -54,7 +51,7 @@ def test_store_failing_at_the_end_of_training_keeps_the_model_and_a_rerun_upload
                 return monitor
 
         overrides = [*TINY_ARGS, "settings.epochs=2", f"datasets.vials.url={tiny_vials}", *_s3_overrides(proxy.endpoint)]
-        job = StoreDiesAfterFit.init(job_id="ep1", overrides=overrides)
+        job = _failing(StoreDiesAfterFit.init(job_id="ep1", overrides=overrides))
         with pytest.raises(StorageError) as err:
             job.start()
         message = str(err.value)
@@ -85,7 +82,7 @@ def test_output_json_failing_from_the_run_step_on_still_uploads_the_model(s3, ke
 
         caplog.set_level(logging.WARNING, logger="brevetti_pipe")
         with pytest.raises(StorageError, match="The final output.json is kept at"):
-            Trains.init(job_id="ojs", overrides=_s3_overrides(proxy.endpoint)).start()
+            _failing(Trains.init(job_id="ojs", overrides=_s3_overrides(proxy.endpoint))).start()
     assert caplog.text.count("Could not update output.json") == 1
     with tarfile.open(fileobj=s3.fs().open("bucket/p/jobs/ojs/artifacts/model.tar.gz")) as tar:
         assert tar.extractfile("trained/weights.bin").read() == b"trained weights"
