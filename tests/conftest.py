@@ -69,22 +69,36 @@ def read_output(job_dir: Path) -> dict:
     return json.loads((job_dir / "artifacts" / "output.json").read_text())
 
 
+#: Export the Keras file only: the SavedModel and its parity check (seconds per job) are the deploy tests' subject.
+KERAS_ONLY = "export.formats=[keras]"
+
 TINY_ARGS = (
     "recipe=vials_classification",
     "settings.epochs=1",
     "settings.batch_size=8",
     "pipeline.image.target_size=[32,32]",
+    KERAS_ONLY,
 )
 
 
-@pytest.fixture()
-def s3():
-    from tests.servers import s3_server
-
+@pytest.fixture(scope="session")
+def _moto_endpoint():
+    """One moto S3 server for the session (starting one costs about a second); each test empties it."""
     import logging
 
+    from tests.servers import moto_server
+
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with s3_server() as store:
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture()
+def s3(_moto_endpoint):
+    """An empty S3 store with a bucket ``bucket`` (the session's moto server, reset for this test)."""
+    from tests.servers import s3_store
+
+    with s3_store(_moto_endpoint) as store:
         store.fs().mkdir("bucket")
         yield store
 

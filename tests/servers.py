@@ -64,22 +64,41 @@ S3_ENV = {
 
 @contextlib.contextmanager
 def s3_server() -> Iterator[Store]:
-    """moto's S3 server in a thread (in-process ``mock_aws`` does not work with s3fs)."""
+    """moto's S3 server in a thread (in-process ``mock_aws`` does not work with s3fs), started empty."""
+    with moto_server() as endpoint, s3_store(endpoint) as store:
+        yield store
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A running moto server; yields its endpoint. Start it once and hand out stores with :func:`s3_store`."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    import urllib.request
-
     try:
-        # moto keeps its backends per process: start every server empty
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
-        with _patched_env(S3_ENV):
-            yield Store("s3", endpoint, dict(S3_ENV), {"endpoint_url": endpoint})
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def s3_store(endpoint: str) -> Iterator[Store]:
+    """The moto server at ``endpoint`` emptied, as a store with the S3 env set for the block.
+
+    Filesystems cached by fsspec for an earlier store on the same endpoint are dropped, so nothing
+    (a directory listing) outlives the objects it describes.
+    """
+    import urllib.request
+
+    import fsspec
+
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    # moto keeps its backends per process: every store starts empty
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+    with _patched_env(S3_ENV):
+        yield Store("s3", endpoint, dict(S3_ENV), {"endpoint_url": endpoint})
 
 
 class _BacklogHTTPServer(http_server.HTTPServer):

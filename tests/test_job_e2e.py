@@ -8,7 +8,7 @@ import tarfile
 
 import pandas as pd
 
-from tests.conftest import TINY_ARGS, only_job_dir, read_output, run_cli
+from tests.conftest import KERAS_ONLY, TINY_ARGS, only_job_dir, read_output, run_cli
 
 OUTPUT_KEYS = {"job", "status", "settings", "metrics", "model_path", "environment", "error"}
 
@@ -67,7 +67,7 @@ def test_user_config_dir_with_own_dataset_and_experiment(tmp_path, tiny_vials):
     root = tmp_path / "p"
     proc = run_cli(
         "--config-dir", str(user), "recipe=vials_classification", "datasets=parts", "+experiment=short",
-        f"platform.root={root}", cwd=tmp_path,
+        f"platform.root={root}", KERAS_ONLY, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     job_dir = only_job_dir(root)

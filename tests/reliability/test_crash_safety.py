@@ -12,11 +12,11 @@ import time
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import KERAS_ONLY, run_cli
 
 SLOW_ARGS = (
     "recipe=vials_classification", "settings.epochs=6", "settings.batch_size=1",
-    "pipeline.image.target_size=[96,96]", "job.id=crashy",
+    "pipeline.image.target_size=[96,96]", "job.id=crashy", KERAS_ONLY,
 )
 
 

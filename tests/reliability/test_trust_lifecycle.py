@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from brevetti_pipe import ConfigError, Job, StorageError
+from brevetti_pipe._util.retry import RetryPolicy
 from brevetti_pipe.errors import JobLockedError
 from tests.servers import FaultProxy
 
@@ -52,13 +54,25 @@ def small_disk(tmp_path):
 
 
 def _s3_overrides(endpoint: str) -> list[str]:
-    return ["platform.root=s3://bucket/p", f"+platform.storage_options.endpoint_url={endpoint}", "platform.retry_seconds=1"]
+    return ["platform.root=s3://bucket/p", f"+platform.storage_options.endpoint_url={endpoint}"]
+
+
+JobT = TypeVar("JobT", bound=Job)
+
+#: The job's storage policy while a write is failed on purpose: a failing call gives up after two single
+#: requests (no wall-clock race), while a healthy call keeps a budget no loaded machine runs out of.
+GIVE_UP_FAST = RetryPolicy(total_seconds=60, attempts=2, store_retries=False)
+
+
+def _failing(job: JobT) -> JobT:
+    job.io.retry = GIVE_UP_FAST
+    return job
 
 
 # -- a failed final write never deletes the trained model ---------------------------------------
 def test_500_on_model_put_keeps_the_model_and_a_rerun_uploads_it(s3, keep_dir, caplog):
     with FaultProxy(s3.endpoint, 0.0, fail_put_key="jobs/j500/artifacts/model.tar.gz") as proxy:
-        job = ModelJob.init(job_id="j500", overrides=_s3_overrides(proxy.endpoint))
+        job = _failing(ModelJob.init(job_id="j500", overrides=_s3_overrides(proxy.endpoint)))
         with pytest.raises(StorageError, match="The trained model is kept at .*rerun job.id=j500 to upload it") as err:
             job.start()
         kept = Path(job.kept_model)
@@ -112,7 +126,7 @@ def test_unwritable_output_json_ends_with_clear_error_and_no_running_status(s3, 
                 proxy.fail_put_key = "jobs/jout/artifacts/output.json"  # from now on
                 return None
 
-        job = BreaksOutput.init(job_id="jout", overrides=_s3_overrides(proxy.endpoint))
+        job = _failing(BreaksOutput.init(job_id="jout", overrides=_s3_overrides(proxy.endpoint)))
         start = time.monotonic()
         with pytest.raises(StorageError) as err:
             job.start()

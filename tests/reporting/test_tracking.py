@@ -24,7 +24,7 @@ def tracked(tmp_path_factory, tiny_vials):
         "pipeline.image.target_size=[32,32]", f"platform.root={root}", f"datasets.vials.url={tiny_vials}",
         f"+datasets.vials.storage_options={{token: {SECRET}}}",
         "+callbacks@callbacks.tensorboard=tensorboard", "callbacks.tensorboard.images=6",
-        "callbacks.tensorboard.image_size=16", "+callbacks@callbacks.mlflow=mlflow",
+        "callbacks.tensorboard.image_size=16", "+callbacks@callbacks.mlflow=mlflow", "export.formats=[keras]",
     ])
     job.start()
     return root / "jobs" / job.id / "artifacts", root, job

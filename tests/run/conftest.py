@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import KERAS_ONLY
+
 #: no report, facets or pivot: these tests look at training and evaluation only
 QUIET = ("~callbacks.report", "~callbacks.facets", "~callbacks.pivot")
 
@@ -14,7 +16,7 @@ QUIET = ("~callbacks.report", "~callbacks.facets", "~callbacks.pivot")
 CLS_ARGS = (
     "recipe=vials_classification", "settings.epochs=2", "settings.batch_size=8", "settings.filters=4",
     "pipeline.image.target_size=[16,16]",
-    "split.fractions.train=0.6", "split.fractions.devel=0.2", "split.fractions.test=0.2", *QUIET,
+    "split.fractions.train=0.6", "split.fractions.devel=0.2", "split.fractions.test=0.2", KERAS_ONLY, *QUIET,
 )
 
 
@@ -22,7 +24,7 @@ def seg_args(data: Path) -> tuple[str, ...]:
     """A 16x16 U-Net with 2 filters, 1 epoch, on ``data``; devel and test purposes."""
     return ("recipe=vials_segmentation", "settings.epochs=1", "settings.batch_size=4", "settings.filters=2",
             "pipeline.image.target_size=[16,16]", f"datasets.vials_seg.url={data}",
-            "split.fractions.train=0.6", "split.fractions.devel=0.2", "split.fractions.test=0.2", *QUIET)
+            "split.fractions.train=0.6", "split.fractions.devel=0.2", "split.fractions.test=0.2", KERAS_ONLY, *QUIET)
 
 
 @pytest.fixture(scope="session")

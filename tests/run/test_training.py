@@ -22,13 +22,20 @@ def _progress(job: Job) -> list[dict]:
     return [json.loads(line) for line in Path(job.artifact_path("progress.jsonl")).read_text().splitlines()]
 
 
-def test_early_stopping_stops_early_on_our_metric_name(tmp_path, tiny_vials):
+def test_early_stopping_stops_early_and_csv_logger_writes_on_our_metric_names(tmp_path, tiny_vials):
     # min_delta 10: no epoch after the first improves devel_loss, so patience 1 stops after epoch 2
     job = _job(tmp_path, tiny_vials, "settings.epochs=5", "+training.callbacks.early_stopping.monitor=devel_loss",
-               "+training.callbacks.early_stopping.patience=1", "+training.callbacks.early_stopping.min_delta=10")
+               "+training.callbacks.early_stopping.patience=1", "+training.callbacks.early_stopping.min_delta=10",
+               "+training.callbacks.csv_logger.filename=log.csv")
     job.start()
     assert [p["epoch"] for p in _progress(job)] == [1, 2]
     assert job.status == "completed" and "devel_accuracy" in job.metrics
+    lines = Path(job.artifact_path("log.csv")).read_text().splitlines()
+    assert lines[0].split(",")[:1] == ["epoch"] and {"train_loss", "devel_loss"} <= set(lines[0].split(","))
+    assert len(lines) == 3
+    assert not [c for c in lines[0].split(",") if c.startswith("val_")], lines[0]  # no always-NA duplicates
+    assert "NA" not in lines[1].split(",")
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]  # as progress.jsonl counts
 
 
 def test_a_training_callback_is_removed_with_tilde_and_a_bad_one_is_named(tmp_path, tiny_vials):
@@ -66,17 +73,6 @@ def test_model_checkpoint_restores_the_best_epochs_weights(tmp_path, tiny_vials)
     assert len(seen) == 4 and best != 3, seen
     assert weights_sha256(model) == seen[best][1]
     assert weights_sha256(model) != seen[-1][1]
-
-
-def test_csv_logger_writes_our_metric_names_into_the_artifacts(tmp_path, tiny_vials):
-    job = _job(tmp_path, tiny_vials, "+training.callbacks.csv_logger.filename=log.csv", "training.resume=false")
-    job.start()
-    lines = Path(job.artifact_path("log.csv")).read_text().splitlines()
-    assert lines[0].split(",")[:1] == ["epoch"] and {"train_loss", "devel_loss"} <= set(lines[0].split(","))
-    assert len(lines) == 3
-    assert not [c for c in lines[0].split(",") if c.startswith("val_")], lines[0]  # no always-NA duplicates
-    assert "NA" not in lines[1].split(",")
-    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]  # as progress.jsonl counts
 
 
 def test_mixed_precision_trains_on_cpu_with_float32_outputs(tmp_path, tiny_vials):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from brevetti_pipe.data import DataGenerator
-from tests.conftest import TINY_ARGS, only_job_dir, read_output, run_cli
+from tests.conftest import KERAS_ONLY, TINY_ARGS, only_job_dir, read_output, run_cli
 from tests.servers import free_port
 
 
@@ -37,7 +37,7 @@ def test_mirrored_strategy_trains(tmp_path, tiny_vials):
 
 
 SEG_ARGS = ("recipe=vials_segmentation", "settings.epochs=1", "settings.batch_size=4", "settings.filters=2",
-            "pipeline.image.target_size=[16,16]")
+            "pipeline.image.target_size=[16,16]", KERAS_ONLY)
 
 
 def test_multi_worker_trains_the_segmentation_recipe_unchanged(tmp_path, tiny_vials_seg):
