@@ -1,6 +1,6 @@
 """``python -m brevetti_pipe``: the same as the ``brevetti-pipe`` command."""
 
-from brevetti_pipe.cli import main
+from brevetti_pipe.cli import console
 
 if __name__ == "__main__":
-    main()
+    console()

@@ -25,7 +25,7 @@ from brevetti_pipe.config._overrides import guard_overrides, hydra_literal
 from brevetti_pipe._util.resources import config_dir
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe, did_you_mean
 
-__all__ = ["guard_overrides", "main", "translate_argv"]
+__all__ = ["console", "guard_overrides", "main", "translate_argv"]
 
 log = logging.getLogger("brevetti_pipe")
 
@@ -288,8 +288,15 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def console() -> None:
+    """``brevetti-pipe`` console script: :func:`main`, then a quick exit (see :mod:`brevetti_pipe._util.exit`)."""
+    from brevetti_pipe._util.exit import exit_after
+
+    exit_after(main)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point of ``brevetti-pipe``."""
+    """Entry point of ``brevetti-pipe`` (``argv``: the arguments, default ``sys.argv[1:]``)."""
     _MAIN_STARTED[:] = [time.time()]
     args = list(sys.argv[1:] if argv is None else argv)
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -226,5 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console() -> None:
-    """``brevetti-pipe-predict`` console script."""
-    sys.exit(main())
+    """``brevetti-pipe-predict`` console script (a quick exit: see :mod:`brevetti_pipe._util.exit`)."""
+    from brevetti_pipe._util.exit import exit_after
+
+    exit_after(main)
