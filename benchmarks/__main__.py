@@ -129,7 +129,8 @@ def main() -> None:
     if not args.skip_scale:
         from benchmarks.scale import scale_section
 
-        steps.append(("scale", scale_section))
+        # --skip-remote also leaves out the scale section's S3 listings (moto on loopback)
+        steps.append(("scale", (lambda: scale_section(s3_sizes=())) if args.skip_remote else scale_section))
     steps.append(("input pipeline", lambda: pipelines_section(args, data, formats)))
     if not args.skip_jobs:
         from benchmarks.train_step import train_step_section
