@@ -123,7 +123,8 @@ def _labels(rows: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndar
     return keep, np.array([labels[i] for i in keep], dtype=np.int64)
 
 
-def _evaluated(job: ExportSource, rows: pd.DataFrame | None, output_shape: tuple[Any, ...]) -> np.ndarray | None:
+def _evaluated(job: ExportSource, rows: pd.DataFrame | None, output_shape: tuple[Any, ...],
+               digest: str) -> np.ndarray | None:
     """The devel evaluation's outputs for ``rows``, in their order, when it predicted every one of them
     (same path and etag) with the model being exported; else None.
 
@@ -132,6 +133,8 @@ def _evaluated(job: ExportSource, rows: pd.DataFrame | None, output_shape: tuple
     export's preprocessing, the written format as loaded."""
     found = job.evaluations.get("devel")
     if rows is None or not len(rows) or found is None or found.probabilities is None or "path" not in rows.columns:
+        return None
+    if found.weights_sha256 != digest:  # evaluated before more training (or another model): not this model's outputs
         return None
     probabilities = np.asarray(found.probabilities)
     evaluated = found.samples
@@ -174,7 +177,8 @@ def _failure(fmt: str, figures: dict[str, Any], tolerance: float) -> str | None:
     return None
 
 
-def _operating_point(job: ExportSource, classes: list[str], own: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any] | None:
+def _operating_point(job: ExportSource, classes: list[str], own: dict[str, tuple[np.ndarray, np.ndarray]],
+                     evaluations: dict[str, Any]) -> dict[str, Any] | None:
     """The threshold chosen on devel, its devel and test rates; writes charts/operating_point.json."""
     config = job.config.evaluation.operating_point
     if config is None:
@@ -182,7 +186,7 @@ def _operating_point(job: ExportSource, classes: list[str], own: dict[str, tuple
     column = accept_index(classes, config.accept_class)
 
     def scores(purpose: str) -> tuple[np.ndarray, np.ndarray] | None:
-        found = job.evaluations.get(purpose)
+        found = evaluations.get(purpose)
         if found is not None and found.probabilities is not None and found.y_true is not None:
             return np.asarray(found.probabilities)[:, column], np.asarray(found.y_true) == column
         if purpose in own:
@@ -252,8 +256,11 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
 
     # one pass of the trained model over the devel (and, for the operating point, test) image bytes
     need_op = task == "classification" and job.config.evaluation.operating_point is not None
-    own_devel = need_op and "devel" not in job.evaluations
-    own_test = need_op and "test" not in job.evaluations
+    digest = weights_sha256(model)
+    # evaluations of this very model (one made before more training predicts for other weights)
+    current = {p: e for p, e in job.evaluations.items() if e.weights_sha256 == digest}
+    own_devel = need_op and "devel" not in current
+    own_test = need_op and "test" not in current
     parity_rows = _rows(job.samples, "devel", export.parity_samples)
     devel_rows = _rows(job.samples, "devel", None) if own_devel else parity_rows
     test_rows = _rows(job.samples, "test", None) if own_test else None
@@ -271,7 +278,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
 
     # the parity reference: the evaluation's own devel outputs when it has them (no second pass),
     # else one pass of the trained model over the devel bytes through the export's preprocessing
-    evaluated = None if own_devel else _evaluated(job, parity_rows, tuple(model.outputs[0].shape))
+    evaluated = None if own_devel else _evaluated(job, parity_rows, tuple(model.outputs[0].shape), digest)
     if evaluated is not None:
         devel_bytes, devel_out = _read(job.io, list(parity_rows["path"])), evaluated  # type: ignore[index]
     else:
@@ -284,7 +291,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
     if own_test and test_rows is not None and len(test_rows):
         keep, y = _labels(test_rows, classes)
         own["test"] = (predict(test_rows.iloc[keep])[1], y)
-    operating_point = _operating_point(job, classes, own) if need_op else None
+    operating_point = _operating_point(job, classes, own, current) if need_op else None
 
     written = write_formats(model, staging, formats, preprocess, tf.TensorSpec(shape, dtype))
     meta = {
@@ -299,7 +306,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
         "output": {"shape": list(model.outputs[0].shape), "dtype": str(tf.as_dtype(model.outputs[0].dtype).name),
                    "meaning": "per-pixel class probabilities" if task == "segmentation" else "class probabilities"},
         "formats": written, "operating_point": operating_point,
-        "packages": environment()["packages"], "weights_sha256": weights_sha256(model),
+        "packages": environment()["packages"], "weights_sha256": digest,
         "files": file_digests(staging),
     }
     meta["metadata_sha256"] = metadata_digests(_secrets.redact_obj(meta))  # as written: checked on load

@@ -38,6 +38,8 @@ class Evaluation:
         probabilities: (N, C) class probabilities (classification), else None.
         y_true: (N,) true class indices (classification), else None.
         extra: task-specific arrays (e.g. per-sample IoU for segmentation).
+        weights_sha256: the evaluated model's weights digest (:func:`~brevetti_pipe.run.export.weights_sha256`),
+            so a later step knows whether these predictions are the current model's.
     """
 
     purpose: str
@@ -46,6 +48,7 @@ class Evaluation:
     probabilities: np.ndarray | None = None
     y_true: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str | None = None
 
 
 # -- metrics (NumPy only) ------------------------------------------------------------------
@@ -213,7 +216,10 @@ def evaluate(job: Any, model: Any, purpose: str, *, task: str, structure: tuple[
     else:
         y_true = _labels(target, pred)
         metrics, matrix = classification_metrics(y_true, pred, classes, purpose)
-        evaluation = Evaluation(purpose, metrics, rows, probabilities=pred, y_true=y_true)
+        from brevetti_pipe.run.export import weights_sha256
+
+        evaluation = Evaluation(purpose, metrics, rows, probabilities=pred, y_true=y_true,
+                                weights_sha256=weights_sha256(model))
         table = ids.assign(true_class=[classes[i] for i in y_true], predicted_class=[classes[i] for i in pred.argmax(1)],
                            confidence=pred.max(axis=1), **{f"p_{c}": pred[:, i] for i, c in enumerate(classes)})
     job.add_output_metrics(metrics)
