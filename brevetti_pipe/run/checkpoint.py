@@ -36,6 +36,8 @@ CHECKPOINT_DIR = "checkpoint"
 _STATE = "state.json"
 #: training options that may change between a run and its resumption
 _FREE = ("epochs", "verbose", "resume", "callbacks")
+#: data options that change speed and memory, never the tensors (every cache mode is bit-identical)
+_DATA_FREE = ("cache", "cache_max_bytes", "num_parallel_calls", "prefetch")
 
 
 def config_fingerprint(config: Any) -> str:
@@ -45,6 +47,7 @@ def config_fingerprint(config: Any) -> str:
     doc.pop("callbacks", None)
     doc["job"] = {"seed": doc.get("job", {}).get("seed")}
     doc["training"] = {k: v for k, v in doc.get("training", {}).items() if k not in _FREE}
+    doc["data"] = {k: v for k, v in doc.get("data", {}).items() if k not in _DATA_FREE}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

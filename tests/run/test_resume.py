@@ -151,3 +151,19 @@ def test_a_training_stopped_early_then_killed_resumes_to_its_best_weights_withou
     assert weights_sha256(rerun) == weights_sha256(first)
     assert counting.seen == 2
     assert "callbacks[1] (Callback) has no get_state()/set_state(): its state restarts at epoch 3" in caplog.text
+
+
+def test_speed_and_memory_options_keep_the_checkpoint_what_decides_the_weights_does_not():
+    from brevetti_pipe.config import compose, resolve_config
+    from brevetti_pipe.run.checkpoint import config_fingerprint
+
+    def fingerprint(*overrides: str) -> str:
+        return config_fingerprint(resolve_config(*compose(["recipe=vials_classification", *overrides])))
+
+    base = fingerprint()
+    # a job killed for memory under data.cache=auto is rerun with the cache off: it must resume, not restart
+    for same in ("data.cache=false", "data.cache=true", "data.cache_max_bytes=2147483648", "data.num_parallel_calls=2",
+                 "data.prefetch=1", "training.epochs=20"):
+        assert fingerprint(same) == base, same
+    for other in ("job.seed=7", "settings.learning_rate=0.1", "pipeline.image.target_size=[32,32]"):
+        assert fingerprint(other) != base, other
