@@ -53,3 +53,18 @@ def test_the_quick_exit_keeps_the_exit_code_buffered_output_atexit_handlers_and_
     assert marker.read_text() == "atexit ran"
     output = json.loads((step_dir / str(fail) / "jobs" / "exit" / "artifacts" / "output.json").read_text())
     assert output["status"] == ("failed" if fail else "completed")
+
+
+def test_output_that_cannot_be_written_is_an_error_not_a_success(tmp_path):
+    # stdout on a full disk: the quick exit must not turn a lost output into exit code 0
+    import os
+    import subprocess
+    import sys
+
+    script = ("import tensorflow, sys\nfrom brevetti_pipe._util.exit import exit_after\n"
+              "exit_after(lambda: print('x' * 100))\n")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-c", script], stdout=full, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": ""}, timeout=120)
+    assert proc.returncode == 120, proc.stderr
+    assert "could not write the output" in proc.stderr

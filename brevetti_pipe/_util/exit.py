@@ -52,6 +52,12 @@ def _leave(code: int) -> NoReturn:
         try:
             if stream is not None:
                 stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing left to flush
+        except (BrokenPipeError, ValueError):  # the reader left, or a closed stream: nothing left to flush
             pass
+        except OSError as exc:  # e.g. a full disk under `> table.txt`: the output is lost, as Python says it
+            try:
+                os.write(2, f"brevetti-pipe: error: could not write the output: {exc}\n".encode())
+            except OSError:
+                pass
+            code = code or 120  # what CPython's own exit returns when flushing stdout fails
     os._exit(code)
