@@ -79,7 +79,7 @@ def list_inputs(inputs: Sequence[str], io: IoTools) -> tuple[list[str], dict[str
                 files = sorted(p for p in fs.find(path) if p.lower().endswith(IMAGE_SUFFIXES))
                 if not files:
                     missing[item] = "folder has no images (BMP, PNG, JPEG, GIF or TIFF)"
-                found.extend(listed_url(fs, p) for p in files)
+                found.extend(listed_url(fs, p, item) for p in files)
             elif fs.exists(path):
                 found.append(item)
             else:

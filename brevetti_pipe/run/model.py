@@ -86,7 +86,7 @@ def _folder_images(item: Any, io: IoTools) -> list[Any]:
         return [item]  # reading it reports the problem
     if not is_dir:
         return [item]
-    files = sorted(listed_url(fs, p) for p in fs.find(path) if p.lower().endswith(IMAGE_SUFFIXES))
+    files = sorted(listed_url(fs, p, source) for p in fs.find(path) if p.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise StorageError(f"The folder {source} has no images (expected BMP, PNG, JPEG, GIF or TIFF files)")
     return files

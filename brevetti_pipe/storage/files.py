@@ -53,11 +53,14 @@ def _protocol(fs: fsspec.AbstractFileSystem) -> str:
     return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
 
 
-def listed_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """The URL of a path ``fs`` listed: the path itself on local disk, else with the filesystem's
-    scheme, once (the http filesystem lists whole URLs already)."""
-    if _protocol(fs) in LOCAL_PROTOCOLS:
+def listed_url(fs: fsspec.AbstractFileSystem, path: str, like: str | None = None) -> str:
+    """The URL of a path ``fs`` listed: the path itself on local disk, the whole URL the http filesystem
+    lists, else the path with the scheme of ``like`` (the URL the user gave: ``s3a://`` stays ``s3a://``,
+    so the storage options configured for that scheme still apply), or the filesystem's own scheme."""
+    if _protocol(fs) in LOCAL_PROTOCOLS or path.startswith(("http://", "https://")):
         return path
+    if like and "://" in like:
+        return f"{like.split('://', 1)[0]}://{path.split('://', 1)[-1]}"
     return str(fs.unstrip_protocol(path))
 
 

@@ -59,3 +59,18 @@ def test_an_http_folder_given_to_predict_lists_its_image_urls_once_schemed(tiny_
         found, missing = list_inputs([f"{base}/{tiny_vials.name}/good/"], IoTools())
     assert not missing and len(found) == 10
     assert all(u.startswith(f"{base}/{tiny_vials.name}/good/good_") and u.count("://") == 1 for u in found), found[:2]
+
+
+def test_a_listed_file_keeps_the_scheme_the_user_gave():
+    # storage options are looked up by scheme: s3a:// turned into s3:// would read with no endpoint
+    import fsspec
+
+    from brevetti_pipe.storage import listed_url
+
+    s3 = fsspec.filesystem("s3", anon=True)  # no request is made: only the URL is built
+    assert listed_url(s3, "bucket/imgs/a.png", "s3a://bucket/imgs") == "s3a://bucket/imgs/a.png"
+    assert listed_url(s3, "bucket/imgs/a.png", "s3://bucket/imgs") == "s3://bucket/imgs/a.png"
+    assert listed_url(s3, "bucket/imgs/a.png") == "s3://bucket/imgs/a.png"
+    http = fsspec.filesystem("http")
+    assert listed_url(http, "http://h:1/x/a.png", "http://h:1/x") == "http://h:1/x/a.png"
+    assert listed_url(fsspec.filesystem("file"), "/data/a.png", "/data") == "/data/a.png"
