@@ -171,6 +171,14 @@ def get_image_samples(
         dns = " (the host name does not resolve: check the URL)" if unresolvable_host(exc) else ""
         raise DatasetError(f"Cannot list dataset '{ds.name}' at {redact(ds.url)}: {redact(str(exc))}{dns}") from None
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("http", "https") and "@" in ds.url.split("://", 1)[-1].split("/", 1)[0]:
+        # every listed URL would carry them into the samples table and so into every artifact made from it
+        raise DatasetError(
+            f"Dataset '{ds.name}' at {redact(ds.url)}: credentials in an http(s) dataset URL would be written "
+            "into every sample path (sample_identification.csv, predictions, reports); serve the dataset "
+            "without them (e.g. on a private network) or from a store that takes credentials from its "
+            "storage options (s3://, gs://)"
+        )
     root = root.rstrip("/")
     if root in listing:
         raise DatasetError(

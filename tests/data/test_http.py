@@ -74,3 +74,13 @@ def test_a_listed_file_keeps_the_scheme_the_user_gave():
     http = fsspec.filesystem("http")
     assert listed_url(http, "http://h:1/x/a.png", "http://h:1/x") == "http://h:1/x/a.png"
     assert listed_url(fsspec.filesystem("file"), "/data/a.png", "/data") == "/data/a.png"
+
+
+def test_credentials_in_an_http_dataset_url_are_refused_before_any_sample_path_carries_them(tiny_vials):
+    with http_folder_server(tiny_vials.parent) as base:
+        url = base.replace("://", "://reader:hunter2@", 1) + f"/{tiny_vials.name}/"
+        with pytest.raises(DatasetError) as caught:
+            get_image_samples(url, name="vials")
+    message = str(caught.value)
+    assert "hunter2" not in message and "\n" not in message
+    assert message.startswith("Dataset 'vials' at http://***@127.0.0.1") and "credentials" in message
