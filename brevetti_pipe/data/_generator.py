@@ -339,7 +339,18 @@ class DataGenerator:
         return needed
 
     def _split_prefix(self, stages: Sequence[Stage]) -> tuple[list[Stage], list[Stage]]:
-        cut = next((i for i, st in enumerate(stages) if getattr(st, "random", False)), len(stages))
+        """(the deterministic prefix, the rest). Under ``cache="auto"`` (the default, not a choice the
+        user made) a stage counts as deterministic only when it says so: ours, or a class that sets
+        ``random = False`` itself; a user's stage that draws numbers but never declared ``random``
+        would otherwise be cached with its first draws."""
+        def random(st: Stage) -> bool:
+            if getattr(st, "random", False):
+                return True
+            if self.cache != "auto" or type(st).__module__.startswith("brevetti_pipe."):
+                return False
+            return not any("random" in vars(c) for c in type(st).__mro__ if c.__name__ != "Stage")
+
+        cut = next((i for i, st in enumerate(stages) if random(st)), len(stages))
         return list(stages[:cut]), list(stages[cut:])
 
     def _cache_dir(self, prefix: Sequence[Stage]) -> str:

@@ -6,10 +6,11 @@ import hashlib
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from brevetti_pipe.data import DataGenerator, get_image_samples
-from brevetti_pipe.stages import ImageAugmenter, ImageNoise, ImagePipeline, OneHotEncoder, RandomTransformer
+from brevetti_pipe.stages import ImageAugmenter, ImageNoise, ImagePipeline, OneHotEncoder, RandomTransformer, Stage
 
 
 def _gen(samples, cache):
@@ -210,3 +211,23 @@ def test_auto_caches_segmentation_masks_bit_identically(tiny_vials_seg):
     auto = gen("auto")
     _assert_same(_elements(auto, 2 * len(auto)), _elements(gen(False), 2 * len(auto)))  # filled, then served
     assert set(auto._memory_cache[1].values) == {"img", "segmentation"}
+
+
+class _UndeclaredJitter(Stage):
+    """A user's stage that draws random numbers but never declared ``random = True``."""
+
+    name = "test_undeclared_jitter"
+
+    def __call__(self, x, seed=None):  # noqa: ANN001, ANN204
+        return {**x, "j": tf.random.stateless_uniform([], seed=tf.cast(seed, tf.int32))}
+
+
+def test_auto_does_not_cache_a_users_stage_that_did_not_say_it_is_deterministic(tiny_vials):
+    samples = get_image_samples(str(tiny_vials)).head(12)
+    draws = {}
+    for cache in (False, "auto"):
+        gen = DataGenerator(samples, batch_size=4, output_structure="j", cache=cache).map(
+            ImagePipeline(target_size=(8, 8))).map(_UndeclaredJitter())
+        draws[cache] = np.concatenate(list(gen.get_dataset_numpy()))
+    assert len(set(draws["auto"].tolist())) == 12, "each sample keeps its own draw, as uncached"
+    np.testing.assert_array_equal(draws["auto"], draws[False])
