@@ -573,6 +573,9 @@ class DataGenerator:
         options.deterministic = True
         # sharding across workers is explicit (``shard``), by sample and before decoding
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        if memory is not None:  # the cache's variables are state an iterator checkpoint need not hold: a
+            # restored iterator refills what it reads (the prefix is deterministic)
+            options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
         ds = ds.with_options(options)
         if pending is not None:
             pending.start()

@@ -231,3 +231,16 @@ def test_auto_does_not_cache_a_users_stage_that_did_not_say_it_is_deterministic(
         draws[cache] = np.concatenate(list(gen.get_dataset_numpy()))
     assert len(set(draws["auto"].tolist())) == 12, "each sample keeps its own draw, as uncached"
     np.testing.assert_array_equal(draws["auto"], draws[False])
+
+
+def test_an_iterator_over_the_memory_cache_can_be_checkpointed_and_restored(tiny_vials, tmp_path):
+    samples = get_image_samples(str(tiny_vials)).head(12)
+    gen = DataGenerator(samples, batch_size=4, output_structure="img", repeat=True, cache="auto").map(
+        ImagePipeline(target_size=(8, 8)))
+    it = iter(gen.get_dataset())
+    next(it)
+    path = tf.train.Checkpoint(it=it).save(str(tmp_path / "it"))  # raised "ResourceGather is stateful"
+    expected = [next(it).numpy() for _ in range(4)]
+    again = iter(gen.get_dataset())
+    tf.train.Checkpoint(it=again).restore(path)
+    np.testing.assert_array_equal(np.stack([next(again).numpy() for _ in range(4)]), np.stack(expected))
