@@ -40,10 +40,33 @@ def _release(ident: int) -> None:
         _held.pop(ident, None)
 
 
+def _cgroup_room(root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes left under the container's memory limit (cgroup v2 ``memory.max`` - ``memory.current``, or
+    v1 ``memory.limit_in_bytes`` - ``memory.usage_in_bytes``); None without a limit."""
+    for limit_file, usage_file in ((f"{root}/memory.max", f"{root}/memory.current"),
+                                   (f"{root}/memory/memory.limit_in_bytes", f"{root}/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file, encoding="ascii") as f:  # the kernel's own files, not a dataset path
+                limit = f.read().strip()
+            with open(usage_file, encoding="ascii") as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" (v2) or a huge number (v1): no limit
+            return max(int(limit) - usage, 0)
+    return None
+
+
 def available_memory() -> int | None:
     """Memory the process could still take without swapping: ``MemAvailable`` of ``/proc/meminfo``
-    (free plus reclaimable page cache, what psutil reports), else free pages from ``os.sysconf``;
-    None when neither says."""
+    (free plus reclaimable page cache, what psutil reports), else free pages from ``os.sysconf``,
+    and no more than is left under a container's memory limit (cgroup); None when nothing says."""
+    host = _host_available()
+    room = _cgroup_room()
+    return room if host is None else host if room is None else min(host, room)
+
+
+def _host_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as f:  # not a dataset path: the kernel's own table
             for line in f:

@@ -244,3 +244,22 @@ def test_an_iterator_over_the_memory_cache_can_be_checkpointed_and_restored(tiny
     again = iter(gen.get_dataset())
     tf.train.Checkpoint(it=again).restore(path)
     np.testing.assert_array_equal(np.stack([next(again).numpy() for _ in range(4)]), np.stack(expected))
+
+
+def test_the_auto_budget_sees_a_containers_memory_limit(tmp_path):
+    # a pod limited to 8 GiB on a large host: /proc/meminfo shows the host, the cgroup the limit
+    from brevetti_pipe.data._memory_cache import _cgroup_room
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{8 << 30}\n")
+    (v2 / "memory.current").write_text(f"{3 << 30}\n")
+    assert _cgroup_room(str(v2)) == 5 << 30
+    (v2 / "memory.max").write_text("max\n")
+    assert _cgroup_room(str(v2)) is None
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{2 << 30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{1 << 30}\n")
+    assert _cgroup_room(str(tmp_path / "v1")) == 1 << 30
+    assert _cgroup_room(str(tmp_path / "none")) is None
