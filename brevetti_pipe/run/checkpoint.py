@@ -96,7 +96,7 @@ class ResumeCheckpoint:
         self.fingerprint = config_fingerprint(job.config)
         self._previous: str | None = None
         self._callbacks: dict[str, Any] = {}  # name -> Keras callback, whose state is saved and restored
-        self._restored: dict[str, Any] = {}  # name -> {"type", "state"} read from the checkpoint
+        self._restored: dict[str, Any] = {}  # name -> {"type", "state", "settings"} read from the checkpoint
         self.stopped = False  # a callback had stopped the training the checkpoint holds
         self._unsaved: set[str] = set()  # callbacks whose state could not be saved (warned once)
 
@@ -134,7 +134,8 @@ class ResumeCheckpoint:
         for variable, value in zip(variables, values):
             variable.assign(value)
         epoch = int(state["epoch"])
-        self._restored = {name: {"type": doc.get("type"), "state": _decode(doc.get("state"), arrays)}
+        self._restored = {name: {"type": doc.get("type"), "state": _decode(doc.get("state"), arrays),
+                                 "settings": doc.get("settings")}
                           for name, doc in (state.get("callbacks") or {}).items()}
         self.stopped = bool(state.get("stopped"))
         resume_progress = getattr(self.job, "resume_progress", None)
@@ -149,6 +150,14 @@ class ResumeCheckpoint:
         named in a log line on resume: its state restarts."""
         self._callbacks = dict(callbacks)
 
+    def _settings(self, name: str) -> str | None:
+        """The configured parameters of the callback ``name`` (``training.callbacks.<name>``), as JSON."""
+        spec = getattr(getattr(getattr(self.job, "config", None), "training", None), "callbacks", {}).get(name)
+        if spec is None:
+            return None
+        doc = spec.model_dump(mode="json") if hasattr(spec, "model_dump") else spec
+        return json.dumps(doc, sort_keys=True, default=str)
+
     def _set_states(self, epoch: int) -> None:
         for name, callback in self._callbacks.items():
             saved = self._restored.get(name)
@@ -157,6 +166,10 @@ class ResumeCheckpoint:
                          name, type(callback).__name__, epoch + 1)
             elif saved is None or saved["type"] != _type_name(callback):
                 log.info("Keras callback %s: the checkpoint holds no state for it; its state restarts at epoch %d",
+                         name, epoch + 1)
+            elif saved["settings"] is not None and saved["settings"] != self._settings(name):
+                # e.g. another monitor: the saved best value would be compared with a different metric
+                log.info("Keras callback %s: its settings changed since the checkpoint; its state restarts at epoch %d",
                          name, epoch + 1)
             else:
                 callback.set_state(saved["state"])
@@ -187,7 +200,7 @@ class ResumeCheckpoint:
                                 "and NumPy arrays (%s); its state will restart on resume", cb_name, describe(exc))
                 continue
             arrays.update(own)
-            states[cb_name] = {"type": _type_name(callback), "state": encoded}
+            states[cb_name] = {"type": _type_name(callback), "state": encoded, "settings": self._settings(cb_name)}
         np.savez(buffer, **arrays)
         io.write_file(join_url(self.url, name), buffer.getvalue())
         progress = [r for r in getattr(self.job, "progress_history", []) if int(r.get("epoch", 0)) <= epochs_done]

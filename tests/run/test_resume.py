@@ -151,6 +151,13 @@ def test_a_training_stopped_early_then_killed_resumes_to_its_best_weights_withou
     assert weights_sha256(rerun) == weights_sha256(first)
     assert counting.seen == 2
     assert "callbacks[1] (Callback) has no get_state()/set_state(): its state restarts at epoch 3" in caplog.text
+    # another monitor: model_checkpoint's saved best (a loss) must not be compared with an accuracy
+    args[-2:] = ["+training.callbacks.model_checkpoint.monitor=devel_accuracy", "+training.callbacks.model_checkpoint.mode=max"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="brevetti_pipe.run.checkpoint"):
+        fit(Counting(fail=False))
+    assert "Keras callback model_checkpoint: its settings changed since the checkpoint; its state restarts" in caplog.text
+    assert "early_stopping: its settings changed" not in caplog.text
 
 
 def test_speed_and_memory_options_keep_the_checkpoint_what_decides_the_weights_does_not():
