@@ -278,9 +278,11 @@ class IoTools:
         if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
             reason = f"{_DISK_ERRORS[exc.errno]} [Errno {exc.errno}]"
         elif unresolvable_host(exc):
-            host = urllib.parse.urlsplit(url).hostname if "://" in url else None
-            reason = (f"failed: the host name {host!r} does not resolve (DNS: no such host); check the URL "
-                      "and the endpoint in the storage options")
+            # the host that was asked: the URL's for http(s), else an endpoint from the storage options
+            # (s3://bucket/... names a bucket, not a host)
+            host = urllib.parse.urlsplit(url).hostname if url.startswith(("http://", "https://")) else None
+            where = f"the host name {host!r}" if host else "the store's host name (the endpoint in the storage options)"
+            reason = f"failed: {where} does not resolve (DNS: no such host); check the URL and the storage options"
         elif is_transient(exc):
             reason = f"gave up after retrying transient faults: {redact(str(exc)) or type(exc).__name__}"
         else:

@@ -84,3 +84,14 @@ def test_credentials_in_an_http_dataset_url_are_refused_before_any_sample_path_c
     message = str(caught.value)
     assert "hunter2" not in message and "\n" not in message
     assert message.startswith("Dataset 'vials' at http://***@127.0.0.1") and "credentials" in message
+
+
+def test_an_unresolvable_s3_endpoint_is_not_blamed_on_the_bucket():
+    io = IoTools({"s3": {"endpoint_url": "http://minio.invalid:9000", "key": "k", "secret": "s",
+                         "config_kwargs": {"retries": {"max_attempts": 1}}}})  # botocore retries on its own
+    started = time.monotonic()
+    with pytest.raises(StorageError) as caught:
+        io.read_file("s3://training-data/vials/a.png")
+    message = str(caught.value)
+    assert time.monotonic() - started < 30, "a name that does not exist is not retried"
+    assert "'training-data'" not in message and "does not resolve" in message, message
