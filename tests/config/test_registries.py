@@ -39,6 +39,8 @@ def test_component_config_files_are_generated_from_their_models(group):
     registry = REGISTRIES[group]
     stale = []
     for name in registry.names():
+        if not registry.get(name).__module__.startswith("brevetti_pipe."):
+            continue  # registered by a test module (a user's own component): it ships no config file
         path = config_dir() / group / f"{name}.yaml"
         text = path.read_text()
         header = text.split(GENERATED_MARK)[0] if GENERATED_MARK in text else ""

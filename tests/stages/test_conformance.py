@@ -69,4 +69,6 @@ class TestSegmentationLoader(StageConformance):
 def test_every_registered_stage_is_in_the_suite():
     for cls in (TestImagePipeline, TestOneHotEncoder, TestImageAugmenter, TestSegmentationLoader):
         cls().make_stage()
-    assert TESTED == set(STAGES.names())
+    # stages registered by other test modules (a user's own stage, as in tests/deploy) are not ours
+    ours = {n for n in STAGES.names() if STAGES.get(n).__module__.startswith("brevetti_pipe.")}
+    assert TESTED == ours
