@@ -26,6 +26,27 @@ def _warn(stage: str, notes: list[str]) -> None:
         )
 
 
+def _translation(stage: str) -> Callable[[Callable[[dict[str, Any], list[str]], None]], Callable[[Any], Any]]:
+    """Make ``fix(d, notes)`` the ``mode="before"`` validator of ``stage``: it edits a copy of the
+    parameters in place and notes each translation (one warning for all); what is not a mapping is
+    left to pydantic."""
+    def wrap(fix: Callable[[dict[str, Any], list[str]], None]) -> Callable[[Any], Any]:
+        def translate(data: Any) -> Any:
+            if not isinstance(data, dict):
+                return data
+            d = dict(data)
+            notes: list[str] = []
+            fix(d, notes)
+            _warn(stage, notes)
+            return d
+
+        # its name and docstring, not functools.wraps: pydantic reads the signature (data,) of this function
+        translate.__name__, translate.__qualname__, translate.__doc__ = fix.__name__, fix.__qualname__, fix.__doc__
+        return translate
+
+    return wrap
+
+
 def _json(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -56,12 +77,9 @@ def _rois(raw: Any, notes: list[str]) -> Any:
     return raw
 
 
-def image_pipeline_spellings(data: Any) -> Any:
+@_translation("ImagePipeline")
+def image_pipeline_spellings(d: dict[str, Any], notes: list[str]) -> None:
     """ImagePipeline parameters in brevettiai spellings -> ours (in a new dict)."""
-    if not isinstance(data, dict):
-        return data
-    d = dict(data)
-    notes: list[str] = []
     d.pop("io", None)
     if "input_shape" in d:
         d.setdefault("target_size", d.pop("input_shape"))
@@ -115,8 +133,6 @@ def image_pipeline_spellings(data: Any) -> Any:
                 "segmentation={...}. Add a SegmentationLoader stage after it (pipeline.<name>: {type: "
                 "segmentation_loader, classes: [...]}), or use brevetti_pipe.compat.stages_from_brevettiai"
             )
-    _warn("ImagePipeline", notes)
-    return d
 
 
 def _range_to_symmetric(name: str, value: Any, notes: list[str]) -> Any:
@@ -162,28 +178,20 @@ def _ranges(part: str, names: tuple[str, ...]) -> Callable[[dict[str, Any], list
     return fix
 
 
-def augmenter_spellings(data: Any) -> Any:
+@_translation("ImageAugmenter")
+def augmenter_spellings(d: dict[str, Any], notes: list[str]) -> None:
     """ImageAugmenter parameters in brevettiai spellings -> ours (in a new dict)."""
-    if not isinstance(data, dict):
-        return data
-    d = dict(data)
-    notes: list[str] = []
     _part(d, "random_transformer", _transformer, notes)
     _part(d, "image_noise", _ranges("image_noise", ("contrast", "saturation")), notes)
     _part(d, "image_filter", _ranges("image_filter", ("emboss_strength", "avg_blur")), notes)
     for key in ("image_keys", "label_keys"):
         if key in d and d[key] is None:
             del d[key]
-    _warn("ImageAugmenter", notes)
-    return d
 
 
-def segmentation_spellings(data: Any) -> Any:
+@_translation("SegmentationLoader")
+def segmentation_spellings(d: dict[str, Any], notes: list[str]) -> None:
     """SegmentationLoader parameters in brevettiai spellings -> ours (in a new dict)."""
-    if not isinstance(data, dict):
-        return data
-    d = dict(data)
-    notes: list[str] = []
     brevettiai = "sparse" in d or "input_key" in d or "image_pipeline" in d
     if "input_key" in d:
         d["annotation_key"] = d.pop("input_key")
@@ -202,8 +210,6 @@ def segmentation_spellings(data: Any) -> Any:
         del d["mapping"]
     elif isinstance(mapping, dict):
         d["mapping"] = {label: _one_class(label, target) for label, target in mapping.items()}
-    _warn("SegmentationLoader", notes)
-    return d
 
 
 def _one_class(label: str, target: Any) -> Any:
