@@ -123,18 +123,14 @@ def _labels(rows: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndar
     return keep, np.array([labels[i] for i in keep], dtype=np.int64)
 
 
-def _evaluated(job: ExportSource, rows: pd.DataFrame | None, output_shape: tuple[Any, ...],
-               digest: str) -> np.ndarray | None:
-    """The devel evaluation's outputs for ``rows``, in their order, when it predicted every one of them
-    (same path and etag) with the model being exported; else None.
+def _evaluated(found: Any, rows: pd.DataFrame | None, output_shape: tuple[Any, ...]) -> np.ndarray | None:
+    """The outputs of ``found`` (the devel evaluation of the model being exported, or None) for ``rows``,
+    in their order, when it predicted every one of them (same path and etag); else None.
 
     These are the trained path's outputs (the tf.data pipeline feeding the model, as the reported metrics
     were measured), so parity against them checks the deployable path end to end: encoded bytes, the
     export's preprocessing, the written format as loaded."""
-    found = job.evaluations.get("devel")
     if rows is None or not len(rows) or found is None or found.probabilities is None or "path" not in rows.columns:
-        return None
-    if found.weights_sha256 != digest:  # evaluated before more training (or another model): not this model's outputs
         return None
     probabilities = np.asarray(found.probabilities)
     evaluated = found.samples
@@ -278,7 +274,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
 
     # the parity reference: the evaluation's own devel outputs when it has them (no second pass),
     # else one pass of the trained model over the devel bytes through the export's preprocessing
-    evaluated = None if own_devel else _evaluated(job, parity_rows, tuple(model.outputs[0].shape), digest)
+    evaluated = None if own_devel else _evaluated(current.get("devel"), parity_rows, tuple(model.outputs[0].shape))
     if evaluated is not None:
         devel_bytes, devel_out = _read(job.io, list(parity_rows["path"])), evaluated  # type: ignore[index]
     else:
