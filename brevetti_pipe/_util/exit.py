@@ -34,8 +34,6 @@ def exit_after(command: Callable[[], Any]) -> NoReturn:
     try:
         code = command()
     except SystemExit as exc:
-        if not _fast():
-            raise
         code = exc.code
     if not _fast():
         sys.exit(code)
