@@ -220,6 +220,10 @@ class MlflowTracking(JobCallback, name="mlflow"):
     root is remote). In a sweep (``--multirun``) every job is a child run of one parent run per sweep
     folder, recorded in ``<sweep dir>/mlflow_parent_run.json``. Its end hook runs after the other
     callbacks' (the report is final by then).
+
+    A rerun of a job that failed or was killed (``attempt`` 2, 3, ...) that resumes its training from
+    the checkpoint carries on in the earlier attempt's run (one run per training, its curves unbroken,
+    tag ``brevetti_pipe.attempt``); a rerun that trains from the first epoch gets a run of its own.
     """
 
     last: ClassVar[bool] = True
@@ -237,6 +241,8 @@ class MlflowTracking(JobCallback, name="mlflow"):
         self._run_id: str | None = None
         self._parent_id: str | None = None
         self._step = 0
+        self._opening: dict[str, Any] | None = None  # a run to create at the first event (see on_resume)
+        self._earlier: str | None = None  # the unfinished run of this job's earlier attempt
 
     # -- set-up --------------------------------------------------------------------------
     def _tracking_uri(self, root: str) -> str:
@@ -256,42 +262,81 @@ class MlflowTracking(JobCallback, name="mlflow"):
         doc = json.loads(job.io.read_file(job.artifact_path("output.json")))  # written before this hook
         config = _secrets.redact_obj(doc.get("config") or {})
         info = doc.get("job") or {}
+        attempt = int(doc.get("attempt") or 1)
         self._client = client = MlflowClient(tracking_uri=self._tracking_uri(str(config["platform"]["root"])))
         name = self.params.experiment or info.get("name") or "brevetti_pipe"
         found = client.get_experiment_by_name(name)
         experiment_id = found.experiment_id if found is not None else client.create_experiment(name)
-        tags = {"brevetti_pipe.job_id": job.id, "brevetti_pipe.artifacts": _secrets.redact(job.artifacts_url)}
+        tags = {"brevetti_pipe.job_id": job.id, "brevetti_pipe.artifacts": _secrets.redact(job.artifacts_url),
+                "brevetti_pipe.attempt": str(attempt)}
         sweep = _sweep()
         if sweep is not None:
             self._parent_id = _parent_run(client, experiment_id, sweep["dir"])
             tags.update({"mlflow.parentRunId": self._parent_id, "brevetti_pipe.sweep_dir": sweep["dir"],
                          "brevetti_pipe.sweep_job": str(sweep["num"])})
-        run = client.create_run(experiment_id, run_name=self.params.run_name or job.id, tags=tags)
-        self._run_id = run.info.run_id
-        params = [Param(k[:250], v[:6000]) for k, v in sorted(flatten_config(config).items())]
-        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            client.log_batch(self._run_id, params=params[i:i + 100])
-        log.info("MLflow run %s (experiment '%s') at %s", self._run_id, name, _secrets.redact(client.tracking_uri))
+        self._opening = {"experiment_id": experiment_id, "tags": tags, "experiment": name,
+                         "params": [Param(k[:250], v[:6000]) for k, v in sorted(flatten_config(config).items())]}
+        self._earlier = _unfinished_run(client, experiment_id, tags) if attempt > 1 else None
+        if self._earlier is None:
+            self._open()
+        # else: wait for on_resume (the training carries on: the earlier run) or any other event (it
+        # starts over: a new run), so two trainings never share one run's curves
+
+    def _open(self) -> str:
+        """This job's run: the one created at the start, else a new one now."""
+        if self._run_id is None and self._opening is not None:
+            opening, self._opening, self._earlier = self._opening, None, None
+            client = self._client
+            run = client.create_run(opening["experiment_id"], run_name=self.params.run_name or opening["tags"][
+                "brevetti_pipe.job_id"], tags=opening["tags"])
+            self._run_id = run.info.run_id
+            params = opening["params"]
+            for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+                client.log_batch(self._run_id, params=params[i:i + 100])
+            log.info("MLflow run %s (experiment '%s') at %s", self._run_id, opening["experiment"],
+                     _secrets.redact(client.tracking_uri))
+        return str(self._run_id)
+
+    def on_resume(self, *, job: JobView, epoch: int, progress: list[dict[str, Any]], **kwargs: Any) -> None:
+        if self._client is None:
+            return
+        if self._earlier is not None and self._opening is not None:  # carry on in the earlier attempt's run
+            self._run_id, self._earlier = self._earlier, None
+            tags = self._opening["tags"]
+            self._opening = None
+            self._client.update_run(self._run_id, status="RUNNING")
+            self._client.set_tag(self._run_id, "brevetti_pipe.attempt", tags["brevetti_pipe.attempt"])
+            log.info("MLflow run %s carries on (attempt %s, training resumed after epoch %d)", self._run_id,
+                     tags["brevetti_pipe.attempt"], epoch)
+            return
+        run_id = self._open()  # a run of its own: give it the finished epochs so its curves start at 1
+        for record in progress:
+            self._log_epoch(run_id, int(record["epoch"]), {k: v for k, v in record.items() if k != "epoch"})
 
     # -- progress ------------------------------------------------------------------------
     def on_epoch_end(self, *, job: JobView, epoch: int, metrics: dict[str, float], **kwargs: Any) -> None:
-        if self._run_id is None:
+        if self._client is None:
             return
+        self._log_epoch(self._open(), int(epoch), metrics)
+
+    def _log_epoch(self, run_id: str, epoch: int, metrics: Mapping[str, Any]) -> None:
         from mlflow.entities import Metric
 
-        self._step = int(epoch)
+        self._step = epoch
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, self._step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and math.isfinite(v)]
         if batch:
-            self._client.log_batch(self._run_id, metrics=batch)
+            self._client.log_batch(run_id, metrics=batch)
 
     def on_metric(self, *, job: JobView, name: str, value: float, **kwargs: Any) -> None:
-        if self._run_id is not None:
-            self._client.log_metric(self._run_id, name, float(value), step=self._step)
+        if self._client is not None:
+            self._client.log_metric(self._open(), name, float(value), step=self._step)
 
     def on_job_end(self, *, job: JobView, status: str, error: str | None = None, **kwargs: Any) -> None:
-        if self._run_id is None:
+        if self._client is None:
             return
+        self._open()
         try:
             if error:
                 self._client.set_tag(self._run_id, "brevetti_pipe.error", _secrets.redact(error)[:5000])
@@ -306,6 +351,18 @@ class MlflowTracking(JobCallback, name="mlflow"):
             if self._parent_id is not None:  # the sweep's end: its last job to finish sets the end time
                 self._client.set_terminated(self._parent_id, "FINISHED")
             self._run_id = None
+            self._client = None
+
+
+def _unfinished_run(client: Any, experiment_id: str, tags: Mapping[str, str]) -> str | None:
+    """The latest run of this job (same job id and artifacts folder) when it did not finish, else None."""
+    job_id = tags["brevetti_pipe.job_id"].replace("\\", "\\\\").replace("'", "\\'")
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`brevetti_pipe.job_id` = '{job_id}'",
+                              order_by=["attributes.start_time DESC"], max_results=5)
+    for run in runs:
+        if run.data.tags.get("brevetti_pipe.artifacts") == tags["brevetti_pipe.artifacts"]:
+            return None if run.info.status == "FINISHED" else str(run.info.run_id)
+    return None
 
 
 @contextlib.contextmanager

@@ -135,3 +135,48 @@ def test_trackers_with_artifacts_on_an_object_store(s3, tmp_path, tiny_vials, mo
     client = MlflowClient(f"file://{tmp_path / 'mlruns'}")
     [run] = client.search_runs([client.get_experiment_by_name("vials_classification").experiment_id])
     assert {"output.json", "model.tar.gz"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def _fail_in_epoch(job, epoch=1):
+    """A Keras callback that fails the training when epoch ``epoch`` (1-based) begins."""
+    import keras
+
+    class Fail(keras.callbacks.Callback):
+        def on_epoch_begin(self, index, logs=None):
+            if index + 1 == epoch:
+                raise RuntimeError(f"failing in epoch {epoch}")
+
+    return Fail()
+
+
+def test_mlflow_a_resumed_training_carries_on_in_its_run_and_a_restart_gets_its_own(tmp_path, tiny_vials, monkeypatch):
+    """Attempt 1 fails in epoch 1 (no checkpoint yet), attempt 2 in epoch 2 (checkpoint after epoch 1),
+    attempt 3 resumes and completes: attempt 1 keeps its FAILED run; attempts 2 and 3 are one training,
+    so one run, FINISHED, with the train loss at steps 1 and 2 and the attempt tag 3."""
+    from mlflow.tracking import MlflowClient
+
+    from brevetti_pipe import Job
+    from brevetti_pipe.run.keras_callbacks import keras_callback
+    from tests.run.conftest import CLS_ARGS
+
+    keras_callback("fail_in_epoch")(_fail_in_epoch)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file://{tmp_path / 'mlruns'}"
+    args = [*CLS_ARGS, f"platform.root={tmp_path / 'p'}", f"datasets.vials.url={tiny_vials}", "job.id=again",
+            "+callbacks@callbacks.mlflow=mlflow", f"callbacks.mlflow.tracking_uri={uri}"]
+    for epoch in (1, 2):
+        with pytest.raises(Exception, match=f"failing in epoch {epoch}"):
+            Job.init(overrides=[*args, "+training.callbacks.fail.type=fail_in_epoch",
+                                f"+training.callbacks.fail.epoch={epoch}"]).start()
+    job = Job.init(overrides=args)
+    job.start()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("vials_classification").experiment_id
+    runs = sorted(client.search_runs([experiment]), key=lambda r: r.info.start_time)
+    assert [(r.info.status, r.data.tags["brevetti_pipe.attempt"]) for r in runs] == [("FAILED", "1"), ("FINISHED", "3")]
+    first, resumed = runs
+    assert client.get_metric_history(first.info.run_id, "train_loss") == []
+    history = client.get_metric_history(resumed.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2]
+    assert resumed.data.metrics["devel_accuracy"] == pytest.approx(job.metrics["devel_accuracy"])
+    assert json.loads((tmp_path / "p" / "jobs" / "again" / "artifacts" / "output.json").read_text())["attempt"] == 3
