@@ -25,10 +25,15 @@ def pause() -> None:
         gc.disable()
 
 
-def resume() -> None:
-    """Undo :func:`pause`: the collector is on again if it was on then (no-op without a pause)."""
-    if _BEFORE and _BEFORE.pop():
-        gc.enable()
+def resume(freeze: bool = False) -> None:
+    """Undo :func:`pause`: the collector is on again if it was on then (no-op without a pause).
+    ``freeze=True`` first freezes every object alive (else the first collection after the pause walks
+    every object made during it)."""
+    if _BEFORE:
+        if freeze:
+            gc.freeze()
+        if _BEFORE.pop():
+            gc.enable()
 
 
 @contextlib.contextmanager

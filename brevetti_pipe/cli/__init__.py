@@ -15,16 +15,18 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn, cast
 
-import hydra
-from omegaconf import DictConfig
-
 from brevetti_pipe._util import collector
-from brevetti_pipe._util import secrets as _secrets
-from brevetti_pipe._util.console import quiet_tensorflow
-from brevetti_pipe.config._argv import flag_value as _flag_value
-from brevetti_pipe.config._overrides import guard_overrides, hydra_literal
-from brevetti_pipe._util.resources import config_dir
-from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe, did_you_mean
+
+with collector.paused():  # importing makes long-lived objects only (see brevetti_pipe._util.collector)
+    import hydra
+    from omegaconf import DictConfig
+
+    from brevetti_pipe._util import secrets as _secrets
+    from brevetti_pipe._util.console import quiet_tensorflow
+    from brevetti_pipe.config._argv import flag_value as _flag_value
+    from brevetti_pipe.config._overrides import guard_overrides, hydra_literal
+    from brevetti_pipe._util.resources import config_dir
+    from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe, did_you_mean
 
 __all__ = ["console", "guard_overrides", "main", "translate_argv"]
 
@@ -243,7 +245,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
                 job.timings.mark("process_start", started)
         job.timings.mark("main", main_at)
         record.update(job_id=job.id, artifacts=job.artifacts_url)
-        collector.resume()  # the job's own garbage is collected as usual
+        collector.resume(freeze=True)  # what start-up made lives as long as the command; the job's garbage is collected
         job.start()
         record.update(status="completed", metrics=dict(job.metrics), report=job.artifact_path("report.html"))
     except BaseException as exc:
