@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: the installed entry points, read once for every registry, with the search path they were read from
-_ENTRY_POINTS: list[tuple[tuple[tuple[str, float], ...], importlib.metadata.EntryPoints]] = []
+_ENTRY_POINTS: list[tuple[tuple[tuple[str, float], ...], Any]] = []
 
 
 def _installed_entry_points(group: str) -> importlib.metadata.EntryPoints:
@@ -40,7 +40,7 @@ def _installed_entry_points(group: str) -> importlib.metadata.EntryPoints:
     key = tuple((p, mtime(p)) for p in sys.path)
     if not _ENTRY_POINTS or _ENTRY_POINTS[0][0] != key:
         _ENTRY_POINTS[:] = [(key, importlib.metadata.entry_points())]
-    return _ENTRY_POINTS[0][1].select(group=group)
+    return cast(importlib.metadata.EntryPoints, _ENTRY_POINTS[0][1].select(group=group))
 
 
 class Registry(Generic[T]):
