@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from brevetti_pipe._util import collector
 
+collector.pause_for_command()  # the command resumes it when its job starts
 with collector.paused():  # importing makes long-lived objects only: nothing to collect (see _util.collector)
     from brevetti_pipe._util.console import show_logs
     from brevetti_pipe.config import JobSettings

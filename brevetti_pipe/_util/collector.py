@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import sys
 from collections.abc import Iterator
 
-__all__ = ["pause", "paused", "resume"]
+__all__ = ["pause", "pause_for_command", "paused", "resume"]
 
 _BEFORE: list[bool] = []  # whether the collector was on when pause() turned it off
 
@@ -23,6 +25,16 @@ def pause() -> None:
     if not _BEFORE:
         _BEFORE.append(gc.isenabled())
         gc.disable()
+
+
+def pause_for_command(command: str = "brevetti-pipe", module: str = "brevetti_pipe") -> None:
+    """:func:`pause` when this process is the console command (``brevetti-pipe ...`` or ``python -m
+    brevetti_pipe ...``, from ``sys.orig_argv``): its entry point resumes once the job starts, so no
+    collection walks what the imports made in between."""
+    argv = list(getattr(sys, "orig_argv", []))
+    if (len(argv) > 1 and os.path.basename(argv[1]) == command) or any(
+            argv[i] == "-m" and argv[i + 1] == module for i in range(1, len(argv) - 1)):
+        pause()
 
 
 def resume(freeze: bool = False) -> None:

@@ -78,3 +78,18 @@ def test_paused_restores_the_collector_after_an_error_and_pause_resume_nest_once
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_only_the_command_pauses_the_collector_from_the_package_import(monkeypatch) -> None:
+    for argv, paused in ((["python", "-m", "brevetti_pipe", "recipe=x"], True),
+                         (["python", "/venv/bin/brevetti-pipe", "--help"], True),
+                         (["python", "-m", "brevetti_pipe.cli.predict"], False),
+                         (["python", "/venv/bin/brevetti-pipe-predict"], False),
+                         (["python", "-m", "pytest", "brevetti_pipe"], False)):
+        monkeypatch.setattr("sys.orig_argv", argv)
+        collector.pause_for_command()
+        try:
+            assert gc.isenabled() is not paused, argv
+        finally:
+            collector.resume()
+        assert gc.isenabled()
