@@ -8,6 +8,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from brevetti_pipe._util import collector
 from brevetti_pipe.cli import main
 from tests.conftest import run_cli
@@ -47,10 +49,12 @@ def test_a_job_runs_with_the_collector_on_and_the_keras_import_frozen(tmp_path: 
     assert seen["collected"] >= 1
 
 
-def test_the_command_turns_the_collector_back_on(capsys) -> None:
+def test_the_command_turns_the_collector_back_on_when_it_ends_without_a_job(capsys) -> None:
     assert gc.isenabled()
-    main(["recipe=vials_classification", "--cfg", "job"])
-    assert "vials_classification" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:  # a bad flag: one line, exit code 2
+        main(["-x"])
+    assert info.value.code == 2
+    assert "Unknown flag '-x'" in capsys.readouterr().err
     assert gc.isenabled()
 
 
