@@ -10,14 +10,18 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from brevetti_pipe._util.console import show_logs
-from brevetti_pipe.config import JobSettings
-from brevetti_pipe.errors import (
-    BrevettiPipeError, ChecksumError, ConfigError, DatasetError, ExportError, JobLockedError, MetricError, SplitError,
-    StageError, StorageError,
-)
-from brevetti_pipe.run.job import Job
-from brevetti_pipe.run.recipe import recipe
+from brevetti_pipe._util import collector
+
+collector.pause_for_command()  # the command resumes it when its job starts
+with collector.paused():  # importing makes long-lived objects only: nothing to collect (see _util.collector)
+    from brevetti_pipe._util.console import show_logs
+    from brevetti_pipe.config import JobSettings
+    from brevetti_pipe.errors import (
+        BrevettiPipeError, ChecksumError, ConfigError, DatasetError, ExportError, JobLockedError, MetricError,
+        SplitError, StageError, StorageError,
+    )
+    from brevetti_pipe.run.job import Job
+    from brevetti_pipe.run.recipe import recipe
 
 if TYPE_CHECKING:
     from brevetti_pipe.run.model import LoadedModel

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
@@ -20,6 +22,25 @@ __all__ = ["Registry"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: the installed entry points, read once for every registry, with the search path they were read from
+_ENTRY_POINTS: list[tuple[tuple[tuple[str, float], ...], Any]] = []
+
+
+def _installed_entry_points(group: str) -> importlib.metadata.EntryPoints:
+    """The entry points of ``group``: every registry's first look reads one table of all groups, read
+    again when ``sys.path`` or one of its folders changed since (a package installed or added), as
+    ``importlib.metadata`` itself sees installs."""
+    def mtime(path: str) -> float:
+        try:
+            return os.stat(path or ".").st_mtime
+        except OSError:
+            return -1.0
+
+    key = tuple((p, mtime(p)) for p in sys.path)
+    if not _ENTRY_POINTS or _ENTRY_POINTS[0][0] != key:
+        _ENTRY_POINTS[:] = [(key, importlib.metadata.entry_points())]
+    return cast(importlib.metadata.EntryPoints, _ENTRY_POINTS[0][1].select(group=group))
 
 
 class Registry(Generic[T]):
@@ -71,7 +92,7 @@ class Registry(Generic[T]):
         self._scanned = True
         if not self.entry_points:
             return
-        for ep in importlib.metadata.entry_points(group=self.entry_points):
+        for ep in _installed_entry_points(self.entry_points):
             key = f"{ep.name}={ep.value}"
             if key in self._seen_entry_points:
                 continue

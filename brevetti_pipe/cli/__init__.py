@@ -15,15 +15,18 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn, cast
 
-import hydra
-from omegaconf import DictConfig
+from brevetti_pipe._util import collector
 
-from brevetti_pipe._util import secrets as _secrets
-from brevetti_pipe._util.console import quiet_tensorflow
-from brevetti_pipe.config._argv import flag_value as _flag_value
-from brevetti_pipe.config._overrides import guard_overrides, hydra_literal
-from brevetti_pipe._util.resources import config_dir
-from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe, did_you_mean
+with collector.paused():  # importing makes long-lived objects only (see brevetti_pipe._util.collector)
+    import hydra
+    from omegaconf import DictConfig
+
+    from brevetti_pipe._util import secrets as _secrets
+    from brevetti_pipe._util.console import quiet_tensorflow
+    from brevetti_pipe.config._argv import flag_value as _flag_value
+    from brevetti_pipe.config._overrides import guard_overrides, hydra_literal
+    from brevetti_pipe._util.resources import config_dir
+    from brevetti_pipe.errors import BrevettiPipeError, ConfigError, describe, did_you_mean
 
 __all__ = ["console", "guard_overrides", "main", "translate_argv"]
 
@@ -242,6 +245,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
                 job.timings.mark("process_start", started)
         job.timings.mark("main", main_at)
         record.update(job_id=job.id, artifacts=job.artifacts_url)
+        collector.resume(freeze=True)  # what start-up made lives as long as the command; the job's garbage is collected
         job.start()
         record.update(status="completed", metrics=dict(job.metrics), report=job.artifact_path("report.html"))
     except BaseException as exc:
@@ -298,6 +302,14 @@ def console() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``brevetti-pipe`` (``argv``: the arguments, default ``sys.argv[1:]``)."""
     _MAIN_STARTED[:] = [time.time()]
+    collector.pause()  # until the job starts: composing and validating make no garbage worth collecting
+    try:
+        _main(argv)
+    finally:
+        collector.resume()
+
+
+def _main(argv: Sequence[str] | None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:

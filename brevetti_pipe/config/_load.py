@@ -229,9 +229,9 @@ def resolve_config(
         ConfigError: for any invalid value, unknown key, or unreadable settings JSON.
     """
     try:
-        work = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)))
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        work = cast(DictConfig, OmegaConf.create(plain))
         work.pop("hydra", None)
-        composed = work.copy()
         OmegaConf.set_struct(work, False)
         if OmegaConf.select(work, "job.id") in (None, ""):
             OmegaConf.update(work, "job.id", str(uuid.uuid4()), force_add=True)
@@ -249,6 +249,8 @@ def resolve_config(
                                        storage_options=options if isinstance(options, dict) else {},
                                        retry_seconds=retry)
         if doc:
+            composed = cast(DictConfig, OmegaConf.create(plain))  # as composed: the overrides are applied again on it
+            composed.pop("hydra", None)
             for key, value in _literal(doc).items():
                 replace = key == "datasets"  # a platform's dataset list is the whole selection
                 if replace or not isinstance(value, dict) or not isinstance(work.get(key), DictConfig):

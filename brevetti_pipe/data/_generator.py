@@ -149,6 +149,31 @@ def _prefix_runner(prefix: Sequence[Stage]) -> Any:
     return run_prefix
 
 
+#: the output specs of deterministic prefixes, by the prefix's stage configs and the columns' dtypes: the
+#: train and devel generators of a job (and the runs of a sweep) trace a prefix once to learn them
+_PREFIX_SPECS: dict[str, Any] = {}
+
+
+def _prefix_spec(prefix: Sequence[Stage], columns: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The TensorSpecs of the keys ``prefix`` adds to an element with ``columns`` (traced once per
+    prefix config and column dtypes)."""
+    import json
+
+    import tensorflow as tf
+
+    inputs = {k: tf.constant(v[:1]) for k, v in columns.items()}
+    key = json.dumps([[type(st).__module__, type(st).__qualname__, st.get_config()] for st in prefix]
+                     + [[k, t.dtype.name, t.shape[1:].as_list()] for k, t in sorted(inputs.items())], sort_keys=True)
+    spec = _PREFIX_SPECS.get(key)
+    if spec is None:
+        spec = tf.data.Dataset.from_tensor_slices(inputs).map(
+            tf.autograph.experimental.do_not_convert(_prefix_runner(prefix))).element_spec
+        if len(_PREFIX_SPECS) >= 64:
+            _PREFIX_SPECS.clear()
+        _PREFIX_SPECS[key] = spec
+    return dict(spec)
+
+
 class DataGenerator:
     """Builds the tf.data graph for a samples table: draw -> map stages -> batch -> prefetch.
 
@@ -370,8 +395,7 @@ class DataGenerator:
             return self._memory_cache[1]
         import tensorflow as tf
 
-        spec = tf.data.Dataset.from_tensor_slices({k: tf.constant(v) for k, v in columns.items()}).map(
-            tf.autograph.experimental.do_not_convert(_prefix_runner(prefix))).element_spec
+        spec = _prefix_spec(prefix, columns)
         if self.cache is True and estimate_bytes(spec, 1) is None:
             raise StageError("cache=True needs fixed output shapes from the cached stages (set target_size); got "
                              f"{ {k: str(s.shape) for k, s in spec.items()} }")

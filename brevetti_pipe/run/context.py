@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from brevetti_pipe._util import collector
 from brevetti_pipe._util.paths import check_relative
 from brevetti_pipe._util.retry import RetryPolicy
 from brevetti_pipe.config import JobConfig
@@ -20,7 +21,7 @@ from brevetti_pipe.errors import ConfigError, folder_error
 from brevetti_pipe.reporting import CALLBACKS, JobCallback, check_files
 from brevetti_pipe.storage import IoTools
 
-__all__ = ["Cluster", "Scratch", "configured_callbacks", "job_io", "own_files", "seed_frameworks"]
+__all__ = ["Cluster", "Scratch", "configured_callbacks", "import_keras", "job_io", "own_files", "seed_frameworks"]
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +190,27 @@ def seed_frameworks(seed: int, deterministic: bool = True) -> None:
         return
     if importlib.util.find_spec("keras") is None:
         return
-    import keras
-    import tensorflow as tf
-
+    keras, tf = import_keras()
     keras.backend.clear_session()  # a fresh Keras state per run (sweeps run several in one process)
     keras.utils.set_random_seed(seed)
     try:
         tf.config.experimental.enable_op_determinism()
     except Exception as exc:  # pragma: no cover - depends on TF build
         log.warning("Could not enable TensorFlow op determinism: %s", exc)
+
+
+def import_keras() -> tuple[Any, Any]:
+    """``(keras, tensorflow)``, imported. The first import in the process runs with the cyclic garbage
+    collector paused and freezes the objects alive after it (see :mod:`brevetti_pipe._util.collector`):
+    the import makes some 400 000 long-lived objects, which seven full collections would walk during the
+    import (0.6 s) and every ``keras.backend.clear_session()`` (0.2 s) and full collection after it. When
+    Keras was imported already (by a user's module), the collector is left as it is."""
+    if "keras" in sys.modules:
+        import keras
+        import tensorflow as tf
+
+        return keras, tf
+    with collector.paused(freeze=True):
+        import keras
+        import tensorflow as tf
+    return keras, tf
