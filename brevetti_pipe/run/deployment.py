@@ -18,10 +18,10 @@ import numpy as np
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe._util.category import category_label
 from brevetti_pipe.config import JobConfig
-from brevetti_pipe.run._images import batch_preprocessor, find_image_stage, normalise_bytes
+from brevetti_pipe.run._images import find_image_stage, normalise_bytes
 from brevetti_pipe.run.export import (
     archive_folder, archive_model, check_export_formats, environment, file_digests, metadata_digests,
-    preprocessor_function, weights_sha256, write_formats,
+    stage_preprocessor, weights_sha256, write_formats,
 )
 from brevetti_pipe.run.operating_point import accept_index, choose_operating_point, rates, tradeoff_curve
 from brevetti_pipe.storage import IoTools
@@ -212,8 +212,10 @@ def _operating_point(job: ExportSource, classes: list[str], own: dict[str, tuple
     return point
 
 
-def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, metadata: dict[str, Any]) -> Exported:
-    """Export ``model`` into the local ``archive`` (see the module docstring).
+def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, metadata: dict[str, Any], *,
+                   weights_digest: str | None = None) -> Exported:
+    """Export ``model`` into the local ``archive`` (see the module docstring); ``weights_digest``: its
+    :func:`~brevetti_pipe.run.export.weights_sha256` when the caller has it (else it is computed).
 
     A model that is a path (a folder or a ready archive) is packed as it is, without formats or parity.
     Parity failures do not raise: they are listed in :attr:`Exported.failures` and the archive is
@@ -236,7 +238,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
         formats = ["keras"]
     if image is None or len(model.inputs) != 1:
         return Exported(archive_model(model, staging, archive, {**metadata, "task": task, "classes": classes}),
-                        weights_sha256(model))
+                        weights_digest or weights_sha256(model))
 
     import tensorflow as tf
 
@@ -247,12 +249,12 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
     spec = model.inputs[0]
     shape = tuple(spec.shape)
     dtype = str(tf.as_dtype(spec.dtype).name)
-    preprocess = batch_preprocessor(stage, shape[1:], dtype)
-    pre = preprocessor_function(preprocess)
+    # traced once: the SavedModel's endpoints, the passes below and the Keras format's parity check share it
+    pre = stage_preprocessor(stage.get_config(), shape[1:], dtype)
 
     # one pass of the trained model over the devel (and, for the operating point, test) image bytes
     need_op = task == "classification" and job.config.evaluation.operating_point is not None
-    digest = weights_sha256(model)
+    digest = weights_digest or weights_sha256(model)
     # evaluations of this very model (one made before more training predicts for other weights)
     current = {p: e for p, e in job.evaluations.items() if e.weights_sha256 == digest}
     own_devel = need_op and "devel" not in current
@@ -289,7 +291,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
         own["test"] = (predict(test_rows.iloc[keep])[1], y)
     operating_point = _operating_point(job, classes, own, current) if need_op else None
 
-    written = write_formats(model, staging, formats, preprocess, tf.TensorSpec(shape, dtype))
+    written = write_formats(model, staging, formats, pre, tf.TensorSpec(shape, dtype))
     meta = {
         **metadata, "format_version": 1, "task": task, "classes": classes,
         "preprocessing": {
