@@ -64,3 +64,32 @@ def test_launch_record_masks_secrets_and_drops_hydra_groups():
     assert launch["overrides"][2] == "settings.a=1" and launch["choices"] == {"recipe": "r"}
     page = render_report("memory://nothing-here", extras={"launch": launch})
     assert "TOPSECRET" not in page and "settings.a=1" in page
+
+
+def test_a_rewrite_with_unchanged_progress_draws_no_curve_again(tmp_path):
+    """The end of a job rewrites the report after the last epoch's rewrite: its curves are not drawn again,
+    and the page is the same; a new epoch draws them anew."""
+    from brevetti_pipe.reporting import _figures
+
+    drawn = []
+    draw = _figures.curves_svg
+
+    def counting(name, series):  # noqa: ANN001, ANN202
+        drawn.append(name)
+        return draw(name, series)
+
+    epochs = [{"epoch": e, "train_loss": 1.0 / e, "devel_loss": 1.2 / e, "train_accuracy": 0.5 + e / 10} for e in (1, 2)]
+    (tmp_path / "output.json").write_text(json.dumps({"job": {"id": "c", "name": "curves"}, "status": "running"}))
+    (tmp_path / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
+    _figures.curves_svg = counting
+    try:
+        first = render_report(str(tmp_path))
+        assert sorted(drawn) == ["accuracy", "loss"]
+        again = render_report(str(tmp_path))
+        assert sorted(drawn) == ["accuracy", "loss"] and again == first
+        epochs.append({"epoch": 3, "train_loss": 0.3, "devel_loss": 0.4, "train_accuracy": 0.8})
+        (tmp_path / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
+        assert render_report(str(tmp_path)) != first
+        assert sorted(drawn) == ["accuracy", "accuracy", "loss", "loss"]
+    finally:
+        _figures.curves_svg = draw
