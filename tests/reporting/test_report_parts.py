@@ -93,3 +93,27 @@ def test_a_rewrite_with_unchanged_progress_draws_no_curve_again(tmp_path):
         assert sorted(drawn) == ["accuracy", "accuracy", "loss", "loss"]
     finally:
         _figures.curves_svg = draw
+
+
+def test_a_redrawn_curve_chart_is_the_svg_a_new_figure_gives():
+    """Curve charts keep their figure between rewrites and move the points: every state (more epochs,
+    a gap, past 12 epochs, a series appearing) gives the bytes a freshly built figure gives."""
+    from brevetti_pipe.reporting import _figures
+
+    def fresh(name, series):  # noqa: ANN001, ANN202
+        _figures._CHARTS.__dict__.pop("charts", None)
+        return _figures.curves_svg(name, series)
+
+    states = []
+    for n in (1, 2, 3, 14):
+        train = [(e, 1.0 / e) for e in range(1, n + 1)]
+        states.append({"train": train})
+        states.append({"train": train, "devel": [(e, None if e == 2 else 1.5 / e) for e in range(1, n + 1)]})
+    redrawn = []
+    _figures._CHARTS.__dict__.pop("charts", None)
+    for series in states:
+        redrawn.append(_figures.curves_svg("loss", series))
+    for series, svg in zip(states, redrawn):
+        assert svg == fresh("loss", series)
+    assert len(set(redrawn)) == len(states)
+    assert "<svg" in redrawn[-1] and "devel" in redrawn[-1] and "devel" not in redrawn[0]
