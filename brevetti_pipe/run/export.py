@@ -210,12 +210,15 @@ def metadata_digests(metadata: dict[str, Any]) -> dict[str, str]:
     return {key: digest(metadata.get(key)) for key in SEMANTIC_METADATA}
 
 
-def file_digests(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder`` by its relative path (``/``-separated), sorted."""
+def file_digests(folder: Path, prefix: str = "") -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` by its relative path (``/``-separated), sorted; only the
+    paths starting with ``prefix`` (a format's file or folder) when it is given."""
     import hashlib
 
     digests = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if not path.relative_to(folder).as_posix().startswith(prefix):
+            continue  # another format's files: loading one format reads no other
         h = hashlib.sha256()
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):

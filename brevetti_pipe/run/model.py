@@ -162,7 +162,7 @@ class LoadedModel:
             return
         prefix = FORMAT_FILES[self.format]
         wanted = {p: d for p, d in recorded.items() if p == prefix or (prefix.endswith("/") and p.startswith(prefix))}
-        found = {p: d for p, d in file_digests(self.dir).items() if p in wanted or p.startswith(prefix)}
+        found = file_digests(self.dir, prefix)
         for path in sorted(set(wanted) | set(found)):
             if wanted.get(path) != found.get(path):
                 what = "is missing" if path not in found else "was not exported" if path not in wanted else "differs from its SHA-256"
