@@ -171,8 +171,8 @@ def _predict(job: Any, model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray
             # once, not a second time for a shape of its own
             n = len(x)
             full = full or n
-            padded = np.concatenate([x, np.repeat(x[-1:], full - n, axis=0)]) if 0 < n < full else x
-            out = np.asarray(model.predict_on_batch(padded))[:n]
+            short = isinstance(x, np.ndarray) and 0 < n < full
+            out = np.asarray(model.predict_on_batch(np.concatenate([x, np.repeat(x[-1:], full - n, axis=0)]) if short else x))[:n]
         preds.append(np.asarray(out, dtype=np.float32))
         targets.append(np.asarray(y))
     return np.concatenate(preds), np.concatenate(targets)
