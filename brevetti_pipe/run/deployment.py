@@ -212,10 +212,8 @@ def _operating_point(job: ExportSource, classes: list[str], own: dict[str, tuple
     return point
 
 
-def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, metadata: dict[str, Any], *,
-                   weights_digest: str | None = None) -> Exported:
-    """Export ``model`` into the local ``archive`` (see the module docstring); ``weights_digest``: its
-    :func:`~brevetti_pipe.run.export.weights_sha256` when the caller has it (else it is computed).
+def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, metadata: dict[str, Any]) -> Exported:
+    """Export ``model`` into the local ``archive`` (see the module docstring).
 
     A model that is a path (a folder or a ready archive) is packed as it is, without formats or parity.
     Parity failures do not raise: they are listed in :attr:`Exported.failures` and the archive is
@@ -238,7 +236,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
         formats = ["keras"]
     if image is None or len(model.inputs) != 1:
         return Exported(archive_model(model, staging, archive, {**metadata, "task": task, "classes": classes}),
-                        weights_digest or weights_sha256(model))
+                        weights_sha256(model))
 
     import tensorflow as tf
 
@@ -254,7 +252,8 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
 
     # one pass of the trained model over the devel (and, for the operating point, test) image bytes
     need_op = task == "classification" and job.config.evaluation.operating_point is not None
-    digest = weights_digest or weights_sha256(model)
+    # hashed here, not taken from the job: a run step may train the model further after its evaluation
+    digest = weights_sha256(model)
     # evaluations of this very model (one made before more training predicts for other weights)
     current = {p: e for p, e in job.evaluations.items() if e.weights_sha256 == digest}
     own_devel = need_op and "devel" not in current

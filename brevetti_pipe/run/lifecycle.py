@@ -194,11 +194,7 @@ def complete(job: JobState, model: Any = None) -> str | None:
 
             job.weights_sha256 = weights_sha256(model)
         if model is not None:
-            _EXPORTING.known = (model, job.weights_sha256)  # export_model hashes the weights no second time
-            try:
-                job.model_path = job.export_model(model)
-            finally:
-                _EXPORTING.known = None
+            job.model_path = job.export_model(model)
             job.fitted = None  # uploaded
         job.status = "completed"
         job.ended_at = _now()
@@ -346,10 +342,6 @@ def write_output(job: JobState) -> str:
     return url
 
 
-#: ``known``: (model, its weights digest) while :func:`complete` exports that model
-_EXPORTING = threading.local()
-
-
 def export_model(job: JobState, model: Any, name: str) -> str:
     """Export ``model`` (every format of ``export.formats``, the operating point, parity with the
     trained model) into the archive ``name`` and upload it to the artifacts (kept locally when the
@@ -364,10 +356,7 @@ def export_model(job: JobState, model: Any, name: str) -> str:
 
     if job.fitted is None and hasattr(model, "save") and hasattr(model, "weights"):
         job.fitted = model  # a failing export (a converter error, say) keeps the model, see fail()
-    known = getattr(_EXPORTING, "known", None)
-    digest = known[1] if known is not None and known[0] is model else None
-    result = export_archive(job, model, Path(job.temp_path("export", dir=True)), Path(job.temp_path(name)), _metadata(job),
-                            weights_digest=digest)
+    result = export_archive(job, model, Path(job.temp_path("export", dir=True)), Path(job.temp_path(name)), _metadata(job))
     job.exported = result.output_fields()
     if result.failures:
         return _keep_unverified(job, result.archive, UNVERIFIED, result.failures)
