@@ -56,7 +56,8 @@ def png_data_uri(image: np.ndarray) -> str:
     elif image.ndim == 3 and image.shape[-1] > 3:
         image = image[..., :3]
     buf = _io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", optimize=True)
+    # zlib's default level: the same pixels, a few percent more bytes, in less than half the time of optimize=True
+    Image.fromarray(image).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

@@ -155,7 +155,15 @@ def _curves(progress: list[dict[str, Any]]) -> list[str]:
             groups[name].setdefault(label, []).append((epoch, number))
     order = {"loss": 0, "accuracy": 1}
     names = sorted(groups, key=lambda n: (order.get(n, 2), n))
-    return [_figures.curves_svg(n, groups[n]) for n in names if any(y is not None for s in groups[n].values() for _, y in s)]
+    return [_curve_svg(n, tuple((label, tuple(points)) for label, points in groups[n].items()))
+            for n in names if any(y is not None for s in groups[n].values() for _, y in s)]
+
+
+@functools.lru_cache(maxsize=32)
+def _curve_svg(name: str, series: tuple[tuple[str, tuple[tuple[int, float | None], ...]], ...]) -> str:
+    # a chart whose points did not change since the last rewrite (the end of the job after the last
+    # epoch's rewrite) is not drawn again
+    return _figures.curves_svg(name, dict(series))
 
 
 @functools.lru_cache(maxsize=16)

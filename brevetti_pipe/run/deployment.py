@@ -18,10 +18,10 @@ import numpy as np
 from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe._util.category import category_label
 from brevetti_pipe.config import JobConfig
-from brevetti_pipe.run._images import batch_preprocessor, find_image_stage, normalise_bytes
+from brevetti_pipe.run._images import find_image_stage, normalise_bytes
 from brevetti_pipe.run.export import (
     archive_folder, archive_model, check_export_formats, environment, file_digests, metadata_digests,
-    preprocessor_function, weights_sha256, write_formats,
+    stage_preprocessor, weights_sha256, write_formats,
 )
 from brevetti_pipe.run.operating_point import accept_index, choose_operating_point, rates, tradeoff_curve
 from brevetti_pipe.storage import IoTools
@@ -247,11 +247,12 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
     spec = model.inputs[0]
     shape = tuple(spec.shape)
     dtype = str(tf.as_dtype(spec.dtype).name)
-    preprocess = batch_preprocessor(stage, shape[1:], dtype)
-    pre = preprocessor_function(preprocess)
+    # traced once: the SavedModel's endpoints, the passes below and the Keras format's parity check share it
+    pre = stage_preprocessor(stage.get_config(), shape[1:], dtype)
 
     # one pass of the trained model over the devel (and, for the operating point, test) image bytes
     need_op = task == "classification" and job.config.evaluation.operating_point is not None
+    # hashed here, not taken from the job: a run step may train the model further after its evaluation
     digest = weights_sha256(model)
     # evaluations of this very model (one made before more training predicts for other weights)
     current = {p: e for p, e in job.evaluations.items() if e.weights_sha256 == digest}
@@ -289,7 +290,7 @@ def export_archive(job: ExportSource, model: Any, staging: Path, archive: Path, 
         own["test"] = (predict(test_rows.iloc[keep])[1], y)
     operating_point = _operating_point(job, classes, own, current) if need_op else None
 
-    written = write_formats(model, staging, formats, preprocess, tf.TensorSpec(shape, dtype))
+    written = write_formats(model, staging, formats, pre, tf.TensorSpec(shape, dtype))
     meta = {
         **metadata, "format_version": 1, "task": task, "classes": classes,
         "preprocessing": {

@@ -162,8 +162,17 @@ def _predict(job: Any, model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray
     import numpy as np
 
     preds, targets = [], []
+    full = None
     for x, y in dataset.as_numpy_iterator():
-        out = model(x, training=False) if job.num_workers > 1 else model.predict_on_batch(x)
+        if job.num_workers > 1:
+            out = model(x, training=False)
+        else:
+            # a short last batch is padded to the first batch's size, so the predict function is traced
+            # once, not a second time for a shape of its own
+            n = len(x)
+            full = full or n
+            short = isinstance(x, np.ndarray) and 0 < n < full
+            out = np.asarray(model.predict_on_batch(np.concatenate([x, np.repeat(x[-1:], full - n, axis=0)]) if short else x))[:n]
         preds.append(np.asarray(out, dtype=np.float32))
         targets.append(np.asarray(y))
     return np.concatenate(preds), np.concatenate(targets)
@@ -187,9 +196,10 @@ def _labels(target: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def evaluate(job: Any, model: Any, purpose: str, *, task: str, structure: tuple[str, str], classes: Sequence[str],
-             batch_size: int, background: bool = True) -> Evaluation | None:
+             batch_size: int, background: bool = True, weights_sha256: str | None = None) -> Evaluation | None:
     """Predict every ``purpose`` sample once, record its metrics, confusion matrix and predictions CSV,
-    and store the result in ``job.evaluations[purpose]``; None when the purpose has no samples."""
+    and store the result in ``job.evaluations[purpose]``; None when the purpose has no samples.
+    ``weights_sha256``: the model's weights digest when the caller has it (else it is computed)."""
     import numpy as np
 
     import pandas as pd
@@ -216,10 +226,11 @@ def evaluate(job: Any, model: Any, purpose: str, *, task: str, structure: tuple[
     else:
         y_true = _labels(target, pred)
         metrics, matrix = classification_metrics(y_true, pred, classes, purpose)
-        from brevetti_pipe.run.export import weights_sha256
+        if weights_sha256 is None:
+            from brevetti_pipe.run.export import weights_sha256 as digest
 
-        evaluation = Evaluation(purpose, metrics, rows, probabilities=pred, y_true=y_true,
-                                weights_sha256=weights_sha256(model))
+            weights_sha256 = digest(model)
+        evaluation = Evaluation(purpose, metrics, rows, probabilities=pred, y_true=y_true, weights_sha256=weights_sha256)
         table = ids.assign(true_class=[classes[i] for i in y_true], predicted_class=[classes[i] for i in pred.argmax(1)],
                            confidence=pred.max(axis=1), **{f"p_{c}": pred[:, i] for i, c in enumerate(classes)})
     job.add_output_metrics(metrics)

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from brevetti_pipe.errors import BrevettiPipeError, ConfigError, StageError, StorageError
-from brevetti_pipe.run._images import IMAGE_SUFFIXES, batch_preprocessor, encode_input, find_image_stage
+from brevetti_pipe.run._images import IMAGE_SUFFIXES, encode_input, find_image_stage
 from brevetti_pipe.run.export import (
-    FORMAT_FILES, check_export_formats, file_digests, metadata_digests, preprocessor_function, weights_sha256,
+    FORMAT_FILES, check_export_formats, file_digests, metadata_digests, stage_preprocessor, weights_sha256,
 )
 from brevetti_pipe.storage import IoTools, is_local, listed_url
 
@@ -162,7 +162,7 @@ class LoadedModel:
             return
         prefix = FORMAT_FILES[self.format]
         wanted = {p: d for p, d in recorded.items() if p == prefix or (prefix.endswith("/") and p.startswith(prefix))}
-        found = {p: d for p, d in file_digests(self.dir).items() if p in wanted or p.startswith(prefix)}
+        found = file_digests(self.dir, prefix)
         for path in sorted(set(wanted) | set(found)):
             if wanted.get(path) != found.get(path):
                 what = "is missing" if path not in found else "was not exported" if path not in wanted else "differs from its SHA-256"
@@ -178,7 +178,9 @@ class LoadedModel:
         if spec is None:  # archives from before the preprocessing record
             found = find_image_stage(self.metadata.get("pipeline") or {})
             spec = found[1] if found else None
-        return Stage.from_config(spec, where="metadata.preprocessing.stage") if spec else None
+        stage = Stage.from_config(spec, where="metadata.preprocessing.stage") if spec else None
+        self._stage_config: dict[str, Any] | None = stage.get_config() if stage is not None else None
+        return stage
 
     def _load(self) -> Any:
         fmt, path = self.format, self.dir / FORMAT_FILES[self.format].rstrip("/")
@@ -224,7 +226,7 @@ class LoadedModel:
                                  "and call predict_preprocessed()")
             spec = self.input_spec
             shape = tuple(spec.get("shape") or [None, None, None, None])[1:]
-            self._pre = preprocessor_function(batch_preprocessor(self._stage, shape, spec.get("dtype") or "float32"))
+            self._pre = stage_preprocessor(self._stage_config or {}, shape, spec.get("dtype") or "float32")
         return self._pre
 
     def preprocess(self, images: Sequence[bytes]) -> np.ndarray:

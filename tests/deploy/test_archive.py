@@ -227,3 +227,22 @@ def test_edited_classes_or_operating_point_in_metadata_json_are_refused(deployed
     untouched = _repack(deployed.archive, tmp_path / "same.tar.gz", lambda folder: None)
     with load_model(untouched, format="keras") as model:
         assert model.classes == ["failed_cap", "good", "missing_cap"]
+
+
+def test_the_keras_format_reuses_the_preprocessing_the_export_traced(deployed):
+    """The export traces the image preprocessing once: loading the archive's Keras model in the same
+    process preprocesses with that very function and traces nothing new."""
+    from brevetti_pipe.run.export import stage_preprocessor
+
+    data = [Path(p).read_bytes() for p in _devel(deployed).path.iloc[:3]]
+    with load_model(deployed.archive, format="keras") as loaded:
+        meta = loaded.metadata
+        shape, dtype = meta["input"]["shape"][1:], meta["input"]["dtype"]
+        exported = stage_preprocessor(meta["preprocessing"]["stage"], shape, dtype)
+        traced = exported.experimental_get_tracing_count()
+        assert traced >= 1  # the export traced it
+        out = loaded.predict_bytes(data)
+        assert loaded._preprocessor() is exported
+        assert exported.experimental_get_tracing_count() == traced
+    with load_model(deployed.archive, format="saved_model") as served:
+        np.testing.assert_allclose(out, served.predict_bytes(data), rtol=1e-5, atol=1e-6)

@@ -64,3 +64,56 @@ def test_launch_record_masks_secrets_and_drops_hydra_groups():
     assert launch["overrides"][2] == "settings.a=1" and launch["choices"] == {"recipe": "r"}
     page = render_report("memory://nothing-here", extras={"launch": launch})
     assert "TOPSECRET" not in page and "settings.a=1" in page
+
+
+def test_a_rewrite_with_unchanged_progress_draws_no_curve_again(tmp_path):
+    """The end of a job rewrites the report after the last epoch's rewrite: its curves are not drawn again,
+    and the page is the same; a new epoch draws them anew."""
+    from brevetti_pipe.reporting import _figures
+
+    drawn = []
+    draw = _figures.curves_svg
+
+    def counting(name, series):  # noqa: ANN001, ANN202
+        drawn.append(name)
+        return draw(name, series)
+
+    epochs = [{"epoch": e, "train_loss": 1.0 / e, "devel_loss": 1.2 / e, "train_accuracy": 0.5 + e / 10} for e in (1, 2)]
+    (tmp_path / "output.json").write_text(json.dumps({"job": {"id": "c", "name": "curves"}, "status": "running"}))
+    (tmp_path / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
+    _figures.curves_svg = counting
+    try:
+        first = render_report(str(tmp_path))
+        assert sorted(drawn) == ["accuracy", "loss"]
+        again = render_report(str(tmp_path))
+        assert sorted(drawn) == ["accuracy", "loss"] and again == first
+        epochs.append({"epoch": 3, "train_loss": 0.3, "devel_loss": 0.4, "train_accuracy": 0.8})
+        (tmp_path / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
+        assert render_report(str(tmp_path)) != first
+        assert sorted(drawn) == ["accuracy", "accuracy", "loss", "loss"]
+    finally:
+        _figures.curves_svg = draw
+
+
+def test_a_redrawn_curve_chart_is_the_svg_a_new_figure_gives():
+    """Curve charts keep their figure between rewrites and move the points: every state (more epochs,
+    a gap, past 12 epochs, a series appearing) gives the bytes a freshly built figure gives."""
+    from brevetti_pipe.reporting import _figures
+
+    def fresh(name, series):  # noqa: ANN001, ANN202
+        _figures._CHARTS.__dict__.pop("charts", None)
+        return _figures.curves_svg(name, series)
+
+    states = []
+    for n in (1, 2, 3, 14):
+        train = [(e, 1.0 / e) for e in range(1, n + 1)]
+        states.append({"train": train})
+        states.append({"train": train, "devel": [(e, None if e == 2 else 1.5 / e) for e in range(1, n + 1)]})
+    redrawn = []
+    _figures._CHARTS.__dict__.pop("charts", None)
+    for series in states:
+        redrawn.append(_figures.curves_svg("loss", series))
+    for series, svg in zip(states, redrawn):
+        assert svg == fresh("loss", series)
+    assert len(set(redrawn)) == len(states)
+    assert "<svg" in redrawn[-1] and "devel" in redrawn[-1] and "devel" not in redrawn[0]

@@ -118,3 +118,30 @@ def test_auc_counts_ties_half_as_scikit_learn():
     macro, per_class = roc_auc_ovr(y, probs)
     assert per_class[1] == pytest.approx(skm.roc_auc_score(y, p1))
     assert macro == pytest.approx(skm.roc_auc_score(y, p1))
+
+
+def test_a_short_last_batch_is_predicted_without_tracing_the_predict_function_again():
+    """Batches of 4, 4 and 2: the model is traced once (the short batch is padded), and each row's
+    probabilities are the ones the model gives that row on its own."""
+    import keras
+    import tensorflow as tf
+
+    from brevetti_pipe.run.evaluation import _predict
+
+    traces = []
+
+    def count(x):  # runs once per trace of the predict function
+        traces.append(tuple(x.shape))
+        return x
+
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Lambda(count)(keras.layers.Dense(5, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype("float32")
+    traces.clear()  # the functional build above called it symbolically
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(10))).batch(4)
+    pred, target = _predict(type("OneWorker", (), {"num_workers": 1})(), model, dataset)
+    assert len(traces) == 1
+    assert target.tolist() == list(range(10))
+    np.testing.assert_allclose(pred, np.asarray(model(x, training=False)), rtol=1e-6, atol=1e-7)
+    assert pred.shape == (10, 2)
