@@ -201,7 +201,7 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
         with job.strategy.scope():
             _build_state(model, dataset.element_spec)
         verbose = _verbose(job)
-        validation = _Validation(devel) if devel is not None else None
+        validation = _validation(devel) if devel is not None else None
         # the hooks fit would make, the devel evaluation first: every other callback sees val_* in its logs
         hooks = keras.callbacks.CallbackList(
             [*([validation] if validation is not None else []), job.get_remote_monitor(), *extra],
@@ -252,55 +252,56 @@ def _logs(logs: Any) -> dict[str, Any]:
     return out
 
 
-class _Validation:
-    """The devel evaluation after each epoch, as Keras's ``fit(validation_data=...)`` runs it (the
-    test step on every devel batch, the test hooks, ``val_*`` added to the epoch's logs), through one
-    iterator kept for the whole fit over the devel batches repeated. Keras makes a new iterator for
-    every evaluation and one more after it, and each costs the input pipeline's set-up (tens of ms).
-    A Keras callback (built lazily: Keras is imported by the caller); put it first."""
+def _validation(devel: DataGenerator) -> Any:
+    """A Keras callback (put it first; set its ``hooks`` to the fit's CallbackList) that evaluates
+    ``devel`` after each epoch as ``fit(validation_data=...)`` does (the test step on every devel
+    batch, the test hooks, ``val_*`` added to the epoch's logs for the callbacks after it), through one
+    iterator over the devel batches repeated, kept for the whole fit. Keras makes a new iterator for
+    every evaluation and one more after it, and each costs the input pipeline's set-up (tens of ms)."""
+    import keras
+    import tensorflow as tf
 
-    def __new__(cls, devel: DataGenerator) -> Any:
-        import keras
+    class Validation(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = len(devel)
+            self.hooks: Any = None
+            self._iterator: Any = None
+            self._last: dict[str, Any] = {}
 
-        class Validation(keras.callbacks.Callback):  # type: ignore[misc]
-            def __init__(self) -> None:
-                super().__init__()
-                self.steps = len(devel)
-                self.hooks: Any = None
-                self._iterator: Any = None
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            model, hooks = self.model, self.hooks
+            if self._iterator is None:
+                # no autotuning thread: it would take CPU from training, and its stop (when the
+                # iterator goes) waits for an optimisation round, up to seconds on a busy machine
+                options = tf.data.Options()
+                options.autotune.enabled = False
+                repeated = devel.get_dataset().repeat().with_options(options)
+                self._iterator = iter(model.distribute_strategy.experimental_distribute_dataset(repeated))
+            model.make_test_function()
+            hooks.on_test_begin()
+            model.reset_metrics()
+            step_logs: Any = {}
+            for step in range(self.steps):
+                hooks.on_test_batch_begin(step)
+                step_logs = model.test_function(self._iterator)
+                hooks.on_test_batch_end(step, step_logs)
+            metric_logs = model.get_metrics_result()
+            # a custom test_step may log other values than the model's metrics (Keras keeps those then)
+            if isinstance(step_logs, dict) and set(step_logs) == set(metric_logs):
+                step_logs = metric_logs
+            values = _logs(step_logs)
+            hooks.on_test_end(values)
+            self._last = {f"val_{k}": v for k, v in values.items()}
+            if logs is not None:
+                logs.update(self._last)
 
-            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                model, hooks = self.model, self.hooks
-                if self._iterator is None:
-                    import tensorflow as tf
+        def on_train_end(self, logs: Any = None) -> None:
+            self._iterator = None  # its prefetch buffers go with it
+            if logs is not None:  # Keras ends with the last epoch's logs, its devel metrics included
+                logs.update(self._last)
 
-                    # no autotuning thread: it would take CPU from training, and its stop (when the
-                    # iterator goes) waits for an optimisation round, up to seconds on a busy machine
-                    options = tf.data.Options()
-                    options.autotune.enabled = False
-                    repeated = devel.get_dataset().repeat().with_options(options)
-                    self._iterator = iter(model.distribute_strategy.experimental_distribute_dataset(repeated))
-                model.make_test_function()
-                hooks.on_test_begin()
-                model.reset_metrics()
-                step_logs: Any = {}
-                for step in range(self.steps):
-                    hooks.on_test_batch_begin(step)
-                    step_logs = model.test_function(self._iterator)
-                    hooks.on_test_batch_end(step, step_logs)
-                metric_logs = model.get_metrics_result()
-                # a custom test_step may log other values than the model's metrics (Keras keeps those then)
-                if isinstance(step_logs, dict) and set(step_logs) == set(metric_logs):
-                    step_logs = metric_logs
-                values = _logs(step_logs)
-                hooks.on_test_end(values)
-                if logs is not None:
-                    logs.update({f"val_{k}": v for k, v in values.items()})
-
-            def on_train_end(self, logs: Any = None) -> None:
-                self._iterator = None  # its prefetch buffers go with it
-
-        return Validation()
+    return Validation()
 
 
 def fit_job(job: Any, model: Any, train: DataGenerator | None = None, devel: DataGenerator | None = None, *,

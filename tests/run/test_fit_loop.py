@@ -48,6 +48,9 @@ def test_fit_traces_each_step_once_and_validates_every_epoch_as_keras_does(tmp_p
             self.events.append("epoch_end")
             self.logs.append(dict(logs))
 
+        def on_train_end(self, logs=None):  # type: ignore[no-untyped-def]
+            self.end = dict(logs)
+
     job.seed_frameworks()
     built = build_model(job, (16, 16, 1), job.classes)
     model = Counting(built.inputs, built.outputs)
@@ -61,6 +64,7 @@ def test_fit_traces_each_step_once_and_validates_every_epoch_as_keras_does(tmp_p
     assert hooks.events == (["test_begin", *["batch"] * batches, "test_end", "epoch_end"]) * 2, hooks.events
     assert [sorted(h) for h in history] == [["accuracy", "loss", "val_accuracy", "val_loss"]] * 2
     assert [h["val_loss"] for h in history] == [logs["val_loss"] for logs in hooks.logs]
+    assert hooks.end == history[-1]  # Keras ends the training with the last epoch's logs
     # the last epoch's devel metrics are what Keras's evaluate gives on the devel batches
     from brevetti_pipe.run.training import generators, task_of
 
