@@ -261,6 +261,13 @@ def _validation(devel: DataGenerator) -> Any:
     import keras
     import tensorflow as tf
 
+    # built now (its graph, its cache decision logged) rather than amid the first epoch's output;
+    # no autotuning thread: it would take CPU from training, and its stop (when the iterator goes)
+    # waits for an optimisation round, up to seconds on a busy machine
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    repeated = devel.get_dataset().repeat().with_options(options)
+
     class Validation(keras.callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
@@ -272,11 +279,6 @@ def _validation(devel: DataGenerator) -> Any:
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             model, hooks = self.model, self.hooks
             if self._iterator is None:
-                # no autotuning thread: it would take CPU from training, and its stop (when the
-                # iterator goes) waits for an optimisation round, up to seconds on a busy machine
-                options = tf.data.Options()
-                options.autotune.enabled = False
-                repeated = devel.get_dataset().repeat().with_options(options)
                 self._iterator = iter(model.distribute_strategy.experimental_distribute_dataset(repeated))
             model.make_test_function()
             hooks.on_test_begin()
