@@ -196,18 +196,114 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
         history = fit_distributed(job, model, dataset, steps, epochs,
                                   int(train.batch_size or 1), initial_epoch=initial, callbacks=extra)
     else:
+        import keras
+
+        with job.strategy.scope():
+            _build_state(model, dataset.element_spec)
+        verbose = _verbose(job)
+        validation = _validation(devel) if devel is not None else None
+        # the hooks fit would make, the devel evaluation first: every other callback sees val_* in its logs
+        hooks = keras.callbacks.CallbackList(
+            [*([validation] if validation is not None else []), job.get_remote_monitor(), *extra],
+            add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs, steps=steps, model=model)
+        if validation is not None:
+            validation.hooks = hooks
         result = model.fit(
-            dataset, steps_per_epoch=steps, epochs=epochs, initial_epoch=initial,
-            validation_data=devel.get_dataset() if devel is not None else None,
-            validation_steps=len(devel) if devel is not None else None,
-            callbacks=[job.get_remote_monitor(), *extra],
+            dataset, steps_per_epoch=steps, epochs=epochs, initial_epoch=initial, callbacks=hooks,
             shuffle=False,  # the generator draws a seeded order per epoch
-            verbose=_verbose(job),
+            verbose=verbose,
         )
         keys = list(result.history)
         history = [{k: float(result.history[k][i]) for k in keys} for i in range(len(result.epoch))]
     job.remember_model(model)  # a failure from here on keeps the trained model
     return history
+
+
+def _build_state(model: Any, element_spec: Any) -> None:
+    """Create the compiled model's metric, loss and optimizer variables from the data's element spec,
+    before ``fit`` traces its train step. Keras does this itself under a distribution strategy; on one
+    device it leaves them to the first trace, which then creates variables inside the step and traces
+    it a second time (about half a second for a small CNN). Best effort: what fails here is built by
+    that trace as before (same variables, same order of creation per kind: the weights stay identical)."""
+    build = getattr(model, "_symbolic_build", None)
+    if build is None:
+        return
+    from keras import KerasTensor
+
+    try:
+        batch = tuple(None if s is None else KerasTensor(s.shape, s.dtype.name)
+                      for s in (element_spec if isinstance(element_spec, tuple) else (element_spec,)))
+        build(data_batch=batch if isinstance(element_spec, tuple) else batch[0])
+    except Exception as exc:  # the first train step builds it as Keras does by default
+        log.debug("The model's training state was left to the first train step: %s", exc)
+
+
+def _logs(logs: Any) -> dict[str, Any]:
+    """Keras's epoch logs as Python floats, nested dicts flattened, keys sorted (as Keras hands them on)."""
+    out: dict[str, Any] = {}
+    for key, value in sorted((logs or {}).items()):
+        if isinstance(value, dict):
+            out.update(_logs(value))
+            continue
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+def _validation(devel: DataGenerator) -> Any:
+    """A Keras callback (put it first; set its ``hooks`` to the fit's CallbackList) that evaluates
+    ``devel`` after each epoch as ``fit(validation_data=...)`` does (the test step on every devel
+    batch, the test hooks, ``val_*`` added to the epoch's logs for the callbacks after it), through one
+    iterator over the devel batches repeated, kept for the whole fit. Keras makes a new iterator for
+    every evaluation and one more after it, and each costs the input pipeline's set-up (tens of ms)."""
+    import keras
+    import tensorflow as tf
+
+    # built now (its graph, its cache decision logged) rather than amid the first epoch's output;
+    # no autotuning thread: it would take CPU from training, and its stop (when the iterator goes)
+    # waits for an optimisation round, up to seconds on a busy machine
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    repeated = devel.get_dataset().repeat().with_options(options)
+
+    class Validation(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = len(devel)
+            self.hooks: Any = None
+            self._iterator: Any = None
+            self._last: dict[str, Any] = {}
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            model, hooks = self.model, self.hooks
+            if self._iterator is None:
+                self._iterator = iter(model.distribute_strategy.experimental_distribute_dataset(repeated))
+            model.make_test_function()
+            hooks.on_test_begin()
+            model.reset_metrics()
+            step_logs: Any = {}
+            for step in range(self.steps):
+                hooks.on_test_batch_begin(step)
+                step_logs = model.test_function(self._iterator)
+                hooks.on_test_batch_end(step, step_logs)
+            metric_logs = model.get_metrics_result()
+            # a custom test_step may log other values than the model's metrics (Keras keeps those then)
+            if isinstance(step_logs, dict) and set(step_logs) == set(metric_logs):
+                step_logs = metric_logs
+            values = _logs(step_logs)
+            hooks.on_test_end(values)
+            self._last = {f"val_{k}": v for k, v in values.items()}
+            if logs is not None:
+                logs.update(self._last)
+
+        def on_train_end(self, logs: Any = None) -> None:
+            self._iterator = None  # its prefetch buffers go with it
+            if logs is not None:  # Keras ends with the last epoch's logs, its devel metrics included
+                logs.update(self._last)
+
+    return Validation()
 
 
 def fit_job(job: Any, model: Any, train: DataGenerator | None = None, devel: DataGenerator | None = None, *,
