@@ -54,13 +54,13 @@ def hand(root: Path, antialias: bool, decode: bool = True, full: bool = True):
     return ds.batch(BATCH).prefetch(tf.data.AUTOTUNE), len(paths)
 
 
-def brevetti(root: Path, antialias: bool, cache: bool = False):
+def brevetti(root: Path, antialias: bool, cache: bool = False, repeat: bool = True):
     from brevetti_pipe.data import DataGenerator, get_image_samples
     from brevetti_pipe.stages import ImageAugmenter, ImageNoise, ImagePipeline, OneHotEncoder, RandomTransformer
 
     samples = get_image_samples(str(root))
     gen = (
-        DataGenerator(samples, batch_size=BATCH, repeat=True, seed=0, output_structure=("img", "onehot"),
+        DataGenerator(samples, batch_size=BATCH, repeat=repeat, seed=0, output_structure=("img", "onehot"),
                       cache=cache)
         .map(ImagePipeline(target_size=SIZE, antialias=antialias, rescale="unit"))
         .map(ImageAugmenter(

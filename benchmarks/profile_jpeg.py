@@ -39,7 +39,7 @@ def variants(root: Path, antialias: bool) -> dict:
     def ours(aug: bool):
         if aug:
             return brevetti(root, antialias)[0]
-        gen = (DataGenerator(samples, batch_size=BATCH, repeat=True, seed=0, output_structure=("img", "onehot"))
+        gen = (DataGenerator(samples, batch_size=BATCH, repeat=True, seed=0, output_structure=("img", "onehot"), cache=False)
                .map(ImagePipeline(target_size=SIZE, antialias=antialias, rescale="unit"))
                .map(OneHotEncoder(CLASSES)))
         return gen.get_dataset()
