@@ -21,12 +21,20 @@ import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["exit_after"]
+__all__ = ["exit_after", "leaving"]
+
+_leaving = False
 
 
 def _fast() -> bool:
     return ("tensorflow" in sys.modules and os.environ.get("BREVETTI_PIPE_FULL_EXIT") != "1"
             and hasattr(threading, "_shutdown") and hasattr(atexit, "_run_exitfuncs"))
+
+
+def leaving() -> bool:
+    """Whether the process is leaving through :func:`exit_after`'s ``os._exit``: an ``atexit``
+    handler that only waits for work the process would otherwise finalise can skip its wait."""
+    return _leaving
 
 
 def exit_after(command: Callable[[], Any]) -> NoReturn:
@@ -44,6 +52,8 @@ def exit_after(command: Callable[[], Any]) -> NoReturn:
 
 
 def _leave(code: int) -> NoReturn:
+    global _leaving
+    _leaving = True
     threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx runs first
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):

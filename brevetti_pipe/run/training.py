@@ -203,8 +203,9 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
         verbose = _verbose(job)
         validation = _validation(devel) if devel is not None else None
         # the hooks fit would make, the devel evaluation first: every other callback sees val_* in its logs
+        handover = _input_handover()
         hooks = keras.callbacks.CallbackList(
-            [*([validation] if validation is not None else []), job.get_remote_monitor(), *extra],
+            [*([validation] if validation is not None else []), job.get_remote_monitor(), *extra, handover],
             add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs, steps=steps, model=model)
         if validation is not None:
             validation.hooks = hooks
@@ -213,10 +214,71 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
             shuffle=False,  # the generator draws a seeded order per epoch
             verbose=verbose,
         )
+        _release_in_background(handover.take())
         keys = list(result.history)
         history = [{k: float(result.history[k][i]) for k in keys} for i in range(len(result.epoch))]
     job.remember_model(model)  # a failure from here on keeps the trained model
     return history
+
+
+def _input_handover() -> Any:
+    """A Keras callback (put it last) that takes a reference to the training input's iterator at the
+    end of ``fit``, so that the iterator is deleted by :func:`_release_in_background` rather than on
+    the main thread when ``fit`` returns: ``take()`` hands it over. Deleting a tf.data iterator stops
+    its autotuning thread, and that stop can miss its wake-up and wait out the thread's current
+    optimisation period: 2.6 s after a few seconds of training, up to a minute after a long one, in
+    about one job of four. Best effort: with a Keras whose ``fit`` keeps its iterator elsewhere, the
+    iterator is deleted as before."""
+    import keras
+
+    class InputHandover(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._held: Any = None
+
+        def on_train_end(self, logs: Any = None) -> None:
+            frame: Any = sys._getframe(1)
+            while frame is not None:  # Keras's fit: its local ``epoch_iterator`` holds the input's iterator
+                if frame.f_code.co_name == "fit" and "epoch_iterator" in frame.f_code.co_varnames:
+                    self._held = getattr(frame.f_locals.get("epoch_iterator"), "_current_iterator", None)
+                    return
+                frame = frame.f_back
+
+        def take(self) -> Any:
+            held, self._held = self._held, None
+            return held
+
+    return InputHandover()
+
+
+_releasing: list[Any] = []
+
+
+def _release_in_background(iterator: Any) -> None:
+    """Drop the last reference to ``iterator`` on a daemon thread (see :class:`_InputHandover`). A
+    normal interpreter exit waits for it; the console commands' quick exit (``os._exit``) does not."""
+    if iterator is None:
+        return
+    import threading
+
+    box = [iterator]
+    del iterator
+    thread = threading.Thread(target=box.clear, name="brevetti-pipe-input-release", daemon=True)
+    if not _releasing:
+        import atexit
+
+        atexit.register(_join_releases)
+    _releasing.append(thread)
+    thread.start()
+
+
+def _join_releases() -> None:
+    from brevetti_pipe._util.exit import leaving
+
+    if leaving():
+        return
+    while _releasing:
+        _releasing.pop().join()
 
 
 def _build_state(model: Any, element_spec: Any) -> None:

@@ -74,3 +74,34 @@ def test_fit_traces_each_step_once_and_validates_every_epoch_as_keras_does(tmp_p
     assert {"val_loss": history[-1]["val_loss"], "val_accuracy": history[-1]["val_accuracy"]} == {
         "val_loss": evaluated["loss"], "val_accuracy": evaluated["accuracy"]}
     assert traces["train"] == 1
+
+
+def test_fit_leaves_the_training_iterator_to_a_background_thread(tmp_path: Path, tiny_vials: Path) -> None:
+    # deleting a tf.data iterator with autotuning can wait seconds for the tuning thread to stop
+    import gc
+    import threading
+    import weakref
+
+    import keras
+    from tensorflow.python.data.ops.iterator_ops import OwnedIterator
+
+    from brevetti_pipe.recipes.vials_classification import build_model
+    from brevetti_pipe.run import training
+
+    job = Job.init(overrides=[*CLS_ARGS, f"platform.root={tmp_path}", f"datasets.vials.url={tiny_vials}",
+                              "settings.epochs=1", "training.resume=false"])
+    deleted_on: list[str] = []
+
+    class Watch(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_end(self, logs=None):  # type: ignore[no-untyped-def]
+            for obj in gc.get_objects():
+                if isinstance(obj, OwnedIterator):
+                    weakref.finalize(obj, lambda: deleted_on.append(threading.current_thread().name))
+
+    job.seed_frameworks()
+    job.fit(build_model(job, (16, 16, 1), job.classes), callbacks=[Watch()])
+    for thread in list(getattr(training, "_releasing", [])):
+        thread.join()
+    gc.collect()
+    assert "brevetti-pipe-input-release" in deleted_on, deleted_on
+    assert "MainThread" not in deleted_on, deleted_on
