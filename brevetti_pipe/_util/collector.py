@@ -31,10 +31,27 @@ def pause_for_command(command: str = "brevetti-pipe", module: str = "brevetti_pi
     """:func:`pause` when this process is the console command (``brevetti-pipe ...`` or ``python -m
     brevetti_pipe ...``, from ``sys.orig_argv``): its entry point resumes once the job starts, so no
     collection walks what the imports made in between."""
-    argv = list(getattr(sys, "orig_argv", []))
-    if (len(argv) > 1 and os.path.basename(argv[1]) == command) or any(
-            argv[i] == "-m" and argv[i + 1] == module for i in range(1, len(argv) - 1)):
+    if _is_command(list(getattr(sys, "orig_argv", [])), command, module):
         pause()
+
+
+def _is_command(argv: list[str], command: str, module: str) -> bool:
+    """Whether the interpreter's own arguments (before the script, ``-m`` or ``-c``) run ``command`` or ``-m module``."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m":
+            return i + 1 < len(argv) and argv[i + 1] == module
+        if arg == "-c":
+            return False
+        if arg in ("-W", "-X", "--check-hash-based-pycs"):  # options with a separate value
+            i += 2
+            continue
+        if arg.startswith("-") and arg != "-":
+            i += 1
+            continue
+        return os.path.basename(arg) == command  # the script
+    return False
 
 
 def resume(freeze: bool = False) -> None:

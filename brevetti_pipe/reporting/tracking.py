@@ -306,6 +306,9 @@ class MlflowTracking(JobCallback, name="mlflow"):
             self._opening = None
             self._client.update_run(self._run_id, status="RUNNING")
             self._client.set_tag(self._run_id, "brevetti_pipe.attempt", tags["brevetti_pipe.attempt"])
+            if "brevetti_pipe.error" in self._client.get_run(self._run_id).data.tags:  # an earlier attempt's
+                self._client.delete_tag(self._run_id, "brevetti_pipe.error")
+            self._step = epoch  # metrics logged before the next epoch ends (none left to train) go at its step
             log.info("MLflow run %s carries on (attempt %s, training resumed after epoch %d)", self._run_id,
                      tags["brevetti_pipe.attempt"], epoch)
             return
@@ -336,6 +339,12 @@ class MlflowTracking(JobCallback, name="mlflow"):
     def on_job_end(self, *, job: JobView, status: str, error: str | None = None, **kwargs: Any) -> None:
         if self._client is None:
             return
+        if self._earlier is not None and self._opening is not None and status != "completed":
+            # failed before its training carried on or started over: the failure is recorded on the earlier
+            # attempt's run, which the next attempt can still carry on (one training, one run)
+            self._run_id, self._earlier = self._earlier, None
+            self._client.set_tag(self._run_id, "brevetti_pipe.attempt", self._opening["tags"]["brevetti_pipe.attempt"])
+            self._opening = None
         self._open()
         try:
             if error:

@@ -196,10 +196,9 @@ def _labels(target: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def evaluate(job: Any, model: Any, purpose: str, *, task: str, structure: tuple[str, str], classes: Sequence[str],
-             batch_size: int, background: bool = True, weights_sha256: str | None = None) -> Evaluation | None:
+             batch_size: int, background: bool = True) -> Evaluation | None:
     """Predict every ``purpose`` sample once, record its metrics, confusion matrix and predictions CSV,
-    and store the result in ``job.evaluations[purpose]``; None when the purpose has no samples.
-    ``weights_sha256``: the model's weights digest when the caller has it (else it is computed)."""
+    and store the result in ``job.evaluations[purpose]``; None when the purpose has no samples."""
     import numpy as np
 
     import pandas as pd
@@ -226,11 +225,10 @@ def evaluate(job: Any, model: Any, purpose: str, *, task: str, structure: tuple[
     else:
         y_true = _labels(target, pred)
         metrics, matrix = classification_metrics(y_true, pred, classes, purpose)
-        if weights_sha256 is None:
-            from brevetti_pipe.run.export import weights_sha256 as digest
+        from brevetti_pipe.run.export import weights_sha256
 
-            weights_sha256 = digest(model)
-        evaluation = Evaluation(purpose, metrics, rows, probabilities=pred, y_true=y_true, weights_sha256=weights_sha256)
+        evaluation = Evaluation(purpose, metrics, rows, probabilities=pred, y_true=y_true,
+                                weights_sha256=weights_sha256(model))
         table = ids.assign(true_class=[classes[i] for i in y_true], predicted_class=[classes[i] for i in pred.argmax(1)],
                            confidence=pred.max(axis=1), **{f"p_{c}": pred[:, i] for i, c in enumerate(classes)})
     job.add_output_metrics(metrics)

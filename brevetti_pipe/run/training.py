@@ -201,7 +201,7 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
         with job.strategy.scope():
             _build_state(model, dataset.element_spec)
         verbose = _verbose(job)
-        validation = _validation(devel) if devel is not None else None
+        validation = _validation(devel) if devel is not None and _one_pass_per_step(model, devel) else None
         # the hooks fit would make, the devel evaluation first: every other callback sees val_* in its logs
         handover = _input_handover()
         hooks = keras.callbacks.CallbackList(
@@ -211,6 +211,9 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
             validation.hooks = hooks
         result = model.fit(
             dataset, steps_per_epoch=steps, epochs=epochs, initial_epoch=initial, callbacks=hooks,
+            # Keras's own validation where the kept devel iterator would not read what Keras reads
+            validation_data=devel.get_dataset() if devel is not None and validation is None else None,
+            validation_steps=len(devel) if devel is not None and validation is None else None,
             shuffle=False,  # the generator draws a seeded order per epoch
             verbose=verbose,
         )
@@ -219,6 +222,15 @@ def fit(job: Any, model: Any, train: DataGenerator, devel: DataGenerator | None 
         history = [{k: float(result.history[k][i]) for k in keys} for i in range(len(result.epoch))]
     job.remember_model(model)  # a failure from here on keeps the trained model
     return history
+
+
+def _one_pass_per_step(model: Any, devel: DataGenerator) -> bool:
+    """Whether :func:`_validation`'s one iterator over ``devel`` repeated reads, for every evaluation,
+    the batches Keras's new iterator per evaluation would: one test step per batch, and a generator
+    whose every pass is the same single pass over its samples (no shuffle, repeat, sampler or
+    epoch size of its own)."""
+    return (int(getattr(model, "steps_per_execution", 1) or 1) == 1 and not devel.shuffle and not devel.repeat
+            and devel.sampler is None and devel.epoch_size == len(devel.samples))
 
 
 def _input_handover() -> Any:
@@ -251,11 +263,12 @@ def _input_handover() -> Any:
     return InputHandover()
 
 
-_releasing: list[Any] = []
+_releasing: list[Any] = []  # release threads, joined by a normal interpreter exit
+_RELEASE_JOINED_AT_EXIT: list[bool] = []
 
 
 def _release_in_background(iterator: Any) -> None:
-    """Drop the last reference to ``iterator`` on a daemon thread (see :class:`_InputHandover`). A
+    """Drop the last reference to ``iterator`` on a daemon thread (see :func:`_input_handover`). A
     normal interpreter exit waits for it; the console commands' quick exit (``os._exit``) does not."""
     if iterator is None:
         return
@@ -264,10 +277,12 @@ def _release_in_background(iterator: Any) -> None:
     box = [iterator]
     del iterator
     thread = threading.Thread(target=box.clear, name="brevetti-pipe-input-release", daemon=True)
-    if not _releasing:
+    if not _RELEASE_JOINED_AT_EXIT:
         import atexit
 
         atexit.register(_join_releases)
+        _RELEASE_JOINED_AT_EXIT.append(True)
+    _releasing[:] = [t for t in _releasing if t.is_alive()]
     _releasing.append(thread)
     thread.start()
 
@@ -346,10 +361,14 @@ def _validation(devel: DataGenerator) -> Any:
             hooks.on_test_begin()
             model.reset_metrics()
             step_logs: Any = {}
+            model.stop_evaluating = False
             for step in range(self.steps):
                 hooks.on_test_batch_begin(step)
                 step_logs = model.test_function(self._iterator)
                 hooks.on_test_batch_end(step, step_logs)
+                if model.stop_evaluating:  # a callback ended this evaluation: the next one starts a new pass
+                    self._iterator = None
+                    break
             metric_logs = model.get_metrics_result()
             # a custom test_step may log other values than the model's metrics (Keras keeps those then)
             if isinstance(step_logs, dict) and set(step_logs) == set(metric_logs):

@@ -151,8 +151,9 @@ def _fail_in_epoch(job, epoch=1):
 
 def test_mlflow_a_resumed_training_carries_on_in_its_run_and_a_restart_gets_its_own(tmp_path, tiny_vials, monkeypatch):
     """Attempt 1 fails in epoch 1 (no checkpoint yet), attempt 2 in epoch 2 (checkpoint after epoch 1),
-    attempt 3 resumes and completes: attempt 1 keeps its FAILED run; attempts 2 and 3 are one training,
-    so one run, FINISHED, with the train loss at steps 1 and 2 and the attempt tag 3."""
+    attempt 3 before its training, attempt 4 resumes and completes: attempt 1
+    keeps its FAILED run; attempts 2 to 4 are one training, so one run, FINISHED, with the train loss at
+    steps 1 and 2, the attempt tag 4 and no error tag left from attempts 2 and 3."""
     from mlflow.tracking import MlflowClient
 
     from brevetti_pipe import Job
@@ -168,15 +169,23 @@ def test_mlflow_a_resumed_training_carries_on_in_its_run_and_a_restart_gets_its_
         with pytest.raises(Exception, match=f"failing in epoch {epoch}"):
             Job.init(overrides=[*args, "+training.callbacks.fail.type=fail_in_epoch",
                                 f"+training.callbacks.fail.epoch={epoch}"]).start()
+    def no_data(*args, **kwargs):
+        raise RuntimeError("no data today")
+
+    with monkeypatch.context() as patch:  # a failure after the job started, before its training
+        patch.setattr("brevetti_pipe.run.training.generators", no_data)
+        with pytest.raises(Exception, match="no data today"):
+            Job.init(overrides=args).start()
     job = Job.init(overrides=args)
     job.start()
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("vials_classification").experiment_id
     runs = sorted(client.search_runs([experiment]), key=lambda r: r.info.start_time)
-    assert [(r.info.status, r.data.tags["brevetti_pipe.attempt"]) for r in runs] == [("FAILED", "1"), ("FINISHED", "3")]
+    assert [(r.info.status, r.data.tags["brevetti_pipe.attempt"]) for r in runs] == [("FAILED", "1"), ("FINISHED", "4")]
     first, resumed = runs
+    assert "brevetti_pipe.error" in first.data.tags and "brevetti_pipe.error" not in resumed.data.tags
     assert client.get_metric_history(first.info.run_id, "train_loss") == []
     history = client.get_metric_history(resumed.info.run_id, "train_loss")
     assert [m.step for m in history] == [1, 2]
     assert resumed.data.metrics["devel_accuracy"] == pytest.approx(job.metrics["devel_accuracy"])
-    assert json.loads((tmp_path / "p" / "jobs" / "again" / "artifacts" / "output.json").read_text())["attempt"] == 3
+    assert json.loads((tmp_path / "p" / "jobs" / "again" / "artifacts" / "output.json").read_text())["attempt"] == 4

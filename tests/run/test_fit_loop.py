@@ -105,3 +105,30 @@ def test_fit_leaves_the_training_iterator_to_a_background_thread(tmp_path: Path,
     gc.collect()
     assert "brevetti-pipe-input-release" in deleted_on, deleted_on
     assert "MainThread" not in deleted_on, deleted_on
+
+
+def test_fit_validates_with_keras_when_a_step_runs_several_batches(tmp_path: Path, tiny_vials: Path) -> None:
+    import keras
+
+    from brevetti_pipe.recipes.vials_classification import build_model
+    from brevetti_pipe.run.training import generators, task_of
+
+    job = Job.init(overrides=[*CLS_ARGS, f"platform.root={tmp_path}", f"datasets.vials.url={tiny_vials}",
+                              "settings.epochs=1", "training.resume=false"])
+    ends: list[int] = []
+
+    class Hooks(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_test_batch_end(self, batch, logs=None):  # type: ignore[no-untyped-def]
+            ends.append(batch)
+
+    job.seed_frameworks()
+    model = build_model(job, (16, 16, 1), job.classes)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"], steps_per_execution=2)
+    history = job.fit(model, callbacks=[Hooks()])
+    _, devel_gen = generators(job, task_of(job), 8)
+    assert devel_gen is not None
+    batches = math.ceil(len(devel_gen.samples) / 8)
+    # a test step reads two batches: Keras calls the batch hooks once per step, with the step's last batch
+    assert len(ends) == math.ceil(batches / 2) and ends[0] == 1, ends
+    evaluated = model.evaluate(devel_gen.get_dataset(), return_dict=True, verbose=0)
+    assert history[-1]["val_loss"] == evaluated["loss"]

@@ -89,7 +89,10 @@ def test_only_the_command_pauses_the_collector_from_the_package_import(monkeypat
                          (["python", "/venv/bin/brevetti-pipe", "--help"], True),
                          (["python", "-m", "brevetti_pipe.cli.predict"], False),
                          (["python", "/venv/bin/brevetti-pipe-predict"], False),
-                         (["python", "-m", "pytest", "brevetti_pipe"], False)):
+                         (["python", "-m", "pytest", "brevetti_pipe"], False),
+                         (["python", "-X", "importtime", "-m", "brevetti_pipe"], True),
+                         (["python", "train.py", "-m", "brevetti_pipe"], False),  # a script's own arguments
+                         (["python", "-c", "import brevetti_pipe", "-m", "brevetti_pipe"], False)):
         monkeypatch.setattr("sys.orig_argv", argv)
         collector.pause_for_command()
         try:
