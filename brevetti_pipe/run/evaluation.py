@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from brevetti_pipe.data import DataGenerator
+
 __all__ = ["Evaluation", "classification_metrics", "evaluate", "roc_auc_ovr", "segmentation_metrics"]
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,17 @@ def _predict(job: Any, model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(preds), np.concatenate(targets)
 
 
+def _reads_once(generator: DataGenerator, rows: pd.DataFrame, batch_size: int, structure: tuple[str, str]) -> bool:
+    """Whether ``generator`` yields ``rows`` once, in order, in batches of ``batch_size`` shaped as ``structure``."""
+    samples = generator.samples
+    return (not generator.shuffle and not generator.repeat and generator.sampler is None and generator.shard is None
+            and not any(st.random for st in generator.stages)
+            and generator.batch_size == batch_size and not generator.drop_remainder
+            and tuple(generator.output_structure or ()) == tuple(structure)
+            and generator.epoch_size == len(samples) == len(rows) and "path" in samples.columns
+            and bool((samples["path"].to_numpy() == rows["path"].to_numpy()).all()))
+
+
 def _write_csv(job: Any, purpose: str, table: pd.DataFrame) -> None:
     buffer = _io.StringIO()
     table.to_csv(buffer, index=False)
@@ -196,9 +209,13 @@ def _labels(target: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def evaluate(job: Any, model: Any, purpose: str, *, task: str, structure: tuple[str, str], classes: Sequence[str],
-             batch_size: int, background: bool = True) -> Evaluation | None:
+             batch_size: int, background: bool = True, generator: DataGenerator | None = None) -> Evaluation | None:
     """Predict every ``purpose`` sample once, record its metrics, confusion matrix and predictions CSV,
-    and store the result in ``job.evaluations[purpose]``; None when the purpose has no samples."""
+    and store the result in ``job.evaluations[purpose]``; None when the purpose has no samples.
+
+    ``generator``: the job's own generator over these samples (the training's devel generator), read
+    when it is one plain pass over exactly them with this batch size and structure: what its in-memory
+    cache holds is not decoded again. Any other generator is ignored."""
     import numpy as np
 
     import pandas as pd
@@ -208,9 +225,10 @@ def evaluate(job: Any, model: Any, purpose: str, *, task: str, structure: tuple[
     if rows.empty:
         log.warning("No %s samples to evaluate", purpose)
         return None
-    # one pass: an in-memory cache would only hold memory (an explicit cache setting is kept)
-    one_pass = {"cache": False} if job.config.data.cache == "auto" else {}
-    generator = job.data_generator(rows, batch_size=batch_size, output_structure=structure, **one_pass)
+    if generator is None or not _reads_once(generator, rows, batch_size, structure):
+        # one pass: an in-memory cache would only hold memory (an explicit cache setting is kept)
+        one_pass = {"cache": False} if job.config.data.cache == "auto" else {}
+        generator = job.data_generator(rows, batch_size=batch_size, output_structure=structure, **one_pass)
     pred, target = _predict(job, model, generator.get_dataset())
     ids = pd.DataFrame({"path": rows["path"].astype(str),
                         "etag": rows["etag"] if "etag" in rows.columns else ""})

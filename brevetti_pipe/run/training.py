@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -407,13 +407,14 @@ def fit_job(job: Any, model: Any, train: DataGenerator | None = None, devel: Dat
     return fit(job, model, train, devel, epochs=epochs, callbacks=callbacks)
 
 
-def evaluate(job: Any, model: Any, purpose: str, task: Task | None = None) -> Evaluation | None:
+def evaluate(job: Any, model: Any, purpose: str, task: Task | None = None,
+             generator: DataGenerator | None = None) -> Evaluation | None:
     """Evaluate ``model`` on ``purpose`` (see :func:`brevetti_pipe.run.evaluation.evaluate`)."""
     from brevetti_pipe.run import evaluation
 
     task = task or task_of(job, job.recipe.task if job.recipe is not None else None)
     return evaluation.evaluate(job, model, purpose, task=task.name, structure=task.structure, classes=task.classes,
-                               batch_size=batch_size_of(job), background=task.background)
+                               batch_size=batch_size_of(job), background=task.background, generator=generator)
 
 
 def purposes_of(job: Any) -> list[str]:
@@ -424,11 +425,13 @@ def purposes_of(job: Any) -> list[str]:
     return [p for p in ("devel", "test") if p in present]
 
 
-def evaluate_all(job: Any, model: Any, task: Task) -> dict[str, Evaluation]:
-    """Evaluate every purpose of :func:`purposes_of` (on every worker; only the chief's artifacts are the job's)."""
+def evaluate_all(job: Any, model: Any, task: Task, kept: Mapping[str, DataGenerator | None] | None = None,
+                 ) -> dict[str, Evaluation]:
+    """Evaluate every purpose of :func:`purposes_of` (on every worker; only the chief's artifacts are the job's);
+    ``kept``: the training's own generators by purpose (devel), whose in-memory caches are read again."""
     results = {}
     for purpose in purposes_of(job):
-        result = evaluate(job, model, purpose, task)
+        result = evaluate(job, model, purpose, task, (kept or {}).get(purpose))
         if result is not None:
             results[purpose] = result
     return results
@@ -561,5 +564,5 @@ def train_evaluate(job: Any, recipe: Recipe) -> Any:
         job.metadata["segmentation_classes"] = task.classes
     fit(job, model, train_gen, devel_gen)
     job.weights_sha256 = weights_sha256(model)
-    evaluate_all(job, model, task)
+    evaluate_all(job, model, task, {"devel": devel_gen})  # the devel images the validation cached are not decoded again
     return model

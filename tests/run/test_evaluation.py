@@ -145,3 +145,42 @@ def test_a_short_last_batch_is_predicted_without_tracing_the_predict_function_ag
     assert target.tolist() == list(range(10))
     np.testing.assert_allclose(pred, np.asarray(model(x, training=False)), rtol=1e-6, atol=1e-7)
     assert pred.shape == (10, 2)
+
+
+def test_devel_evaluation_reads_the_images_the_training_cached(tmp_path, tiny_vials, monkeypatch):
+    """With the in-memory cache (data.cache=auto keeps this data set in memory), the evaluation after
+    training reads the devel images the validation already decoded instead of decoding them again:
+    here the devel files are deleted between the training and the evaluation, and the evaluation
+    still gives the same predictions."""
+    import shutil
+
+    from brevetti_pipe import Job
+    from brevetti_pipe.run import training
+    from tests.run.conftest import CLS_ARGS
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_vials, data)
+    args = [*CLS_ARGS, f"datasets.vials.url={data}", "+export.parity_samples=0", "job.id=ev"]
+
+    first = Job.init(overrides=[*args, f"platform.root={tmp_path / 'a'}"])
+    first.start()
+    devel = first.samples[first.samples.purpose == "devel"]
+    assert len(devel) > 0
+
+    real = training.evaluate_all
+
+    def devel_files_gone(job, model, task, *rest):
+        for path in devel["path"]:
+            Path(path).unlink()
+        return real(job, model, task, *rest)
+
+    monkeypatch.setattr(training, "evaluate_all", devel_files_gone)
+    second = Job.init(overrides=[*args, f"platform.root={tmp_path / 'b'}"])
+    second.start()
+    assert not any(Path(p).exists() for p in devel["path"])
+    assert second.status == "completed"
+    before = pd.read_csv(_artifacts(first) / "predictions_devel.csv")
+    after = pd.read_csv(_artifacts(second) / "predictions_devel.csv")
+    pd.testing.assert_frame_equal(after, before)
+    assert second.metrics["devel_accuracy"] == first.metrics["devel_accuracy"]
+    assert second.metrics["test_accuracy"] == first.metrics["test_accuracy"]  # the test split is read from its files
