@@ -147,40 +147,39 @@ def test_a_short_last_batch_is_predicted_without_tracing_the_predict_function_ag
     assert pred.shape == (10, 2)
 
 
-def test_devel_evaluation_reads_the_images_the_training_cached(tmp_path, tiny_vials, monkeypatch):
+def test_devel_evaluation_reads_the_images_the_training_cached(tmp_path, tiny_vials, classification_job, monkeypatch):
     """With the in-memory cache (data.cache=auto keeps this data set in memory), the evaluation after
     training reads the devel images the validation already decoded instead of decoding them again:
     here the devel files are deleted between the training and the evaluation, and the evaluation
-    still gives the same predictions."""
+    still gives the predictions of the same job on intact files (the session's classification job)."""
     import shutil
 
     from brevetti_pipe import Job
     from brevetti_pipe.run import training
     from tests.run.conftest import CLS_ARGS
 
+    first, _ = classification_job
     data = tmp_path / "data"
     shutil.copytree(tiny_vials, data)
-    args = [*CLS_ARGS, f"datasets.vials.url={data}", "+export.parity_samples=0", "job.id=ev"]
-
-    first = Job.init(overrides=[*args, f"platform.root={tmp_path / 'a'}"])
-    first.start()
-    devel = first.samples[first.samples.purpose == "devel"]
-    assert len(devel) > 0
-
     real = training.evaluate_all
+    gone: list[str] = []
 
     def devel_files_gone(job, model, task, *rest):
+        devel = job.samples[job.samples.purpose == "devel"]
         for path in devel["path"]:
             Path(path).unlink()
+            gone.append(path)
         return real(job, model, task, *rest)
 
     monkeypatch.setattr(training, "evaluate_all", devel_files_gone)
-    second = Job.init(overrides=[*args, f"platform.root={tmp_path / 'b'}"])
+    second = Job.init(overrides=[*CLS_ARGS, f"datasets.vials.url={data}", "+export.parity_samples=0", "job.id=cls",
+                                 f"platform.root={tmp_path / 'platform'}"])
     second.start()
-    assert not any(Path(p).exists() for p in devel["path"])
+    assert gone and not any(Path(p).exists() for p in gone)
     assert second.status == "completed"
     before = pd.read_csv(_artifacts(first) / "predictions_devel.csv")
     after = pd.read_csv(_artifacts(second) / "predictions_devel.csv")
-    pd.testing.assert_frame_equal(after, before)
+    assert [Path(p).relative_to(data) for p in after["path"]] == [Path(p).relative_to(tiny_vials) for p in before["path"]]
+    pd.testing.assert_frame_equal(after.drop(columns="path"), before.drop(columns="path"))
     assert second.metrics["devel_accuracy"] == first.metrics["devel_accuracy"]
     assert second.metrics["test_accuracy"] == first.metrics["test_accuracy"]  # the test split is read from its files
