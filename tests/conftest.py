@@ -29,6 +29,18 @@ def _forget_secrets_after_each_test():
     secrets._api_key = api_key
 
 
+@pytest.fixture()
+def failed_job_keeps_here(tmp_path, monkeypatch) -> Path:
+    """What a failed trained job keeps for its next run (kept.json under $XDG_CACHE_HOME, its scratch
+    folder under the temp dir) goes under ``tmp_path``, not the user's home and /tmp. Returns the keep."""
+    import tempfile
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    return tmp_path / "home-cache" / "brevetti-pipe" / "kept"
+
+
 @pytest.fixture(scope="session")
 def tiny_vials(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic vials dataset (3 classes x 10 images, 64 px BMP), made once per session."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import logging
@@ -66,6 +67,20 @@ def own_files(config: JobConfig) -> dict[str, str]:
     }
 
 
+#: scratch folders of jobs that were never run (``Job.init`` in a notebook, a script reading data):
+#: removed when the interpreter exits, as a run's end removes its own
+#: (folder -> the process that made it: a forked child leaves its parent's folders alone)
+_REMOVE_AT_EXIT: dict[str, int] = {}
+
+
+@atexit.register
+def _remove_scratch_folders() -> None:
+    for folder, pid in list(_REMOVE_AT_EXIT.items()):
+        if pid == os.getpid():
+            shutil.rmtree(folder, ignore_errors=True)
+    _REMOVE_AT_EXIT.clear()
+
+
 class Scratch:
     """A job's local scratch folder (created on first use) and the local cache of remote files in it.
 
@@ -83,6 +98,7 @@ class Scratch:
         self.cache_dir = cache_dir
         self.created: str | None = given
         self._lock = threading.Lock()
+        self._run_owned = False
 
     @property
     def dir(self) -> str:
@@ -95,6 +111,8 @@ class Scratch:
                 elif self.io.cache_root is None:
                     os.makedirs(self.created, exist_ok=True)
                     self.io.set_cache_root(self.cache_dir or os.path.join(self.created, "cache"))
+                if self.given is None and not self._run_owned:
+                    _REMOVE_AT_EXIT[self.created] = os.getpid()
             except OSError as exc:
                 raise folder_error(exc, {"platform.cache_dir": self.cache_dir, "job.temp_dir": self.given}) from None
         return self.created
@@ -110,6 +128,14 @@ class Scratch:
     def owned(self) -> str | None:
         """The folder when this job created it (None for a ``job.temp_dir`` of the user's, or none yet)."""
         return self.created if self.given is None else None
+
+    def run_owns(self) -> None:
+        """The job's run decides from now on: its end removes the folder, or keeps it (and says so)
+        for a failed trained job; nothing removes it at exit."""
+        with self._lock:
+            self._run_owned = True
+            if self.created is not None:
+                _REMOVE_AT_EXIT.pop(self.created, None)
 
     def remove(self) -> None:
         """Delete the folder this job created (with the cache in it, unless ``platform.cache_dir`` holds

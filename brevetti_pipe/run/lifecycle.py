@@ -168,6 +168,7 @@ def begin(job: JobState) -> None:
         lease.acquire()  # before anything is written: a refused run changes nothing
         job.lease = lease
     try:
+        job.scratch.run_owns()  # end() removes or keeps the scratch folder
         job.attempt = _previous_attempts(job) + 1
         _tidy(job, "removing temp files an interrupted run left", _remove_leftover_temp_files)
         if job.is_chief:

@@ -52,6 +52,7 @@ def _overrides(tmp_path, tiny_vials, *extra: str) -> list[str]:
             f"datasets.vials.url={tiny_vials}", *QUIET, *extra]
 
 
+@pytest.mark.usefixtures("failed_job_keeps_here")
 def test_a_drifting_format_fails_the_job_naming_it_and_keeps_the_model(tmp_path, tiny_vials):
     job = Job.init(job_id="drift", overrides=_overrides(tmp_path, tiny_vials, "run=deploy_drifting_layer",
                                                          "export.formats=[saved_model,keras]"))
@@ -83,8 +84,7 @@ def test_onnx_without_the_export_extra_fails_before_training(tmp_path, tiny_vial
     assert "noonnx" not in CALLS, "the run step never ran"
 
 
-def test_an_export_error_after_training_keeps_the_model_locally(tmp_path, tiny_vials, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def test_an_export_error_after_training_keeps_the_model_locally(tmp_path, tiny_vials, failed_job_keeps_here):
     job = Job.init(job_id="badop", overrides=_overrides(tmp_path, tiny_vials, "run=deploy_drifting_layer",
                                                          "export.formats=[keras]",
                                                          "evaluation.operating_point={accept_class:godo}"))
@@ -94,7 +94,7 @@ def test_an_export_error_after_training_keeps_the_model_locally(tmp_path, tiny_v
                                "['failed_cap', 'good', 'missing_cap']. Received: evaluation.operating_point."
                                "accept_class='godo' Did you mean 'good'?")
     out = json.loads((tmp_path / "jobs" / "badop" / "artifacts" / "output.json").read_text())
-    assert out["status"] == "failed" and out["kept_model"].startswith(str(tmp_path / "cache"))
+    assert out["status"] == "failed" and out["kept_model"].startswith(str(failed_job_keeps_here))
     assert "The trained model is kept at" in out["error"]
     with load_model(out["kept_model"], format="keras") as kept:
         assert kept.metadata["job_id"] == "badop"
@@ -108,6 +108,7 @@ class _InvertAfterLoading(Stage, name="deploy_invert_after_loading"):
         return {**x, "img": 1.0 - x["img"]}
 
 
+@pytest.mark.usefixtures("failed_job_keeps_here")
 def test_parity_compares_the_deployable_path_with_the_evaluated_model(tmp_path, tiny_vials):
     job = Job.init(job_id="inv", overrides=_overrides(
         tmp_path, tiny_vials, "settings.epochs=1", "settings.batch_size=8", "settings.filters=2",

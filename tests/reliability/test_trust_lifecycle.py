@@ -38,9 +38,8 @@ class NoModelJob(Job):
 
 
 @pytest.fixture()
-def keep_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
-    return tmp_path / "home-cache" / "brevetti-pipe" / "kept"
+def keep_dir(failed_job_keeps_here):
+    return failed_job_keeps_here
 
 
 @pytest.fixture()

@@ -29,9 +29,8 @@ class NoModelJob(Job):
 
 
 @pytest.fixture()
-def keep_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
-    return tmp_path / "home-cache" / "brevetti-pipe" / "kept"
+def keep_dir(failed_job_keeps_here):
+    return failed_job_keeps_here
 
 
 # -- a failed write after training never loses the trained model ---------------------------------
@@ -154,6 +153,7 @@ def test_a_live_owner_on_this_host_keeps_its_lock_after_its_lease_expired(tmp_pa
     assert out["status"] == "completed" and out["metrics"] == {"devel_who": 1}
 
 
+@pytest.mark.usefixtures("failed_job_keeps_here")
 def test_an_owner_that_lost_its_lock_stops_before_its_final_writes(tmp_path):
     lock = tmp_path / "jobs" / "lost" / ".lock"
 
@@ -247,3 +247,25 @@ def test_progress_posts_the_newest_epoch_and_the_last_one_arrives(tmp_path):
         server.server_close()
     assert max(job.epoch_seconds) < 0.9, job.epoch_seconds  # one POST attempt alone would take the 1 s timeout
     assert received == [1, 4], "epochs 2 and 3 were replaced by the newest while epoch 1 was in flight"
+
+
+def test_a_job_that_never_runs_leaves_no_scratch_folder_behind(tmp_path):
+    """``Job.init`` in a notebook or a script that only reads data makes a scratch folder (the cache of
+    remote files lives there): it goes when the interpreter exits. A job whose run decides (a failed
+    trained job keeps its folder for its next run) is left to that decision."""
+    import shutil
+    import sys
+
+    def child(job_id: str, then: str = "") -> str:
+        code = (f"from brevetti_pipe import Job\njob = Job.init(job_id={job_id!r}, overrides=['platform.root={tmp_path}'])\n"
+                f"print(job.temp_dir)\n{then}")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.strip()
+
+    reader = child("reader")
+    assert "brevetti-pipe-job-reader-" in reader
+    assert not Path(reader).exists()
+    kept = child("kept", "job.scratch.run_owns()  # as a run's start does; its end (not run here) decides\n")
+    assert "brevetti-pipe-job-kept-" in kept and Path(kept).is_dir()
+    shutil.rmtree(kept)
