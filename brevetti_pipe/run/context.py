@@ -71,12 +71,15 @@ def own_files(config: JobConfig) -> dict[str, str]:
 #: removed when the interpreter exits, as a run's end removes its own
 #: (folder -> the process that made it: a forked child leaves its parent's folders alone)
 _REMOVE_AT_EXIT: dict[str, int] = {}
+#: in a scratch folder a run took over
+_RUN_MARK = ".run-owned"
 
 
 @atexit.register
 def _remove_scratch_folders() -> None:
     for folder, pid in list(_REMOVE_AT_EXIT.items()):
-        if pid == os.getpid():
+        # a run in a forked child may have taken the folder over (its mark): that run decides
+        if pid == os.getpid() and not os.path.exists(os.path.join(folder, _RUN_MARK)):
             shutil.rmtree(folder, ignore_errors=True)
     _REMOVE_AT_EXIT.clear()
 
@@ -133,9 +136,13 @@ class Scratch:
         """The job's run decides from now on: its end removes the folder, or keeps it (and says so)
         for a failed trained job; nothing removes it at exit."""
         with self._lock:
-            self._run_owned = True
-            if self.created is not None:
+            if self.created is not None and not self._run_owned and self.given is None:
                 _REMOVE_AT_EXIT.pop(self.created, None)
+                try:  # tells a parent process that made the folder before forking this run
+                    open(os.path.join(self.created, _RUN_MARK), "a").close()
+                except OSError:
+                    pass
+            self._run_owned = True
 
     def remove(self) -> None:
         """Delete the folder this job created (with the cache in it, unless ``platform.cache_dir`` holds

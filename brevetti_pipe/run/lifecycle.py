@@ -278,6 +278,7 @@ def end(job: JobState) -> None:
     if job.lease is not None:
         job.lease.release()
         job.lease = None
+    job.scratch.run_owns()  # decided here, also for a job completed without start()
     if job.status == "failed" and job.trained and job.scratch.owned:
         log.warning("Keeping the scratch folder %s of the failed job %s", job.scratch.owned, job.id)
         try:

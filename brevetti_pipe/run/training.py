@@ -562,7 +562,10 @@ def train_evaluate(job: Any, recipe: Recipe) -> Any:
         model = prepare_model(job, model, task, spec[1])
     if task.name == "segmentation":
         job.metadata["segmentation_classes"] = task.classes
-    fit(job, model, train_gen, devel_gen)
+    trained = fit(job, model, train_gen, devel_gen)
     job.weights_sha256 = weights_sha256(model)
-    evaluate_all(job, model, task, {"devel": devel_gen})  # the devel images the validation cached are not decoded again
+    # the devel images this process's validation read (and cached) are not decoded again; without it
+    # (a resumed finished training, the multi-worker loop) the evaluation's own one pass streams
+    validated = bool(trained) and job.num_workers == 1
+    evaluate_all(job, model, task, {"devel": devel_gen} if validated else None)
     return model

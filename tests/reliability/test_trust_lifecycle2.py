@@ -266,6 +266,8 @@ def test_a_job_that_never_runs_leaves_no_scratch_folder_behind(tmp_path):
     reader = child("reader")
     assert "brevetti-pipe-job-reader-" in reader
     assert not Path(reader).exists()
-    kept = child("kept", "job.scratch.run_owns()  # as a run's start does; its end (not run here) decides\n")
+    # a trained job that failed keeps its folder for its next run, also when it was completed without start()
+    kept = child("kept", "from brevetti_pipe.run import lifecycle\njob.status, job.trained = 'failed', True\n"
+                         "lifecycle.end(job)\n")
     assert "brevetti-pipe-job-kept-" in kept and Path(kept).is_dir()
     shutil.rmtree(kept)
