@@ -153,6 +153,7 @@ class Scratch:
             if self.io.cache_root and os.path.abspath(self.io.cache_root).startswith(os.path.abspath(self.created) + os.sep):
                 self.io.cache_root = None  # a later path() makes the folder and the cache anew
             shutil.rmtree(self.created, ignore_errors=True)
+            self._run_owned = False  # used again after its run (a notebook inspecting the job): removed at exit
 
 
 class Cluster:

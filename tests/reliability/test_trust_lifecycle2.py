@@ -249,6 +249,7 @@ def test_progress_posts_the_newest_epoch_and_the_last_one_arrives(tmp_path):
     assert received == [1, 4], "epochs 2 and 3 were replaced by the newest while epoch 1 was in flight"
 
 
+@pytest.mark.usefixtures("failed_job_keeps_here")  # the kept.json of the failed child
 def test_a_job_that_never_runs_leaves_no_scratch_folder_behind(tmp_path):
     """``Job.init`` in a notebook or a script that only reads data makes a scratch folder (the cache of
     remote files lives there): it goes when the interpreter exits. A job whose run decides (a failed
@@ -271,3 +272,6 @@ def test_a_job_that_never_runs_leaves_no_scratch_folder_behind(tmp_path):
                          "lifecycle.end(job)\n")
     assert "brevetti-pipe-job-kept-" in kept and Path(kept).is_dir()
     shutil.rmtree(kept)
+    # a job inspected after its run (a notebook reading data again) makes the folder anew: gone at exit too
+    again = child("again", "job.scratch.run_owns()\njob.scratch.remove()\nprint(job.temp_dir)\n").split()
+    assert again[0] == again[1] and not Path(again[1]).exists()
