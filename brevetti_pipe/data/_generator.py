@@ -305,6 +305,12 @@ class DataGenerator:
         return self._length(1)
 
     @property
+    def in_order_once(self) -> bool:
+        """Whether every pass is the same one over its samples, in order: no shuffle, repeat, sampler
+        or epoch size of its own."""
+        return not self.shuffle and not self.repeat and self.sampler is None and self.epoch_size == len(self.samples)
+
+    @property
     def epochs(self) -> int:
         """Epochs one pass over the dataset yields (1 unless ``repeat`` is a count; forever: 1)."""
         return self.repeat if not isinstance(self.repeat, bool) and self.repeat > 1 else 1

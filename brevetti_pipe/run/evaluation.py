@@ -183,11 +183,10 @@ def _predict(job: Any, model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray
 def _reads_once(generator: DataGenerator, rows: pd.DataFrame, batch_size: int, structure: tuple[str, str]) -> bool:
     """Whether ``generator`` yields ``rows`` once, in order, in batches of ``batch_size`` shaped as ``structure``."""
     samples = generator.samples
-    return (not generator.shuffle and not generator.repeat and generator.sampler is None and generator.shard is None
-            and not any(st.random for st in generator.stages)
+    return (generator.in_order_once and generator.shard is None and not any(st.random for st in generator.stages)
             and generator.batch_size == batch_size and not generator.drop_remainder
             and tuple(generator.output_structure or ()) == tuple(structure)
-            and generator.epoch_size == len(samples) == len(rows) and "path" in samples.columns
+            and len(samples) == len(rows) and "path" in samples.columns
             and bool((samples["path"].to_numpy() == rows["path"].to_numpy()).all()))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -229,8 +229,7 @@ def _one_pass_per_step(model: Any, devel: DataGenerator) -> bool:
     the batches Keras's new iterator per evaluation would: one test step per batch, and a generator
     whose every pass is the same single pass over its samples (no shuffle, repeat, sampler or
     epoch size of its own)."""
-    return (int(getattr(model, "steps_per_execution", 1) or 1) == 1 and not devel.shuffle and not devel.repeat
-            and devel.sampler is None and devel.epoch_size == len(devel.samples))
+    return int(getattr(model, "steps_per_execution", 1) or 1) == 1 and devel.in_order_once
 
 
 def _input_handover() -> Any:
@@ -425,13 +424,12 @@ def purposes_of(job: Any) -> list[str]:
     return [p for p in ("devel", "test") if p in present]
 
 
-def evaluate_all(job: Any, model: Any, task: Task, kept: Mapping[str, DataGenerator | None] | None = None,
-                 ) -> dict[str, Evaluation]:
+def evaluate_all(job: Any, model: Any, task: Task, devel: DataGenerator | None = None) -> dict[str, Evaluation]:
     """Evaluate every purpose of :func:`purposes_of` (on every worker; only the chief's artifacts are the job's);
-    ``kept``: the training's own generators by purpose (devel), whose in-memory caches are read again."""
+    ``devel``: the training's devel generator, whose in-memory cache is read again."""
     results = {}
     for purpose in purposes_of(job):
-        result = evaluate(job, model, purpose, task, (kept or {}).get(purpose))
+        result = evaluate(job, model, purpose, task, devel if purpose == "devel" else None)
         if result is not None:
             results[purpose] = result
     return results
@@ -567,5 +565,5 @@ def train_evaluate(job: Any, recipe: Recipe) -> Any:
     # the devel images this process's validation read (and cached) are not decoded again; without it
     # (a resumed finished training, the multi-worker loop) the evaluation's own one pass streams
     validated = bool(trained) and job.num_workers == 1
-    evaluate_all(job, model, task, {"devel": devel_gen} if validated else None)
+    evaluate_all(job, model, task, devel_gen if validated else None)
     return model
