@@ -16,6 +16,18 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _since_process_start() -> float | None:
+    """Seconds since this process started (Linux /proc, as a brevetti-pipe job's ``timings.total``)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data")
@@ -62,7 +74,7 @@ def main() -> None:
     loss, accuracy = model.evaluate(devel, verbose=0)
     os.makedirs(args.out, exist_ok=True)
     model.save(os.path.join(args.out, "model.keras"))
-    print(json.dumps({"devel_loss": loss, "devel_accuracy": accuracy}))
+    print(json.dumps({"devel_loss": loss, "devel_accuracy": accuracy, "to_saved": _since_process_start()}))
 
 
 if __name__ == "__main__":

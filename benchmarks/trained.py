@@ -75,7 +75,8 @@ def _script(data: Path, cached: bool, scratch: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"script failed:\n{proc.stderr[-3000:]}")
     shutil.rmtree(out, ignore_errors=True)
-    return {"wall": wall, "cpu": cpu, "accuracy": json.loads(proc.stdout.strip().splitlines()[-1])["devel_accuracy"]}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"wall": wall, "cpu": cpu, "to_completed": result.get("to_saved"), "accuracy": result["devel_accuracy"]}
 
 
 def ttm_section(rounds: int = 5) -> list[str]:
@@ -104,18 +105,22 @@ def ttm_section(rounds: int = 5) -> list[str]:
         "run, nothing reused) against a hand-written Keras script on the same files "
         "(`benchmarks/keras_script.py`: `image_dataset_from_directory` RGB converted to grey, 80/20 split, the same "
         "CNN, Keras augmentation layers (flip, zoom, translation, brightness, contrast), 8 epochs with validation, "
-        f"evaluation, `model.save`). {rounds} interleaved rounds, medians; wall clock from process start to exit. "
+        f"evaluation, `model.save`). {rounds} interleaved rounds, medians; wall clock from process start to exit, "
+        "and \"to the result\": from process start to output.json `completed` (our job's `timings.total`: "
+        "trained, evaluated, exported and checked; the HTML report, pivot and facets come after it) or to the "
+        "script's `model.save` returning, both from the process's start time in /proc. "
         "\"Cached\": `data.cache=true` for ours, `.cache()` after decoding for the script; \"off\": `data.cache=false` "
         "(the default, `data.cache=auto`, caches this data set in memory: it is the \"on\" row).", "",
-        "| run | cache | min | median | max | CPU user+sys (median) | devel accuracy (median) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| run | cache | min | median | max | to the result (median) | CPU user+sys (median) | devel accuracy (median) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, cached in plan:
         walls = [x["wall"] for x in results[(name, cached)]]
         label = {"ours": "brevetti-pipe job", "script": "Keras script",
                  "like": "brevetti-pipe job, the script's resize (`pipeline.image.antialias=false`)"}[name]
         lines.append(f"| {label} | {'on' if cached else 'off'} | {min(walls):.1f} s | {med(name, cached):.1f} s | "
-                     f"{max(walls):.1f} s | {med(name, cached, 'cpu'):.1f} s | {med(name, cached, 'accuracy'):.3f} |")
+                     f"{max(walls):.1f} s | {med(name, cached, 'to_completed'):.1f} s | "
+                     f"{med(name, cached, 'cpu'):.1f} s | {med(name, cached, 'accuracy'):.3f} |")
     lines += ["", "Our job by phase (medians of its output.json `timings`; \"report and exit\" is the wall clock after "
               "output.json says completed: the HTML report, pivot and facets, then interpreter shutdown):", "",
               "| phase | cache off | cache on |", "|---|---:|---:|"]
@@ -130,10 +135,13 @@ def ttm_section(rounds: int = 5) -> list[str]:
     r_on = med("ours", True) / med("script", False)
     r_on_script = med("ours", True) / med("script", True)
 
-    def paired(ours: bool, script: bool) -> str:
+    def paired(ours: bool, script: bool, key: str = "wall") -> str:
         """min-max over the rounds of ours / script measured in the same round (how far the noise reaches)."""
-        ratios = [o["wall"] / s["wall"] for o, s in zip(results[("ours", ours)], results[("script", script)])]
+        ratios = [o[key] / s[key] for o, s in zip(results[("ours", ours)], results[("script", script)])]
         return f"{min(ratios):.2f}-{max(ratios):.2f}x"
+
+    t_off = med("ours", False, "to_completed") / med("script", False, "to_completed")
+    t_on = med("ours", True, "to_completed") / med("script", False, "to_completed")
 
     r_cpu = med("ours", False, "cpu") / med("script", False, "cpu")
     r_like, r_like_cpu = med("like", False) / med("script", False), med("like", False, "cpu") / med("script", False, "cpu")
@@ -143,6 +151,10 @@ def ttm_section(rounds: int = 5) -> list[str]:
         f"per round {paired(False, False)}",
         f"- job with data.cache=true / script (uncached): {r_on:.2f}x (target <= 0.8x) {'met' if r_on <= 0.8 else 'NOT met'}; "
         f"per round {paired(True, False)}; against the script with `.cache()`: {r_on_script:.2f}x",
+        f"- to the result (the issue's measure: process start to output.json `completed`; for the script, process "
+        f"start to its model saved): uncached {t_off:.2f}x (target <= 1.05x) {'met' if t_off <= 1.05 else 'NOT met'}, "
+        f"per round {paired(False, False, 'to_completed')}; data.cache=true {t_on:.2f}x (target <= 0.8x) "
+        f"{'met' if t_on <= 0.8 else 'NOT met'}, per round {paired(True, False, 'to_completed')}",
         f"- CPU time, job / script, uncached: {r_cpu:.2f}x (the demo's antialiased resize costs CPU the script's loader "
         f"does not spend); with the script's resize: wall {r_like:.2f}x, CPU {r_like_cpu:.2f}x",
     ]
