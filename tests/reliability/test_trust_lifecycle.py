@@ -38,11 +38,6 @@ class NoModelJob(Job):
 
 
 @pytest.fixture()
-def keep_dir(failed_job_keeps_here):
-    return failed_job_keeps_here
-
-
-@pytest.fixture()
 def small_disk(tmp_path):
     """A real 1 MB tmpfs (we run as root); the test may remount it bigger."""
     disk = tmp_path / "small"
@@ -69,13 +64,13 @@ def _failing(job: JobT) -> JobT:
 
 
 # -- a failed final write never deletes the trained model ---------------------------------------
-def test_500_on_model_put_keeps_the_model_and_a_rerun_uploads_it(s3, keep_dir, caplog):
+def test_500_on_model_put_keeps_the_model_and_a_rerun_uploads_it(s3, failed_job_keeps_here, caplog):
     with FaultProxy(s3.endpoint, 0.0, fail_put_key="jobs/j500/artifacts/model.tar.gz") as proxy:
         job = _failing(ModelJob.init(job_id="j500", overrides=_s3_overrides(proxy.endpoint)))
         with pytest.raises(StorageError, match="The trained model is kept at .*rerun job.id=j500 to upload it") as err:
             job.start()
         kept = Path(job.kept_model)
-        assert kept.is_file() and kept.is_relative_to(keep_dir) and str(kept) in str(err.value)
+        assert kept.is_file() and kept.is_relative_to(failed_job_keeps_here) and str(kept) in str(err.value)
         assert "500" in str(err.value) or "InternalError" in str(err.value), str(err.value)
         fs = s3.fs()
         out = json.loads(fs.cat_file("bucket/p/jobs/j500/artifacts/output.json"))
@@ -94,14 +89,14 @@ def test_500_on_model_put_keeps_the_model_and_a_rerun_uploads_it(s3, keep_dir, c
     assert not kept.exists() and not kept.parent.exists(), "the keep is removed once uploaded"
 
 
-def test_full_disk_keeps_model_and_scratch_and_a_rerun_uploads_it(small_disk, keep_dir):
+def test_full_disk_keeps_model_and_scratch_and_a_rerun_uploads_it(small_disk, failed_job_keeps_here):
     overrides = [f"platform.root={small_disk}"]
     job = ModelJob.init(job_id="full", overrides=overrides)
     with pytest.raises(StorageError, match="kept at") as err:
         job.start()
     scratch = job.scratch.created
     kept = Path(job.kept_model)
-    assert kept.is_file() and kept.is_relative_to(keep_dir)
+    assert kept.is_file() and kept.is_relative_to(failed_job_keeps_here)
     assert f"scratch folder {scratch} kept too" in str(err.value) and os.path.isdir(scratch)
     artifacts = small_disk / "jobs" / "full" / "artifacts"
     out = json.loads((artifacts / "output.json").read_text())
@@ -117,7 +112,7 @@ def test_full_disk_keeps_model_and_scratch_and_a_rerun_uploads_it(small_disk, ke
 
 
 # -- output.json that cannot be written ---------------------------------------------------------
-def test_unwritable_output_json_ends_with_clear_error_and_no_running_status(s3, keep_dir):
+def test_unwritable_output_json_ends_with_clear_error_and_no_running_status(s3, failed_job_keeps_here):
     with FaultProxy(s3.endpoint, 0.0) as proxy:
 
         class BreaksOutput(Job):
@@ -132,7 +127,7 @@ def test_unwritable_output_json_ends_with_clear_error_and_no_running_status(s3, 
         elapsed = time.monotonic() - start
     message = str(err.value)
     assert "\n" not in message and "output.json" in message and "The final output.json is kept at" in message
-    kept = keep_dir.glob("jout-*/output.json")
+    kept = failed_job_keeps_here.glob("jout-*/output.json")
     kept = next(iter(kept))
     assert str(kept) in message
     assert json.loads(kept.read_text())["status"] == "failed"

@@ -28,13 +28,9 @@ class NoModelJob(Job):
         return None
 
 
-@pytest.fixture()
-def keep_dir(failed_job_keeps_here):
-    return failed_job_keeps_here
-
-
 # -- a failed write after training never loses the trained model ---------------------------------
-def test_store_failing_at_the_end_of_training_keeps_the_model_and_a_rerun_uploads_it(s3, tiny_vials, keep_dir):
+def test_store_failing_at_the_end_of_training_keeps_the_model_and_a_rerun_uploads_it(
+        s3, tiny_vials, failed_job_keeps_here):
     with FaultProxy(s3.endpoint, 0.0) as proxy:
 
         class StoreDiesAfterFit(Job):
@@ -56,7 +52,7 @@ def test_store_failing_at_the_end_of_training_keeps_the_model_and_a_rerun_upload
         message = str(err.value)
         assert f"The trained model is kept at {job.kept_model}; rerun job.id=ep1 to upload it" in message, message
         kept = Path(job.kept_model)
-        assert kept.is_file() and kept.is_relative_to(keep_dir)
+        assert kept.is_file() and kept.is_relative_to(failed_job_keeps_here)
         with tarfile.open(kept) as tar:
             assert "model.keras" in tar.getnames()
         archive = kept.read_bytes()
@@ -68,7 +64,7 @@ def test_store_failing_at_the_end_of_training_keeps_the_model_and_a_rerun_upload
     assert out["status"] == "completed" and out["model_path"] == "model.tar.gz" and out["attempt"] == 2
 
 
-def test_output_json_failing_from_the_run_step_on_still_uploads_the_model(s3, keep_dir, caplog):
+def test_output_json_failing_from_the_run_step_on_still_uploads_the_model(s3, failed_job_keeps_here, caplog):
     with FaultProxy(s3.endpoint, 0.0) as proxy:
 
         class Trains(Job):
@@ -85,7 +81,7 @@ def test_output_json_failing_from_the_run_step_on_still_uploads_the_model(s3, ke
     assert caplog.text.count("Could not update output.json") == 1
     with tarfile.open(fileobj=s3.fs().open("bucket/p/jobs/ojs/artifacts/model.tar.gz")) as tar:
         assert tar.extractfile("trained/weights.bin").read() == b"trained weights"
-    kept = json.loads(next(keep_dir.glob("ojs-*/output.json")).read_text())
+    kept = json.loads(next(failed_job_keeps_here.glob("ojs-*/output.json")).read_text())
     assert kept["model_path"] == "model.tar.gz" and kept["metrics"] == {"devel_loss": 0.25, "devel_accuracy": 0.75}
 
 
