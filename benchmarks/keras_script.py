@@ -17,7 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _since_process_start() -> float | None:
-    """Seconds since this process started (Linux /proc, as a brevetti-pipe job's ``timings.total``)."""
+    """Seconds since this process started (Linux /proc, as a brevetti-pipe job's ``timings.total``).
+    Written out rather than imported from ``brevetti_pipe._util.timing``: the baseline loads nothing of ours."""
     try:
         with open("/proc/self/stat", encoding="ascii") as fh:
             ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
