@@ -5,8 +5,8 @@ Two records per dataset URL, each one JSON file under the rerun cache
 :func:`brevetti_pipe.platform.layout.rerun_cache_url`):
 
 - ``etags/<key>.json``: content hashes of files whose store gives no ETag (local folders),
-  keyed by the file's stamp (size, modification time, inode): a file that was not touched is
-  not read again;
+  keyed by the file's stamp (size, modification and change times, inode): a file that was not
+  touched is not read again;
 - ``verdicts/<key>.json``: each check stage's verdict per file version (ETag, and the
   annotation's), keyed by the stage's type, its parameters, the decoder's version and
   :data:`CHECK_VERSION`: a rerun re-checks only new or changed files, and a different pipeline
@@ -42,12 +42,18 @@ def _key(*parts: Any) -> str:
 
 
 def file_stamp(info: Mapping[str, Any]) -> str | None:
-    """What changes when a file is rewritten, from its listing entry: size, mtime and inode (None
-    when the store gives no modification time)."""
+    """What changes when a file is rewritten, from its listing entry: size, mtime, inode and, for
+    local files, the inode's change time (None when the store gives no modification time).
+
+    The change time is what catches a rewrite in place that keeps size and mtime (``cp -p``,
+    ``tar -x`` and ``rsync -t`` copy the source's mtime, and BMPs of one size have one length): no
+    tool can set it back. It also moves on ``chmod`` or a new link, which only costs a new hash.
+    """
     mtime = next((info[k] for k in ("mtime", "LastModified", "updated", "created") if info.get(k)), None)
     if mtime is None:
         return None
-    return f"{info.get('size')}|{mtime}|{info.get('ino', '')}"
+    changed = info.get("created", "") if "ino" in info else ""  # fsspec's local "created" is st_ctime
+    return f"{info.get('size')}|{mtime}|{info.get('ino', '')}|{changed}"
 
 
 def stage_fingerprint(stage: Any) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,26 @@ def test_a_changed_file_is_rehashed_and_rechecked(tmp_path, tiny_vials):
     job.get_samples()
     assert job.data.work == {"hashed": 2, "checked": 2, "reused": 29}
     assert sorted(p.rsplit("/", 1)[-1] for p in _bad(job).path) == ["missing_cap_0003.bmp", "truncated.bmp"]
+
+
+def test_a_file_rewritten_in_place_with_its_old_modification_time_is_rechecked(tmp_path, tiny_vials):
+    # `cp -p`, `tar -x` and `rsync -t` give a rewritten file its source's modification time, and every
+    # BMP of one size has the same length: the stamp also holds the inode's change time, which no
+    # tool sets back
+    data = _dataset(tiny_vials, tmp_path / "data")
+    _job(tmp_path, data).get_samples()
+    victim = data / "good" / "good_0001.bmp"
+    before = victim.stat()
+    with open(victim, "r+b") as fh:  # in place: same inode, same size, no longer a BMP
+        fh.write(b"XX")
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = victim.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+
+    job = _job(tmp_path, data)
+    job.get_samples()
+    assert job.data.work == {"hashed": 1, "checked": 1, "reused": 30}
+    assert sorted(p.rsplit("/", 1)[-1] for p in _bad(job).path) == ["good_0001.bmp", "truncated.bmp"]
 
 
 def test_another_pipeline_config_checks_again(tmp_path, tiny_vials):
