@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,12 +44,19 @@ def _key(*parts: Any) -> str:
 
 def file_stamp(info: Mapping[str, Any]) -> str | None:
     """What changes when a file is rewritten, from its listing entry: size, mtime, inode and, for
-    local files, the inode's change time (None when the store gives no modification time).
+    local files, the inode's change time (None when the store gives no modification time); for a
+    local symbolic link, its target's.
 
     The change time is what catches a rewrite in place that keeps size and mtime (``cp -p``,
     ``tar -x`` and ``rsync -t`` copy the source's mtime, and BMPs of one size have one length): no
     tool can set it back. It also moves on ``chmod`` or a new link, which only costs a new hash.
     """
+    if info.get("islink") and "ino" in info:  # a local link: fsspec stats the link, the file is its target
+        try:
+            target = os.stat(info["name"])
+        except (OSError, KeyError):
+            return None
+        return f"{target.st_size}|{target.st_mtime_ns}|{target.st_ino}|{target.st_ctime_ns}"
     mtime = next((info[k] for k in ("mtime", "LastModified", "updated", "created") if info.get(k)), None)
     if mtime is None:
         return None
@@ -90,10 +98,13 @@ class RerunCache:
             if not self.io.exists(url):
                 return {}
             doc = json.loads(self.io.read_file(url))
-            return doc if isinstance(doc, dict) else {}
-        except (StorageError, ValueError) as exc:  # unreadable or half-migrated: work it out again
+        except (StorageError, ValueError, RecursionError) as exc:  # unreadable or half-migrated: work it out again
             log.warning("Ignoring the rerun cache file %s (%s)", url, exc)
             return {}
+        if not isinstance(doc, dict) or not isinstance(doc.get("files", {}), dict):
+            log.warning("Ignoring the rerun cache file %s (not a JSON object with a \"files\" object)", url)
+            return {}
+        return doc
 
     def _merge_write(self, url: str, header: dict[str, Any], entries: Mapping[str, Any]) -> None:
         """Write ``entries`` over what is stored, re-read now: another worker may have written since."""

@@ -131,3 +131,35 @@ def test_an_unreadable_cache_file_means_checking_again(tmp_path, tiny_vials):
     job = _job(tmp_path, data)
     job.get_samples()
     assert job.data.work == {"hashed": 31, "checked": 31, "reused": 0} and job.bad_samples == 1
+
+
+@pytest.mark.parametrize("content", ['{"files": null}', "[]", '"x"', '{"files": []}', "[" * 100_000 + "]" * 100_000])
+def test_a_cache_file_of_the_wrong_shape_means_checking_again(tmp_path, tiny_vials, content, caplog):
+    data = _dataset(tiny_vials, tmp_path / "data")
+    _job(tmp_path, data).get_samples()
+    for record in (tmp_path / "p" / "cache").rglob("*.json"):
+        record.write_text(content)
+    job = _job(tmp_path, data)
+    job.get_samples()
+    assert job.data.work == {"hashed": 31, "checked": 31, "reused": 0} and job.bad_samples == 1
+    assert "Ignoring the rerun cache file" in caplog.text
+
+
+def test_a_symlinked_file_whose_target_changes_is_rehashed_and_rechecked(tmp_path, tiny_vials):
+    # a dataset of links into a store: the stamp is the target's, not the link's
+    store = _dataset(tiny_vials, tmp_path / "store")
+    data = tmp_path / "data"
+    for image in store.rglob("*.bmp"):
+        link = data / image.relative_to(store)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(image)
+    _job(tmp_path, data).get_samples()
+    target = store / "good" / "good_0001.bmp"
+    broken = b"XX" + target.read_bytes()[2:]  # same size, no longer a BMP, written anew (new mtime)
+    (store / "replacement.tmp").write_bytes(broken)
+    os.replace(store / "replacement.tmp", target)
+
+    job = _job(tmp_path, data)
+    job.get_samples()
+    assert job.data.work == {"hashed": 1, "checked": 1, "reused": 30}
+    assert sorted(p.rsplit("/", 1)[-1] for p in _bad(job).path) == ["good_0001.bmp", "truncated.bmp"]
