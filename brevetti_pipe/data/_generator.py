@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 
@@ -435,11 +436,15 @@ class DataGenerator:
         missing = [i for i in range(len(ident)) if not all(os.path.exists(paths[k][i].decode()) for k in keys)]
         if missing:
             subset = {k: tf.gather(v, missing) for k, v in inputs.items()}
-            targets = {k: tf.constant(paths[k][missing]) for k in keys}
+            # a temporary name per writer and row: another process filling the same folder, or a file
+            # listed twice (one folder in two datasets), never renames a half-written or taken file
+            token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            parts = {k: [f"{paths[k][i].decode()}.{token}-{j}.part" for j, i in enumerate(missing)] for k in keys}
+            targets = {k: tf.constant(_utf8(parts[k])) for k in keys}
 
             def write(x: dict[str, tf.Tensor], t: dict[str, tf.Tensor]) -> tf.Tensor:
                 out = run_prefix(x)
-                ops = [tf.io.write_file(t[k] + ".part", tf.io.serialize_tensor(out[k])) for k in keys]
+                ops = [tf.io.write_file(t[k], tf.io.serialize_tensor(out[k])) for k in keys]
                 with tf.control_dependencies(ops):
                     return tf.constant(0)
 
@@ -448,8 +453,8 @@ class DataGenerator:
             for _ in fill:
                 pass
             for k in keys:  # publish atomically: a killed pre-pass leaves only .part files
-                for i in missing:
-                    os.replace(paths[k][i].decode() + ".part", paths[k][i].decode())
+                for j, i in enumerate(missing):
+                    os.replace(parts[k][j], paths[k][i].decode())
         cached = dict(columns)
         cached.update({f"_cache_{k}": paths[k] for k in keys})
         return cached, {k: spec[k] for k in keys}

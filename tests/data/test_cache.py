@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from PIL import Image
@@ -46,6 +47,17 @@ def test_memory_and_disk_cache_are_bit_identical_to_uncached(tmp_path, tiny_vial
     mtimes = {f: f.stat().st_mtime_ns for f in files}
     assert _hashes(_gen(samples, str(disk))) == plain
     assert {f: f.stat().st_mtime_ns for f in files} == mtimes
+
+
+def test_a_disk_cache_fills_a_file_listed_twice(tmp_path, tiny_vials):
+    # one folder in two datasets: the same file is written twice in one fill, each to its own temporary name
+    samples = get_image_samples(str(tiny_vials))
+    twice = pd.concat([samples, samples], ignore_index=True)
+    plain = _hashes(_gen(twice, False), epochs=1)
+    disk = tmp_path / "cache"
+    assert _hashes(_gen(twice, str(disk)), epochs=1) == plain
+    assert len(list(disk.rglob("*.tensor"))) == len(samples)
+    assert not list(disk.rglob("*.part"))
 
 
 def test_cache_keys_on_the_prefix_config(tmp_path, tiny_vials):
