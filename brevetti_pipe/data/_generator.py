@@ -424,9 +424,17 @@ class DataGenerator:
 
         folder = self._cache_dir(prefix)
         os.makedirs(folder, exist_ok=True)
+        # an entry is one file version *and* every other column the prefix reads (a category map, a
+        # mask rasterised from a changed annotation): what changes the output changes the entry
+        reads: set[str] = set()
+        for st in prefix:
+            read = st.reads()
+            reads = set(columns) if read is None else reads | read
+        keyed = ["path", "etag"] + sorted(k for k in set(columns) & reads - {"path", "etag"})
+        keyed += sorted(k for k in columns if k.endswith("_etag") and k not in keyed)
         ident = [hashlib.sha1(b"|".join(parts)).hexdigest()[:20] for parts in zip(
             *(columns[k] if columns[k].dtype.kind in "OS" else _utf8(columns[k].astype(str))
-              for k in ("path", "etag") if k in columns))]
+              for k in keyed if k in columns))]
         inputs = {k: tf.constant(v) for k, v in columns.items()}
         run_prefix = _prefix_runner(prefix)
 

@@ -60,6 +60,24 @@ def test_a_disk_cache_fills_a_file_listed_twice(tmp_path, tiny_vials):
     assert not list(disk.rglob("*.part"))
 
 
+def test_a_disk_cache_entry_follows_every_column_its_stages_read(tmp_path, tiny_vials):
+    # the one-hot labels are cached with the images: a category map that swaps two classes must not
+    # be served the labels of the run before it
+    def gen(samples, cache):
+        return (DataGenerator(samples, batch_size=8, seed=5, output_structure=("img", "onehot"), cache=cache)
+                .map(ImagePipeline(target_size=(16, 16), rescale="unit"))
+                .map(OneHotEncoder(["failed_cap", "good", "missing_cap"])))
+
+    samples = get_image_samples(str(tiny_vials))
+    swap = {"good": "missing_cap", "missing_cap": "good"}
+    mapped = samples.assign(category=[type(c)(swap.get(x, x) for x in c) if isinstance(c, tuple) else swap.get(c, c)
+                                      for c in samples["category"]])
+    assert not mapped["category"].equals(samples["category"])
+    disk = str(tmp_path / "cache")
+    assert _hashes(gen(samples, disk), epochs=1) == _hashes(gen(samples, False), epochs=1)
+    assert _hashes(gen(mapped, disk), epochs=1) == _hashes(gen(mapped, False), epochs=1)
+
+
 def test_cache_keys_on_the_prefix_config(tmp_path, tiny_vials):
     samples = get_image_samples(str(tiny_vials))
     a = DataGenerator(samples, cache=str(tmp_path)).map(ImagePipeline(target_size=(8, 8)))
