@@ -74,12 +74,6 @@ def _etag(info: dict[str, Any]) -> str | None:
     return None
 
 
-def _version_tag(info: dict[str, Any]) -> str | None:
-    """The ETag/MD5, else the modification time: what changes when the file is replaced."""
-    mtime = next((info[k] for k in ("mtime", "LastModified", "updated", "created") if info.get(k)), None)
-    return _etag(info) or (f"mtime:{mtime}" if mtime is not None else None)
-
-
 def _size(info: dict[str, Any]) -> int | None:
     size = info.get("size")
     return int(size) if size is not None else None
@@ -139,7 +133,8 @@ def get_image_samples(
         A DataFrame sorted by path with columns ``path`` (full URL), ``category`` (tuple of
         folder names after the category map), ``folder`` (relative folder), ``etag`` (the
         store's ETag/MD5, else a content hash), ``dataset``, ``dataset_id``, ``url`` and
-        ``annotation_path`` (the ``<image>.json`` beside the image, or None); as in brevettiai also
+        ``annotation_path`` (the ``<image>.json`` beside the image, or None) with its
+        ``annotation_etag`` (the store's ETag, else a content hash) and size; as in brevettiai also
         ``bucket`` (the dataset's root URL) and ``reference`` (empty: no platform reference here).
 
     Raises:
@@ -215,6 +210,8 @@ def get_image_samples(
             annotation = stem if stem in names else None
         url = _full_url(protocol, path)
         infos[url] = info
+        if annotation:
+            infos[_full_url(protocol, annotation)] = listing[annotation]
         rows.append({
             "path": url,
             "category": tuple(mapped),
@@ -225,7 +222,7 @@ def get_image_samples(
             "dataset_id": ds.id,
             "url": url,
             "annotation_path": _full_url(protocol, annotation) if annotation else None,
-            "annotation_etag": _version_tag(listing[annotation]) if annotation else None,
+            "annotation_etag": _etag(listing[annotation]) if annotation else None,
             "annotation_size": _size(listing[annotation]) if annotation else None,
             "bucket": bucket,
             "reference": "",
@@ -243,14 +240,18 @@ def get_image_samples(
             + (f" in folders {cfg.folders}" if cfg.folders is not None else "")
         )
     samples = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
-    missing = samples["etag"].isna()
-    if missing.any():
-        urls = samples.loc[missing, "url"].tolist()
-        samples.loc[missing, "etag"] = (
-            content_etags(urls, [infos[u] for u in urls]) if content_etags is not None
-            else [hashlib.md5(io.read_file(u)).hexdigest()
-                  for u in progress(urls, f"Hashing '{ds.name}' (MD5)", unit="file")]
-        )
+    # files the store gives no ETag (local folders, http) get their content's MD5, annotations too
+    # (a modification time can be set back, and an http listing has none)
+    for column, url_column in (("etag", "url"), ("annotation_etag", "annotation_path")):
+        missing = samples["annotation_path"].notna() & samples[column].isna() if column == "annotation_etag" \
+            else samples[column].isna()
+        if missing.any():
+            urls = samples.loc[missing, url_column].tolist()
+            samples.loc[missing, column] = (
+                content_etags(urls, [infos[u] for u in urls]) if content_etags is not None
+                else [hashlib.md5(io.read_file(u)).hexdigest()
+                      for u in progress(urls, f"Hashing '{ds.name}' (MD5)", unit="file")]
+            )
     if cfg.classes is not None:
         known = {"/".join(c) for c in samples["category"]}
         missing_cls = [c for c in cfg.classes if c not in known]

@@ -71,9 +71,11 @@ def inspect_images(paths: list[str], threads: int = 4) -> list[tuple[str | None,
 
 
 def cache_name(path: str, cache_dir: str, kind: str, suffix: str, extra: str = "") -> str:
-    """A cache file name that changes when the source file (path, size, mtime) or ``extra`` changes."""
+    """A cache file name that changes when the source file (path, size, mtime, change time) or
+    ``extra`` changes (the change time: a rewrite that sets the mtime back, as ``touch -r`` or
+    ``cp -p`` do, still makes a new name)."""
     st = os.stat(path)
-    digest = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}|{extra}".encode()).hexdigest()[:20]
+    digest = hashlib.sha1(f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{extra}".encode()).hexdigest()[:20]
     folder = os.path.join(cache_dir, kind, digest[:2])
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, digest + suffix)

@@ -163,3 +163,29 @@ def test_a_symlinked_file_whose_target_changes_is_rehashed_and_rechecked(tmp_pat
     job.get_samples()
     assert job.data.work == {"hashed": 1, "checked": 1, "reused": 30}
     assert sorted(p.rsplit("/", 1)[-1] for p in _bad(job).path) == ["good_0001.bmp", "truncated.bmp"]
+
+
+def test_an_annotation_changed_with_its_old_modification_time_is_rechecked(tmp_path, tiny_vials_seg):
+    # annotations are versioned by content, as images are: a mtime set back (touch -r) hides nothing
+    data = tmp_path / "data"
+    shutil.copytree(tiny_vials_seg, data)
+
+    def job(*extra):
+        return Job.init(overrides=["recipe=vials_segmentation", f"platform.root={tmp_path / 'p'}",
+                                   f"datasets.vials_seg.url={data}", "data.on_bad_sample=skip", *extra])
+
+    first = job()
+    first.get_samples()
+    assert first.bad_samples == 0
+    annotation = next((data / "good").glob("*.json"))
+    before = annotation.stat()
+    text = annotation.read_text()
+    assert '"cap"' in text
+    annotation.write_text(text.replace('"cap"', '"cork"'))
+    os.utime(annotation, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    again = job()
+    again.get_samples()
+    # one annotation hashed; its sample checked again by both check stages (image and annotation)
+    assert again.data.work == {"hashed": 1, "checked": 2, "reused": 28} and again.bad_samples == 1
+    assert "cork" in _bad(again).to_dict("records")[0]["reason"]
