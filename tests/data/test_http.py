@@ -3,6 +3,8 @@ autoindex) is listed and read like any other store; a host name that does not re
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import time
 
 import numpy as np
@@ -33,6 +35,23 @@ def test_an_http_dataset_is_listed_and_read_like_the_same_folder_on_disk(tiny_vi
         assert remote["etag"].notna().all()
         np.testing.assert_array_equal(_images(remote, io), _images(local, IoTools()))
         assert not IoTools().exists(f"{url}good/missing.bmp")  # a 404 is "absent", not an error
+
+
+def test_http_annotations_are_versioned_by_their_content(tiny_vials_seg, tmp_path):
+    # an http listing gives no ETag and no modification time: a changed annotation must still be a new version
+    data = tmp_path / "served" / "seg"
+    shutil.copytree(tiny_vials_seg, data)
+    with http_folder_server(data.parent) as base:
+        url = f"{base}/seg/"
+        first = get_image_samples(url, io=IoTools())
+        annotated = first[first["annotation_path"].notna()]
+        assert len(annotated) == len(first)
+        expected = [hashlib.md5((data / p[len(url):]).read_bytes()).hexdigest() for p in annotated["annotation_path"]]
+        assert annotated["annotation_etag"].tolist() == expected
+        changed = data / annotated["annotation_path"].iloc[0][len(url):]
+        changed.write_text(changed.read_text().replace('"cap"', '"cork"'))
+        again = get_image_samples(url, io=IoTools())
+        assert (again["annotation_etag"] != first["annotation_etag"]).tolist() == [True] + [False] * (len(first) - 1)
 
 
 def test_a_host_that_does_not_resolve_fails_at_once_with_the_url_masked():
