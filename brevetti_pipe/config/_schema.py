@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Literal
 
@@ -76,6 +77,22 @@ class PlatformConfig(StrictModel):
         if sep and not rest.strip("/") and scheme not in ("file", "local", "memory"):
             raise ConfigError(f"a {scheme}:// URL needs a location after it, e.g. {scheme}://bucket/platform")
         return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _check_cache_dir(cls, value: str | None) -> str | None:
+        """A local folder: ``~`` expanded, ``file://`` dropped; another URL is refused (the cache is
+        local disk, written with plain file calls, so ``s3://...`` would make a folder named ``s3:``)."""
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme in ("file", "local"):
+            value = rest if rest.startswith("/") else "/" + rest
+        elif sep:
+            raise ConfigError(f"must be a local directory, not a {scheme}:// URL, e.g. /var/cache/brevetti-pipe")
+        if not value.strip():
+            raise ConfigError("must not be empty; leave it null for a cache under the job's temp dir")
+        return os.path.expanduser(value)
 
 
 class JobSection(StrictModel):

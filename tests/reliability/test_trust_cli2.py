@@ -3,6 +3,8 @@ nesting in flags, overrides and defaults lists, Hydra's flags anywhere, paths an
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from brevetti_pipe import ConfigError, Job
@@ -97,6 +99,22 @@ def test_uncreatable_scratch_folder_names_its_key(tmp_path, key):
 def test_platform_root_needs_a_location(tmp_path, root, why):
     with pytest.raises(ConfigError, match=rf"Invalid value for 'platform\.root'.*{why}"):
         Job.init(overrides=["recipe=vials_classification", f"platform.root={root}"])
+
+
+@pytest.mark.parametrize("value, why", [("s3://bucket/cache", "must be a local directory, not a s3:// URL"),
+                                        ("''", "must not be empty")])
+def test_platform_cache_dir_must_be_a_local_folder(tmp_path, value, why):
+    with pytest.raises(ConfigError, match=rf"Invalid value for 'platform\.cache_dir'.*{why}"):
+        Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"platform.cache_dir={value}"])
+
+
+def test_platform_cache_dir_takes_a_file_url_and_a_home_folder(tmp_path):
+    def cache_dir(value):
+        job = Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"platform.cache_dir={value}"])
+        return job.config.platform.cache_dir
+
+    assert cache_dir(f"file://{tmp_path}/c") == f"{tmp_path}/c"
+    assert cache_dir("'~/brevetti-cache'") == os.path.expanduser("~/brevetti-cache")  # not a folder named "~"
 
 
 def test_empty_bucket_root_writes_nothing_in_the_current_folder(tmp_path, tiny_vials):
