@@ -106,6 +106,7 @@ class SampleSelection:
         frames = []
         start = time.perf_counter()
         for ds in self.datasets:
+            self._check_cache_outside(ds)
             self.ensure_dataset(ds)
             frames.append(ds.get_image_samples(io=self.io, content_etags=self._etags_of(ds)))
         checked = time.perf_counter()
@@ -115,6 +116,20 @@ class SampleSelection:
         self.timings.update(listing=checked - start, sample_check=split - checked, split=time.perf_counter() - split)
         log.info("Split: %s", self.samples.groupby("purpose").size().to_dict())
         return self.samples
+
+    def _check_cache_outside(self, ds: Dataset) -> None:
+        """``platform.cache_dir`` inside a local dataset would have its files (masks, converted
+        images) listed as samples of the next run."""
+        cache = self.config.platform.cache_dir
+        if not cache or not is_local(ds.url):
+            return
+        folder = os.path.realpath(ds.url.split("://", 1)[-1] if ds.url.startswith("file://") else ds.url)
+        inside = os.path.realpath(cache)
+        if inside == folder or inside.startswith(folder.rstrip(os.sep) + os.sep):
+            raise ConfigError(
+                f"platform.cache_dir={_secrets.redact(cache)} is inside dataset '{ds.name}' "
+                f"({_secrets.redact(ds.url)}): its files would be listed as images; put the cache outside the dataset"
+            )
 
     def _split(self, samples: pd.DataFrame) -> pd.DataFrame:
         """Read / persist the split at ``artifacts/<split.file>``, shared with runs of the same datasets."""

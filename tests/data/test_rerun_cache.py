@@ -14,7 +14,7 @@ import pytest
 
 from brevetti_pipe import Job
 from brevetti_pipe.data._verdicts import stage_fingerprint
-from brevetti_pipe.errors import DatasetError
+from brevetti_pipe.errors import ConfigError, DatasetError
 from brevetti_pipe.stages import ImagePipeline
 from tests.conftest import REPO
 
@@ -189,3 +189,12 @@ def test_an_annotation_changed_with_its_old_modification_time_is_rechecked(tmp_p
     # one annotation hashed; its sample checked again by both check stages (image and annotation)
     assert again.data.work == {"hashed": 1, "checked": 2, "reused": 28} and again.bad_samples == 1
     assert "cork" in _bad(again).to_dict("records")[0]["reason"]
+
+
+def test_a_cache_dir_inside_the_dataset_is_refused_before_listing(tmp_path, tiny_vials):
+    data = _dataset(tiny_vials, tmp_path / "data")
+    job = _job(tmp_path, data, f"platform.cache_dir={data}/.cache")
+    with pytest.raises(ConfigError, match=rf"^platform\.cache_dir=.*/data/\.cache is inside dataset 'vials' \(.*/data\): "
+                                          r"its files would be listed as images; put the cache outside the dataset$"):
+        job.get_samples()
+    _job(tmp_path, data, f"platform.cache_dir={tmp_path}/cache").get_samples()  # beside it: fine
