@@ -87,6 +87,8 @@ class PlatformConfig(StrictModel):
             return None
         scheme, sep, rest = value.partition("://")
         if sep and scheme in ("file", "local"):
+            if not rest.strip("/"):
+                raise ConfigError(f"a {scheme}:// URL needs a folder after it, e.g. {scheme}:///var/cache/brevetti-pipe")
             value = rest if rest.startswith("/") else "/" + rest
         elif sep:
             raise ConfigError(f"must be a local directory, not a {scheme}:// URL, e.g. /var/cache/brevetti-pipe")

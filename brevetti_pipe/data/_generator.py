@@ -430,7 +430,10 @@ class DataGenerator:
         for st in prefix:
             read = st.reads()
             reads = set(columns) if read is None else reads | read
-        keyed = ["path", "etag"] + sorted(k for k in set(columns) & reads - {"path", "etag"})
+        # columns a stage's prepare() adds (a mask PNG under the job's scratch cache) name files of this
+        # run only: their sources' versions (the annotation's etag) and the stage's parameters key them
+        listed = set(self.samples.columns)
+        keyed = ["path", "etag"] + sorted(k for k in set(columns) & listed & reads - {"path", "etag"})
         keyed += sorted(k for k in columns if k.endswith("_etag") and k not in keyed)
         ident = [hashlib.sha1(b"|".join(parts)).hexdigest()[:20] for parts in zip(
             *(columns[k] if columns[k].dtype.kind in "OS" else _utf8(columns[k].astype(str))
@@ -458,8 +461,16 @@ class DataGenerator:
 
             fill = tf.data.Dataset.from_tensor_slices((subset, targets)).map(
                 tf.autograph.experimental.do_not_convert(write), num_parallel_calls=self._parallel(), deterministic=False)
-            for _ in fill:
-                pass
+            try:
+                for _ in fill:
+                    pass
+            except BaseException:  # a decode error, Ctrl-C: leave no temporary files of this fill behind
+                for name in (n for k in keys for n in parts[k]):
+                    try:
+                        os.remove(name)
+                    except OSError:
+                        pass
+                raise
             for k in keys:  # publish atomically: a killed pre-pass leaves only .part files
                 for j, i in enumerate(missing):
                     os.replace(parts[k][j], paths[k][i].decode())

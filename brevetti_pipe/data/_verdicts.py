@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 CHECK_VERSION = 1
 
 
+#: whether ``os.stat`` gives a birth time, which fsspec then reports as a local file's "created"
+_BIRTHTIME = hasattr(os.stat(os.curdir), "st_birthtime")
+
+
 def _key(*parts: Any) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -51,16 +55,18 @@ def file_stamp(info: Mapping[str, Any]) -> str | None:
     ``tar -x`` and ``rsync -t`` copy the source's mtime, and BMPs of one size have one length): no
     tool can set it back. It also moves on ``chmod`` or a new link, which only costs a new hash.
     """
-    if info.get("islink") and "ino" in info:  # a local link: fsspec stats the link, the file is its target
+    if "ino" in info and (info.get("islink") or _BIRTHTIME):
+        # a local link (fsspec stats the link; the file is its target), or a system where fsspec's
+        # "created" is the birth time (macOS, Windows): stat the file for its change time
         try:
-            target = os.stat(info["name"])
+            st = os.stat(info["name"])
         except (OSError, KeyError):
             return None
-        return f"{target.st_size}|{target.st_mtime_ns}|{target.st_ino}|{target.st_ctime_ns}"
+        return f"{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
     mtime = next((info[k] for k in ("mtime", "LastModified", "updated", "created") if info.get(k)), None)
     if mtime is None:
         return None
-    changed = info.get("created", "") if "ino" in info else ""  # fsspec's local "created" is st_ctime
+    changed = info.get("created", "") if "ino" in info else ""  # here (Linux) fsspec's local "created" is st_ctime
     return f"{info.get('size')}|{mtime}|{info.get('ino', '')}|{changed}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -293,3 +294,29 @@ def test_the_auto_budget_sees_a_containers_memory_limit(tmp_path):
     (v1 / "memory.usage_in_bytes").write_text(f"{1 << 30}\n")
     assert _cgroup_room(str(tmp_path / "v1")) == 1 << 30
     assert _cgroup_room(str(tmp_path / "none")) is None
+
+
+def test_a_disk_cache_of_masks_is_reused_by_the_next_job_and_follows_a_changed_annotation(tiny_vials_seg, tmp_path):
+    # each job prepares its masks under its own scratch folder: the entry is keyed by the annotation's
+    # version, not by that folder, so the next job reuses it; a changed annotation makes a new entry
+    from brevetti_pipe.stages import SegmentationLoader
+    from brevetti_pipe.storage import IoTools
+
+    data = tmp_path / "seg"
+    shutil.copytree(tiny_vials_seg, data)
+    disk = tmp_path / "cache"
+
+    def run(scratch):
+        samples = get_image_samples(str(data))
+        gen = (DataGenerator(samples, batch_size=4, io=IoTools(cache_root=str(tmp_path / scratch)),
+                             output_structure=("img", "segmentation"), cache=str(disk))
+               .map(ImagePipeline(target_size=(16, 16), rescale="unit"))
+               .map(SegmentationLoader(classes=["cap", "liquid"], target_size=(16, 16))))
+        list(gen.get_dataset())
+        return {p.name for p in disk.rglob("*.tensor")}
+
+    first = run("job1")
+    assert run("job2") == first
+    annotation = next((data / "good").glob("*.json"))
+    annotation.write_text(annotation.read_text().replace('"cap"', '"liquid"'))
+    assert len(run("job3") - first) == 2  # the changed sample's image and mask entries

@@ -102,7 +102,7 @@ def test_platform_root_needs_a_location(tmp_path, root, why):
 
 
 @pytest.mark.parametrize("value, why", [("s3://bucket/cache", "must be a local directory, not a s3:// URL"),
-                                        ("''", "must not be empty")])
+                                        ("''", "must not be empty"), ("file://", "file:// URL needs a folder")])
 def test_platform_cache_dir_must_be_a_local_folder(tmp_path, value, why):
     with pytest.raises(ConfigError, match=rf"Invalid value for 'platform\.cache_dir'.*{why}"):
         Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"platform.cache_dir={value}"])
