@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 DEMO_ROOT ?= brevetti_platform
-# pytest-xdist workers for `make test`: one per usable CPU, at most 4 (TEST_WORKERS=0 runs in this process)
+# pytest-xdist workers for `make test`: one per usable CPU, at most 4 (TEST_WORKERS=0 runs in this process);
+# each test file runs whole, in order, on one worker
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1; print(0 if n < 2 else min(n, 4))" 2>/dev/null || echo 2)
 
 .PHONY: demo test install bench clean
@@ -27,7 +28,7 @@ demo: $(STAMP)
 	@ls -1dt $(DEMO_ROOT)/jobs/*/artifacts | head -n 1
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -137,6 +137,7 @@ def test_settings_override_without_plus_for_a_function_path(in_pkg_dir, tmp_path
 
 
 def test_settings_override_without_plus_for_a_recipe_name(in_pkg_dir, tmp_path):
+    resolve_run(f"{PKG}.steps:decorated")  # importing the user's package registers rs_decorated
     job = Job.init(config_dir=in_pkg_dir / "configs", overrides=["recipe=mine", "settings.label=y", _root(tmp_path)])
     assert job.recipe is RECIPES.get("rs_decorated")
     assert (job.settings.units, job.settings.label) == (8, "y")
