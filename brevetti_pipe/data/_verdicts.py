@@ -39,7 +39,7 @@ CHECK_VERSION = 1
 
 
 #: whether ``os.stat`` gives a birth time, which fsspec then reports as a local file's "created"
-_BIRTHTIME = hasattr(os.stat(os.curdir), "st_birthtime")
+_BIRTHTIME = hasattr(os.stat_result, "st_birthtime")
 
 
 def _key(*parts: Any) -> str:
