@@ -243,8 +243,7 @@ def get_image_samples(
     # files the store gives no ETag (local folders, http) get their content's MD5, annotations too
     # (a modification time can be set back, and an http listing has none)
     for column, url_column in (("etag", "url"), ("annotation_etag", "annotation_path")):
-        missing = samples["annotation_path"].notna() & samples[column].isna() if column == "annotation_etag" \
-            else samples[column].isna()
+        missing = samples[column].isna() & samples[url_column].notna()
         if missing.any():
             urls = samples.loc[missing, url_column].tolist()
             samples.loc[missing, column] = (
