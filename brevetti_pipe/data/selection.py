@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import posixpath
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from brevetti_pipe.data._verdicts import RerunCache, file_stamp, stage_fingerpri
 from brevetti_pipe.errors import ConfigError, DatasetError
 from brevetti_pipe.platform import layout
 from brevetti_pipe.stages import Stage
-from brevetti_pipe.storage import IoTools, is_local
+from brevetti_pipe.storage import IoTools, is_local, local_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,9 +34,7 @@ def configured_datasets(config: JobConfig) -> list[Dataset]:
     """The datasets selected in the config, in config order (local paths made absolute)."""
     out = []
     for name, cfg in config.datasets.items():
-        url = cfg.url
-        if is_local(url):
-            url = os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+        url = local_path(cfg.url) if is_local(cfg.url) else cfg.url
         out.append(Dataset(name, url, cfg))
     return out
 
@@ -72,6 +71,7 @@ class SampleSelection:
         self.work = {"hashed": 0, "checked": 0, "reused": 0}
         self.rerun = RerunCache(io, layout.rerun_cache_url(root, config.platform.cache_dir))
         self._classes: list[str] | None = None
+        self._check_job_folders_outside()
 
     @property
     def datasets(self) -> list[Dataset]:
@@ -106,7 +106,6 @@ class SampleSelection:
         frames = []
         start = time.perf_counter()
         for ds in self.datasets:
-            self._check_cache_outside(ds)
             self.ensure_dataset(ds)
             frames.append(ds.get_image_samples(io=self.io, content_etags=self._etags_of(ds)))
         checked = time.perf_counter()
@@ -117,19 +116,24 @@ class SampleSelection:
         log.info("Split: %s", self.samples.groupby("purpose").size().to_dict())
         return self.samples
 
-    def _check_cache_outside(self, ds: Dataset) -> None:
-        """``platform.cache_dir`` inside a local dataset would have its files (masks, converted
-        images) listed as samples of the next run."""
-        cache = self.config.platform.cache_dir
-        if not cache or not is_local(ds.url):
-            return
-        folder = os.path.realpath(ds.url.split("://", 1)[-1] if ds.url.startswith("file://") else ds.url)
-        inside = os.path.realpath(cache)
-        if inside == folder or inside.startswith(folder.rstrip(os.sep) + os.sep):
-            raise ConfigError(
-                f"platform.cache_dir={_secrets.redact(cache)} is inside dataset '{ds.name}' "
-                f"({_secrets.redact(ds.url)}): its files would be listed as images; put the cache outside the dataset"
-            )
+    def _check_job_folders_outside(self) -> None:
+        """The folders a job writes (``platform.root``: reports, models, galleries; ``platform.cache_dir``
+        and ``job.temp_dir``: masks, converted images) must not lie inside a local dataset: their images
+        would be listed as samples, of a made-up class, by the next run. Checked before anything is written."""
+        folders = {"platform.root": self.config.platform.root, "platform.cache_dir": self.config.platform.cache_dir,
+                   "job.temp_dir": self.config.job.temp_dir}
+        datasets = [(ds, os.path.realpath(ds.url)) for ds in self.datasets if is_local(ds.url)]
+        for key, value in folders.items():
+            if not value or not is_local(value):
+                continue
+            inside = os.path.realpath(local_path(value))
+            for ds, folder in datasets:
+                if inside == folder or inside.startswith(folder.rstrip(os.sep) + os.sep):
+                    raise ConfigError(
+                        f"{key}={_secrets.redact(value)} is inside dataset '{ds.name}' ({_secrets.redact(ds.url)}): "
+                        "the images a job writes there would be listed as samples by the next run; "
+                        f"set {key} to a folder outside the dataset"
+                    )
 
     def _split(self, samples: pd.DataFrame) -> pd.DataFrame:
         """Read / persist the split at ``artifacts/<split.file>``, shared with runs of the same datasets."""
@@ -211,6 +215,8 @@ class SampleSelection:
                 if not todo:
                     continue
                 found = stage.check(local.iloc[[row_of[i] for i in todo]].reset_index(drop=True))
+                found = {r: _as_listed(reason, local.iloc[row_of[todo[r]]], samples.iloc[todo[r]])
+                         for r, reason in found.items()}
                 self.work["checked"] += len(todo)
                 for r, reason in found.items():
                     reasons.setdefault(todo[r], reason)
@@ -258,3 +264,16 @@ class SampleSelection:
     def known_classes(self) -> list[str] | None:
         """The class names when already known (without listing the data)."""
         return self._classes
+
+
+def _as_listed(reason: str, local: pd.Series, listed: pd.Series) -> str:
+    """``reason`` (a stage's check of the local copies) naming the listed files: a remote file's local
+    copy (``41494eef62b5-good_0001.bmp.json`` in the cache) becomes its URL, or its name when the
+    reason gave only a name."""
+    for column in ("path", "annotation_path"):
+        copy, url = local.get(column), listed.get(column)
+        if not isinstance(copy, str) or not isinstance(url, str) or not copy or copy == url:
+            continue
+        reason = reason.replace(copy, _secrets.redact(url))
+        reason = reason.replace(os.path.basename(copy), posixpath.basename(url.split("?", 1)[0]))
+    return reason

@@ -33,7 +33,7 @@ from brevetti_pipe._util.secrets import redact
 from brevetti_pipe.errors import ChecksumError, StorageError
 
 __all__ = ["ChecksumError", "FileVersion", "IoTools", "Prefetch", "is_local", "join_url", "listed_url",
-           "LOCAL_PROTOCOLS"]
+           "local_path", "LOCAL_PROTOCOLS"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,14 @@ def listed_url(fs: fsspec.AbstractFileSystem, path: str, like: str | None = None
 def is_local(url: str) -> bool:
     """True for plain paths and ``file://`` URLs."""
     return "://" not in url or url.split("://", 1)[0] in LOCAL_PROTOCOLS
+
+
+def local_path(url: str) -> str:
+    """The absolute file-system path of a local URL (``file://`` or ``local://`` dropped, ``~`` expanded)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in LOCAL_PROTOCOLS:
+        url = rest
+    return os.path.abspath(os.path.expanduser(url))
 
 
 def join_url(base: str, *parts: str) -> str:

@@ -191,10 +191,16 @@ def test_an_annotation_changed_with_its_old_modification_time_is_rechecked(tmp_p
     assert "cork" in _bad(again).to_dict("records")[0]["reason"]
 
 
-def test_a_cache_dir_inside_the_dataset_is_refused_before_listing(tmp_path, tiny_vials):
+@pytest.mark.parametrize("key, where", [("platform.root", "out"), ("platform.cache_dir", ".cache"),
+                                        ("job.temp_dir", "tmp"), ("platform.root", "")])
+def test_a_job_folder_inside_the_dataset_is_refused_before_anything_is_written(tmp_path, tiny_vials, key, where):
+    # the images a job writes there (galleries, facets, masks) would be a made-up class of the next run
     data = _dataset(tiny_vials, tmp_path / "data")
-    job = _job(tmp_path, data, f"platform.cache_dir={data}/.cache")
-    with pytest.raises(ConfigError, match=rf"^platform\.cache_dir=.*/data/\.cache is inside dataset 'vials' \(.*/data\): "
-                                          r"its files would be listed as images; put the cache outside the dataset$"):
-        job.get_samples()
-    _job(tmp_path, data, f"platform.cache_dir={tmp_path}/cache").get_samples()  # beside it: fine
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    folder = f"{data}/{where}" if where else f"file://{data}"
+    with pytest.raises(ConfigError, match=rf"^{key}=.*/data(/{where})? is inside dataset 'vials' \(.*/data\): the images a "
+                                          rf"job writes there would be listed as samples by the next run; set {key} to a "
+                                          "folder outside the dataset$"):
+        _job(tmp_path, data, f"{key}={folder}")
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    _job(tmp_path, data, f"{key}={tmp_path}/beside").get_samples()  # beside it: fine

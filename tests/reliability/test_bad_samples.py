@@ -77,3 +77,21 @@ def test_annotation_problems_are_found(tmp_path):
     bad = SegmentationLoader(classes=["cap"]).check(samples)
     assert set(bad) == {0, 1}
     assert "does not parse" in bad[0] and "['rust']" in bad[1]
+
+
+def test_a_remote_annotation_is_named_by_its_listed_name_not_its_local_copy(s3, tmp_path, tiny_vials_seg):
+    from brevetti_pipe import Job
+
+    fs = s3.fs()
+    fs.put(str(tiny_vials_seg), "bucket/seg", recursive=True)
+    broken = next(p for p in fs.find("bucket/seg/good") if p.endswith(".json"))
+    fs.pipe_file(broken, b"{not json")
+    job = Job.init(overrides=[
+        "recipe=vials_segmentation", f"platform.root={tmp_path / 'p'}", f"platform.cache_dir={tmp_path / 'cache'}",
+        "datasets.vials_seg.url=s3://bucket/seg", "~datasets.vials_seg.generator", "~datasets.vials_seg.generator_params",
+        *s3.overrides("datasets.vials_seg.storage_options"), "data.on_bad_sample=skip"])
+    job.get_samples()
+    bad = pd.read_csv(job.artifact_path("bad_samples.csv")).to_dict("records")
+    name = broken.rsplit("/", 1)[-1]
+    assert [(b["path"].rsplit("/", 1)[-1], b["reason"].split(" (")[0]) for b in bad] == [
+        (name.removesuffix(".json"), f"annotation {name} does not parse")]
