@@ -91,6 +91,8 @@ def folder_error(exc: OSError, folders: dict[str, str | None]) -> BaseException:
 # A brevetti_pipe error raised inside a tf.data Python function reaches the caller wrapped in a
 # TensorFlow error whose text holds the Python traceback; its last line is the original error.
 _WRAPPED = re.compile(r"brevetti_pipe\.errors\.\w+Error: ([^\n]+)")
+# ... and one a graph's ``tf.debugging.Assert`` raises prints its message in brackets
+_ASSERTED = re.compile(r"assertion failed: \[brevetti_pipe\.errors\.\w+Error: ([^\n]+)\]")
 
 
 def describe(exc: BaseException) -> str:
@@ -98,7 +100,7 @@ def describe(exc: BaseException) -> str:
     wrapped them), anything else as ``Type: message``."""
     if isinstance(exc, BrevettiPipeError):
         return str(exc)
-    found = _WRAPPED.findall(str(exc))
+    found = _ASSERTED.findall(str(exc)) or _WRAPPED.findall(str(exc))
     if found:
         return found[-1].strip()
     return f"{type(exc).__name__}: {exc}"

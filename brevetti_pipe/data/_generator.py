@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from brevetti_pipe._util.category import category_label
+from brevetti_pipe.data._disk_cache import FORMAT, decode_entry, encode_entry, entry_size, unusable_entries
 from brevetti_pipe.data._memory_cache import DEFAULT_MAX_BYTES, MemoryCache, auto_cache_fits, estimate_bytes
 from brevetti_pipe.errors import ConfigError, StageError
 from brevetti_pipe.stages._base import stage_seed_id
@@ -391,7 +392,7 @@ class DataGenerator:
 
         root = self.cache if isinstance(self.cache, str) else os.path.join(
             self.io.cache_root or tempfile.gettempdir(), "prefix-cache")
-        signature = json.dumps([st.get_config() for st in prefix], sort_keys=True)
+        signature = json.dumps([FORMAT, *(st.get_config() for st in prefix)], sort_keys=True)
         return os.path.join(root, hashlib.sha1(signature.encode()).hexdigest()[:16])
 
     def _memory_cache_for(self, prefix: Sequence[Stage], columns: dict[str, np.ndarray]) -> MemoryCache | None:
@@ -444,7 +445,14 @@ class DataGenerator:
         spec = tf.data.Dataset.from_tensor_slices(inputs).map(run_prefix).element_spec
         keys = sorted(spec)
         paths = {k: _utf8(os.path.join(folder, f"{i}.{k}.tensor") for i in ident) for k in keys}
-        missing = [i for i in range(len(ident)) if not all(os.path.exists(paths[k][i].decode()) for k in keys)]
+        todo = [False] * len(ident)
+        for k in keys:
+            unusable, damaged = unusable_entries([p.decode() for p in paths[k]], entry_size(spec[k]))
+            todo = [a or b for a, b in zip(todo, unusable)]
+            if damaged:
+                log.warning("data.cache: %d entr%s of %r in %s had the wrong size (cut short); written again",
+                            damaged, "y" if damaged == 1 else "ies", k, folder)
+        missing = [i for i, again in enumerate(todo) if again]
         if missing:
             subset = {k: tf.gather(v, missing) for k, v in inputs.items()}
             # a temporary name per writer and row: another process filling the same folder, or a file
@@ -455,7 +463,7 @@ class DataGenerator:
 
             def write(x: dict[str, tf.Tensor], t: dict[str, tf.Tensor]) -> tf.Tensor:
                 out = run_prefix(x)
-                ops = [tf.io.write_file(t[k], tf.io.serialize_tensor(out[k])) for k in keys]
+                ops = [tf.io.write_file(t[k], encode_entry(out[k])) for k in keys]
                 with tf.control_dependencies(ops):
                     return tf.constant(0)
 
@@ -580,7 +588,8 @@ class DataGenerator:
         def element(epoch_seed: tf.Tensor, index: tf.Tensor) -> Any:
             x = {k: tf.gather(col, index) for k, col in columns.items() if not k.startswith("_cache_")}
             for key, spec in cached_specs.items():
-                value = tf.io.parse_tensor(tf.io.read_file(tf.gather(columns[f"_cache_{key}"], index)), spec.dtype)
+                path = tf.gather(columns[f"_cache_{key}"], index)
+                value = decode_entry(tf.io.read_file(path), path, spec.dtype)
                 x[key] = tf.ensure_shape(value, spec.shape)
             if memory is not None:
                 x.update(memory.read(x, index, run_prefix))

@@ -320,3 +320,34 @@ def test_a_disk_cache_of_masks_is_reused_by_the_next_job_and_follows_a_changed_a
     annotation = next((data / "good").glob("*.json"))
     annotation.write_text(annotation.read_text().replace('"cap"', '"liquid"'))
     assert len(run("job3") - first) == 2  # the changed sample's image and mask entries
+
+
+def test_a_disk_cache_entry_cut_short_is_written_again(tmp_path, tiny_vials, caplog):
+    # a full disk, or a crash before the data reached the disk, leaves a short file under the final name
+    samples = get_image_samples(str(tiny_vials))
+    plain = _hashes(_gen(samples, False), epochs=1)
+    disk = tmp_path / "cache"
+    assert _hashes(_gen(samples, str(disk)), epochs=1) == plain
+    short, empty = sorted(disk.rglob("*.tensor"))[:2]
+    short.write_bytes(short.read_bytes()[:100])
+    empty.write_bytes(b"")
+    with caplog.at_level("WARNING", logger="brevetti_pipe.data._generator"):
+        assert _hashes(_gen(samples, str(disk)), epochs=1) == plain
+    assert "data.cache: 2 entries of 'img' in" in caplog.text and "wrong size (cut short); written again" in caplog.text
+    assert short.stat().st_size == empty.stat().st_size == sorted(disk.rglob("*.tensor"))[2].stat().st_size
+
+
+def test_a_damaged_disk_cache_entry_fails_naming_the_file(tmp_path, tiny_vials):
+    from brevetti_pipe.errors import describe
+
+    samples = get_image_samples(str(tiny_vials))
+    disk = tmp_path / "cache"
+    _hashes(_gen(samples, str(disk)), epochs=1)
+    victim = sorted(disk.rglob("*.tensor"))[3]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x10  # one flipped bit, same size: it would parse, and train on a wrong pixel
+    victim.write_bytes(bytes(data))
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        _hashes(_gen(samples, str(disk)), epochs=1)
+    assert describe(raised.value) == ("a data.cache entry is damaged (its checksum does not match); delete it, or its "
+                                      f"folder, and run again: {victim}")
