@@ -54,7 +54,18 @@ def hand(root: Path, antialias: bool, decode: bool = True, full: bool = True):
     return ds.batch(BATCH).prefetch(tf.data.AUTOTUNE), len(paths)
 
 
-def brevetti(root: Path, antialias: bool, cache: bool = False, repeat: bool = True):
+def _disk_cache() -> str:
+    """A fresh ``data.cache=<dir>`` folder for this process (filled by epoch 1), removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="bench-disk-cache-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def brevetti(root: Path, antialias: bool, cache: bool | str = False, repeat: bool = True):
     from brevetti_pipe.data import DataGenerator, get_image_samples
     from brevetti_pipe.stages import ImageAugmenter, ImageNoise, ImagePipeline, OneHotEncoder, RandomTransformer
 
@@ -102,6 +113,7 @@ PIPELINES = {
     "hand": hand,
     "brevetti": brevetti,
     "brevetti_cached": lambda r, a: brevetti(r, a, cache=True),
+    "brevetti_disk": lambda r, a: brevetti(r, a, cache=_disk_cache()),
     "keras_dir": keras_dir,
 }
 

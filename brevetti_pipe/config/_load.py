@@ -243,6 +243,9 @@ def resolve_config(
         options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
         _secrets.restore({"storage_options": options}, prefix="platform")
         retry = float(OmegaConf.select(work, "platform.retry_seconds", default=60.0) or 60.0)
+        # credentials in these URLs are masked in any error of the read below (the Python API's overrides
+        # were not masked by the command line's guard)
+        _secrets.collect_secrets({"root": root, "settings_json": explicit, "storage_options": options})
         url, doc = None, None
         if settings_source is not None:
             url, doc = settings_source(root=root, job_id=job_id, explicit=str(explicit) if explicit else None,

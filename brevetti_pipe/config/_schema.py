@@ -81,20 +81,24 @@ class PlatformConfig(StrictModel):
     @field_validator("cache_dir")
     @classmethod
     def _check_cache_dir(cls, value: str | None) -> str | None:
-        """A local folder: ``~`` expanded, ``file://`` dropped; another URL is refused (the cache is
-        local disk, written with plain file calls, so ``s3://...`` would make a folder named ``s3:``)."""
-        if value is None:
-            return None
-        scheme, sep, rest = value.partition("://")
-        if sep and scheme in ("file", "local"):
-            if not rest.strip("/"):
-                raise ConfigError(f"a {scheme}:// URL needs a folder after it, e.g. {scheme}:///var/cache/brevetti-pipe")
-            value = rest if rest.startswith("/") else "/" + rest
-        elif sep:
-            raise ConfigError(f"must be a local directory, not a {scheme}:// URL, e.g. /var/cache/brevetti-pipe")
-        if not value.strip():
-            raise ConfigError("must not be empty; leave it null for a cache under the job's temp dir")
-        return os.path.expanduser(value)
+        return _local_folder(value, "/var/cache/brevetti-pipe", "a cache under the job's temp dir")
+
+
+def _local_folder(value: str | None, example: str, default: str) -> str | None:
+    """A local folder: ``~`` expanded, ``file://`` (or ``local://``) dropped; another URL is refused (the
+    folder is written with plain file calls, so ``s3://...`` would make a folder named ``s3:``)."""
+    if value is None:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if sep and scheme in ("file", "local"):
+        if not rest.strip("/"):
+            raise ConfigError(f"a {scheme}:// URL needs a folder after it, e.g. {scheme}://{example}")
+        value = rest if rest.startswith("/") else "/" + rest
+    elif sep:
+        raise ConfigError(f"must be a local directory, not a {scheme}:// URL, e.g. {example}")
+    if not value.strip():
+        raise ConfigError(f"must not be empty; leave it null for {default}")
+    return os.path.expanduser(value)
 
 
 class JobSection(StrictModel):
@@ -109,6 +113,11 @@ class JobSection(StrictModel):
     deterministic: bool = Field(True, description="Enable TensorFlow op determinism for bit-exact runs")
     temp_dir: str | None = Field(None, description="Local scratch directory; default: a fresh temp dir")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("temp_dir")
+    @classmethod
+    def _check_temp_dir(cls, value: str | None) -> str | None:
+        return _local_folder(value, "/scratch/brevetti-pipe", "a fresh temp dir")
 
     @field_validator("id", mode="before")
     @classmethod

@@ -9,15 +9,20 @@ TensorFlow's "Could not parse 'serialized' as TensorProto".
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import functools
 import os
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from brevetti_pipe.errors import StorageError
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["FORMAT", "DAMAGED", "decode_entry", "encode_entry", "entry_size", "unusable_entries"]
+__all__ = ["FORMAT", "DAMAGED", "decode_entry", "encode_entry", "entry_size", "unusable_entries", "write_entries"]
 
 #: part of every cache folder's name: entries written in another format are never read
 FORMAT = "entry-v2"
@@ -85,3 +90,46 @@ def unusable_entries(paths: Sequence[str], size: int | None) -> tuple[list[bool]
         damaged += bad
         out.append(bad)
     return out, damaged
+
+
+
+def write_entry(path: str, data: bytes) -> None:
+    """Write one entry under a temporary name of this writer, then rename it into place: another
+    process filling the same folder, or a file listed twice, never sees a half-written entry.
+
+    Raises:
+        StorageError: naming the folder and the reason (a full disk, a read-only file system, no permission).
+    """
+    tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.part"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException as exc:  # Ctrl-C too: no temporary file is left behind
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise StorageError(f"data.cache: cannot write the cache folder {os.path.dirname(path)} "
+                               f"({exc.strerror or exc}); free space, allow writing there, or set data.cache to "
+                               "another folder") from None
+        raise
+
+
+def write_entries(entries: Iterable[tuple[str, bytes]], threads: int = 4) -> None:
+    """:func:`write_entry` of each ``(path, bytes)``, on ``threads`` threads (file writes release the GIL),
+    at most a few dozen entries held in memory; returns when every write has ended. The first failure
+    stops the rest and is raised."""
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="data-cache-write") as pool:
+        pending: collections.deque[concurrent.futures.Future[None]] = collections.deque()
+        try:
+            for path, data in entries:
+                pending.append(pool.submit(write_entry, path, data))
+                while len(pending) > 8 * threads or (pending and pending[0].done()):
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the writes under way end (each removes its own .part)
+            raise

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from brevetti_pipe._util.category import category_label
-from brevetti_pipe.data._disk_cache import FORMAT, decode_entry, encode_entry, entry_size, unusable_entries
+from brevetti_pipe.data._disk_cache import FORMAT, decode_entry, encode_entry, entry_size, unusable_entries, write_entries
 from brevetti_pipe.data._memory_cache import DEFAULT_MAX_BYTES, MemoryCache, auto_cache_fits, estimate_bytes
 from brevetti_pipe.errors import ConfigError, StageError
 from brevetti_pipe.stages._base import stage_seed_id
@@ -450,38 +450,21 @@ class DataGenerator:
             unusable, damaged = unusable_entries([p.decode() for p in paths[k]], entry_size(spec[k]))
             todo = [a or b for a, b in zip(todo, unusable)]
             if damaged:
-                log.warning("data.cache: %d entr%s of %r in %s had the wrong size (cut short); written again",
+                log.warning("data.cache: %d entr%s of %r in %s had the wrong size (cut short, or written over); written again",
                             damaged, "y" if damaged == 1 else "ies", k, folder)
         missing = [i for i, again in enumerate(todo) if again]
         if missing:
             subset = {k: tf.gather(v, missing) for k, v in inputs.items()}
-            # a temporary name per writer and row: another process filling the same folder, or a file
-            # listed twice (one folder in two datasets), never renames a half-written or taken file
-            token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            parts = {k: [f"{paths[k][i].decode()}.{token}-{j}.part" for j, i in enumerate(missing)] for k in keys}
-            targets = {k: tf.constant(_utf8(parts[k])) for k in keys}
 
-            def write(x: dict[str, tf.Tensor], t: dict[str, tf.Tensor]) -> tf.Tensor:
+            def encode(x: dict[str, tf.Tensor], row: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
                 out = run_prefix(x)
-                ops = [tf.io.write_file(t[k], encode_entry(out[k])) for k in keys]
-                with tf.control_dependencies(ops):
-                    return tf.constant(0)
+                return {k: encode_entry(out[k]) for k in keys}, row
 
-            fill = tf.data.Dataset.from_tensor_slices((subset, targets)).map(
-                tf.autograph.experimental.do_not_convert(write), num_parallel_calls=self._parallel(), deterministic=False)
-            try:
-                for _ in fill:
-                    pass
-            except BaseException:  # a decode error, Ctrl-C: leave no temporary files of this fill behind
-                for name in (n for k in keys for n in parts[k]):
-                    try:
-                        os.remove(name)
-                    except OSError:
-                        pass
-                raise
-            for k in keys:  # publish atomically: a killed pre-pass leaves only .part files
-                for j, i in enumerate(missing):
-                    os.replace(parts[k][j], paths[k][i].decode())
+            # the prefix runs in the parallel map; each entry is written as it comes and published at once (a
+            # stopped fill keeps what it wrote), by threads this fill waits for: no write outlives a failure
+            fill = tf.data.Dataset.from_tensor_slices((subset, tf.range(len(missing)))).map(
+                tf.autograph.experimental.do_not_convert(encode), num_parallel_calls=self._parallel(), deterministic=False)
+            write_entries(((paths[k][missing[int(row)]].decode(), entries[k].numpy()) for entries, row in fill for k in keys))
         cached = dict(columns)
         cached.update({f"_cache_{k}": paths[k] for k in keys})
         return cached, {k: spec[k] for k in keys}

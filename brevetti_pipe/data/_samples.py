@@ -79,12 +79,14 @@ def _size(info: dict[str, Any]) -> int | None:
     return int(size) if size is not None else None
 
 
-def _follow_links(fs: Any, listing: dict[str, Any], walked: list[str]) -> dict[str, Any]:
+def _follow_links(fs: Any, listing: dict[str, Any], walked: list[str],
+                  on_link: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """A local listing with symlinked folders replaced by their files, listed under the link's path.
 
     One rule: a linked folder is walked unless it lies inside the dataset or inside a folder
     already walked (a link back up the tree, or a second link to one folder); those are skipped
-    with a warning naming the link. Links to files stay as they are.
+    with a warning naming the link. Links to files stay as they are. ``on_link(link, real folder)``
+    is told of each folder walked, before it is.
     """
     out: dict[str, Any] = {}
     for path, info in listing.items():
@@ -94,8 +96,10 @@ def _follow_links(fs: Any, listing: dict[str, Any], walked: list[str]) -> dict[s
         elif any(real == w or real.startswith(w.rstrip(os.sep) + os.sep) for w in walked):
             log.warning("Skipping the folder link %s -> %s: that folder is listed already", path, real)
         else:
+            if on_link is not None:
+                on_link(path, real)
             walked.append(real)
-            out.update(_follow_links(fs, fs.find(path, detail=True, withdirs=False), walked))
+            out.update(_follow_links(fs, fs.find(path, detail=True, withdirs=False), walked, on_link))
     return out
 
 
@@ -114,6 +118,7 @@ def get_image_samples(
     name: str | None = None,
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
     content_etags: Callable[[list[str], list[dict[str, Any]]], list[str]] | None = None,
+    folder_links: Callable[[str, str], None] | None = None,
 ) -> pd.DataFrame:
     """List every image below a dataset URL into a samples table.
 
@@ -128,6 +133,8 @@ def get_image_samples(
         extensions: file endings (lower case) that count as images.
         content_etags: ``(urls, listing entries) -> etags`` for files the store gives no ETag
             (default: the MD5 of each file's content; a rerun cache reuses earlier hashes).
+        folder_links: ``(link path, real folder)`` of each symlinked folder of a local dataset, before
+            its files are listed (it may raise to refuse the dataset).
 
     Returns:
         A DataFrame sorted by path with columns ``path`` (full URL), ``category`` (tuple of
@@ -181,7 +188,7 @@ def get_image_samples(
             "of category folders (e.g. <root>/good/*.bmp)"
         )
     if is_local(ds.url):
-        listing = _follow_links(fs, listing, [os.path.realpath(root)])
+        listing = _follow_links(fs, listing, [os.path.realpath(root)], folder_links)
     names = set(listing)
     bucket = _full_url(protocol, root)
     rows = []

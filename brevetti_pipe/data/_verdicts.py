@@ -34,8 +34,9 @@ __all__ = ["CHECK_VERSION", "RerunCache", "file_stamp", "stage_fingerprint"]
 
 log = logging.getLogger(__name__)
 
-#: Raised when what a check finds changes, so that verdicts of older releases are not reused.
-CHECK_VERSION = 1
+#: Raised when what a check finds (or how its reasons read) changes, so that verdicts of older releases are
+#: not reused. 2: reasons name a remote file by its listed name, not its local cache copy.
+CHECK_VERSION = 2
 
 
 #: whether ``os.stat`` gives a birth time, which fsspec then reports as a local file's "created"

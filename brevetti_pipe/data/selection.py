@@ -107,7 +107,8 @@ class SampleSelection:
         start = time.perf_counter()
         for ds in self.datasets:
             self.ensure_dataset(ds)
-            frames.append(ds.get_image_samples(io=self.io, content_etags=self._etags_of(ds)))
+            frames.append(ds.get_image_samples(io=self.io, content_etags=self._etags_of(ds),
+                                               folder_links=self._folder_links(ds) if is_local(ds.url) else None))
         checked = time.perf_counter()
         samples = self._drop_bad_samples(concat_samples(frames), checkers)
         split = time.perf_counter()
@@ -116,24 +117,47 @@ class SampleSelection:
         log.info("Split: %s", self.samples.groupby("purpose").size().to_dict())
         return self.samples
 
-    def _check_job_folders_outside(self) -> None:
-        """The folders a job writes (``platform.root``: reports, models, galleries; ``platform.cache_dir``
-        and ``job.temp_dir``: masks, converted images) must not lie inside a local dataset: their images
-        would be listed as samples, of a made-up class, by the next run. Checked before anything is written."""
+    def _job_folders(self) -> dict[str, tuple[str, str]]:
+        """``{key: (configured value, real path)}`` of the local folders a job writes: ``platform.root``
+        (reports, models, galleries), ``platform.cache_dir`` and ``job.temp_dir`` (masks, converted images)."""
         folders = {"platform.root": self.config.platform.root, "platform.cache_dir": self.config.platform.cache_dir,
                    "job.temp_dir": self.config.job.temp_dir}
-        datasets = [(ds, os.path.realpath(ds.url)) for ds in self.datasets if is_local(ds.url)]
-        for key, value in folders.items():
-            if not value or not is_local(value):
+        return {key: (value, os.path.realpath(local_path(value))) for key, value in folders.items()
+                if value and is_local(value)}
+
+    def _refuse_job_folders_in(self, ds: Dataset, real: str, top: str | None, via: str = "") -> None:
+        """Refuse a job folder that the listing of ``ds`` would walk: inside ``real`` (the dataset's
+        folder, or a folder a link ``via`` in it points at), below its top-level folder ``top`` (that
+        link's, None for the dataset's own) when ``datasets.X.folders`` lists only some."""
+        for key, (value, inside) in self._job_folders().items():
+            if not (inside == real or inside.startswith(real.rstrip(os.sep) + os.sep)):
                 continue
-            inside = os.path.realpath(local_path(value))
-            for ds, folder in datasets:
-                if inside == folder or inside.startswith(folder.rstrip(os.sep) + os.sep):
-                    raise ConfigError(
-                        f"{key}={_secrets.redact(value)} is inside dataset '{ds.name}' ({_secrets.redact(ds.url)}): "
-                        "the images a job writes there would be listed as samples by the next run; "
-                        f"set {key} to a folder outside the dataset"
-                    )
+            first = top if top is not None else os.path.relpath(inside, real).split(os.sep)[0]
+            if ds.config.folders is not None and inside != real and first not in ds.config.folders:
+                continue  # a folder the dataset's listing leaves out
+            link = f" through the folder link {via}" if via else ""
+            raise ConfigError(
+                f"{key}={_secrets.redact(value)} is inside dataset '{ds.name}' ({_secrets.redact(ds.url)}){link}: "
+                "the images a job writes there would be listed as samples by the next run; "
+                f"set {key} to a folder outside the dataset"
+            )
+
+    def _check_job_folders_outside(self) -> None:
+        """The folders a job writes must not lie inside a local dataset: their images would be listed
+        as samples, of a made-up class, by the next run. Checked before anything is written (folder
+        links inside the dataset are checked as the listing meets them)."""
+        for ds in self.datasets:
+            if is_local(ds.url):
+                self._refuse_job_folders_in(ds, os.path.realpath(ds.url), None)
+
+    def _folder_links(self, ds: Dataset) -> Callable[[str, str], None]:
+        root = ds.url.rstrip(os.sep)
+
+        def check(link: str, real: str) -> None:
+            top = os.path.relpath(link, root).split(os.sep)[0]
+            self._refuse_job_folders_in(ds, real, top, via=link)
+
+        return check
 
     def _split(self, samples: pd.DataFrame) -> pd.DataFrame:
         """Read / persist the split at ``artifacts/<split.file>``, shared with runs of the same datasets."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from brevetti_pipe._util.registry import Registry
 from brevetti_pipe.config._schema import PlatformConfig
 from brevetti_pipe.platform import layout
-from brevetti_pipe.storage import is_local
+from brevetti_pipe.storage import is_local, local_path
 
 __all__ = ["PlatformBackend", "LocalPlatform", "PLATFORMS"]
 
@@ -24,7 +23,7 @@ class PlatformBackend:
     def __init__(self, config: PlatformConfig) -> None:
         root = config.root
         if is_local(root):
-            root = os.path.abspath(os.path.expanduser(root.removeprefix("file://")))
+            root = local_path(root)
         self.root = root
         self.config = config
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 
 import numpy as np
@@ -328,13 +329,46 @@ def test_a_disk_cache_entry_cut_short_is_written_again(tmp_path, tiny_vials, cap
     plain = _hashes(_gen(samples, False), epochs=1)
     disk = tmp_path / "cache"
     assert _hashes(_gen(samples, str(disk)), epochs=1) == plain
-    short, empty = sorted(disk.rglob("*.tensor"))[:2]
+    short, empty, longer = sorted(disk.rglob("*.tensor"))[:3]
     short.write_bytes(short.read_bytes()[:100])
     empty.write_bytes(b"")
+    longer.write_bytes(longer.read_bytes() + b"\0\0")
     with caplog.at_level("WARNING", logger="brevetti_pipe.data._generator"):
         assert _hashes(_gen(samples, str(disk)), epochs=1) == plain
-    assert "data.cache: 2 entries of 'img' in" in caplog.text and "wrong size (cut short); written again" in caplog.text
-    assert short.stat().st_size == empty.stat().st_size == sorted(disk.rglob("*.tensor"))[2].stat().st_size
+    assert "data.cache: 3 entries of 'img' in" in caplog.text and "had the wrong size (cut short, or written over); " \
+        "written again" in caplog.text
+    assert short.stat().st_size == empty.stat().st_size == longer.stat().st_size == sorted(disk.rglob("*.tensor"))[3].stat().st_size
+
+
+_FILL_UNDER_A_FILE_SIZE_LIMIT = """
+import os, resource, signal, sys
+from brevetti_pipe.data import DataGenerator, get_image_samples
+from brevetti_pipe.errors import describe
+from brevetti_pipe.stages import ImagePipeline
+
+samples = get_image_samples(sys.argv[1])
+gen = DataGenerator(samples, batch_size=4, cache=sys.argv[2]).map(ImagePipeline(target_size=(40, 40), rescale="unit"))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+try:
+    gen.get_dataset()
+except Exception as exc:
+    print(describe(exc))
+"""
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line_and_leaves_no_temporary_files(tmp_path, tiny_vials):
+    # the map's other calls must not go on writing after the failure (they left .part files behind)
+    import subprocess
+    import sys
+
+    disk = tmp_path / "cache"
+    proc = subprocess.run([sys.executable, "-c", _FILL_UNDER_A_FILE_SIZE_LIMIT, str(tiny_vials), str(disk)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    folder = next(disk.iterdir())
+    assert proc.stdout.strip() == (f"data.cache: cannot write the cache folder {folder} (File too large); free space, "
+                                   "allow writing there, or set data.cache to another folder"), proc.stdout + proc.stderr[-2000:]
+    assert list(folder.iterdir()) == []
 
 
 def test_a_damaged_disk_cache_entry_fails_naming_the_file(tmp_path, tiny_vials):

@@ -204,3 +204,26 @@ def test_a_job_folder_inside_the_dataset_is_refused_before_anything_is_written(t
         _job(tmp_path, data, f"{key}={folder}")
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
     _job(tmp_path, data, f"{key}={tmp_path}/beside").get_samples()  # beside it: fine
+
+
+def test_a_job_folder_behind_a_folder_link_in_the_dataset_is_refused(tmp_path, tiny_vials):
+    data = _dataset(tiny_vials, tmp_path / "data")
+    (tmp_path / "elsewhere").mkdir()
+    (data / "extra").symlink_to(tmp_path / "elsewhere")  # the listing walks linked folders
+    job = _job(tmp_path, data, f"platform.root={tmp_path}/elsewhere/platform")
+    with pytest.raises(ConfigError, match=rf"^platform\.root=.*/elsewhere/platform is inside dataset 'vials' \(.*/data\) "
+                                          rf"through the folder link {data}/extra: "):
+        job.get_samples()
+
+
+def test_a_job_folder_in_a_dataset_folder_that_is_not_listed_is_allowed(tmp_path, tiny_vials):
+    data = _dataset(tiny_vials, tmp_path / "data")
+    listed = "+datasets.vials.folders=[good,failed_cap,missing_cap]"
+    first = _job(tmp_path, data, f"platform.root={data}/platform", listed)
+    first.get_samples()
+    (data / "platform" / "jobs" / "x" / "artifacts").mkdir(parents=True)  # what a job would leave there
+    shutil.copy(data / "good" / "good_0000.bmp", data / "platform" / "jobs" / "x" / "artifacts" / "gallery.bmp")
+    again = _job(tmp_path, data, f"platform.root={data}/platform", listed)
+    assert set(again.get_samples()["folder"]) == {"good", "failed_cap", "missing_cap"}
+    with pytest.raises(ConfigError, match=r"^platform\.root=.* is inside dataset 'vials'"):  # listed: refused
+        _job(tmp_path, data, f"platform.root={data}/good/platform", listed)

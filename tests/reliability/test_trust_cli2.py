@@ -4,8 +4,10 @@ nesting in flags, overrides and defaults lists, Hydra's flags anywhere, paths an
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
+from omegaconf import OmegaConf
 
 from brevetti_pipe import ConfigError, Job
 from brevetti_pipe.cli import translate_argv
@@ -101,20 +103,36 @@ def test_platform_root_needs_a_location(tmp_path, root, why):
         Job.init(overrides=["recipe=vials_classification", f"platform.root={root}"])
 
 
+@pytest.mark.parametrize("key", ["platform.cache_dir", "job.temp_dir"])
 @pytest.mark.parametrize("value, why", [("s3://bucket/cache", "must be a local directory, not a s3:// URL"),
                                         ("''", "must not be empty"), ("file://", "file:// URL needs a folder")])
-def test_platform_cache_dir_must_be_a_local_folder(tmp_path, value, why):
-    with pytest.raises(ConfigError, match=rf"Invalid value for 'platform\.cache_dir'.*{why}"):
-        Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"platform.cache_dir={value}"])
+def test_local_folder_keys_must_be_local_folders(tmp_path, key, value, why):
+    with pytest.raises(ConfigError, match=rf"Invalid value for '{re.escape(key)}'.*{why}"):
+        Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"{key}={value}"])
 
 
-def test_platform_cache_dir_takes_a_file_url_and_a_home_folder(tmp_path):
-    def cache_dir(value):
-        job = Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"platform.cache_dir={value}"])
-        return job.config.platform.cache_dir
+@pytest.mark.parametrize("key", ["platform.cache_dir", "job.temp_dir"])
+def test_local_folder_keys_take_a_file_url_and_a_home_folder(tmp_path, key):
+    # the folder the job writes is the folder the config names (the temp dir was made as ./~ or ./file:)
+    def folder(value):
+        job = Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"{key}={value}"])
+        return OmegaConf.select(OmegaConf.create(job.config.model_dump()), key)
 
-    assert cache_dir(f"file://{tmp_path}/c") == f"{tmp_path}/c"
-    assert cache_dir("'~/brevetti-cache'") == os.path.expanduser("~/brevetti-cache")  # not a folder named "~"
+    assert folder(f"file://{tmp_path}/c") == f"{tmp_path}/c"
+    assert folder(f"local://{tmp_path}/c") == f"{tmp_path}/c"
+    assert folder("'~/brevetti-cache'") == os.path.expanduser("~/brevetti-cache")  # not a folder named "~"
+
+
+def test_a_local_url_root_is_that_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = Job.init(job_id="loc", overrides=["recipe=vials_classification", f"platform.root=local://{tmp_path}/p"])
+    assert job.artifacts_url == str(tmp_path / "p" / "jobs" / "loc" / "artifacts")  # not ./local:/...
+
+
+def test_credentials_in_a_python_api_root_are_masked_in_its_error(tmp_path):
+    with pytest.raises(Exception) as raised:
+        Job.init(overrides=["recipe=vials_classification", "platform.root=s3://AKIAEXAMPLE:wJalrXUtnSECRET@bucket/p"])
+    assert "AKIAEXAMPLE" not in str(raised.value) and "wJalrXUtnSECRET" not in str(raised.value), str(raised.value)
 
 
 def test_empty_bucket_root_writes_nothing_in_the_current_folder(tmp_path, tiny_vials):
