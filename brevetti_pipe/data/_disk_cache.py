@@ -2,7 +2,8 @@
 
 An entry is ``serialize_tensor(value)`` followed by ``serialize_tensor(fingerprint64(those bytes))``. A
 fill stats every entry and writes again the ones whose size is not the size their spec gives (a file cut
-short by a full disk or a crash before the data reached it); a read checks the trailer, so a damaged
+short by a crash before its data reached the disk); each is written under a temporary name and renamed
+into place when done (a failed write is one line naming the folder); a read checks the trailer, so a damaged
 entry fails its job naming the file instead of feeding wrong numbers to training or failing with
 TensorFlow's "Could not parse 'serialized' as TensorProto".
 """
@@ -90,7 +91,6 @@ def unusable_entries(paths: Sequence[str], size: int | None) -> tuple[list[bool]
         damaged += bad
         out.append(bad)
     return out, damaged
-
 
 
 def write_entry(path: str, data: bytes) -> None:
