@@ -58,9 +58,10 @@ def decode_entry(raw: tf.Tensor, path: tf.Tensor, dtype: Any) -> tf.Tensor:
     """The tensor an entry's bytes ``raw`` (read from ``path``) hold; a failed check raises, naming ``path``."""
     import tensorflow as tf
 
-    n = tf.strings.length(raw) - _trailer_length()
-    body = tf.strings.substr(raw, 0, tf.maximum(n, 0))
-    intact = tf.logical_and(n >= 0, tf.equal(tf.strings.substr(raw, tf.maximum(n, 0), _trailer_length()), _trailer(body)))
+    n = tf.strings.length(raw) - _trailer_length()  # the body's length; negative when the file is shorter than a trailer
+    split = tf.maximum(n, 0)
+    body = tf.strings.substr(raw, 0, split)
+    intact = tf.logical_and(n >= 0, tf.equal(tf.strings.substr(raw, split, _trailer_length()), _trailer(body)))
     check = tf.debugging.Assert(intact, [tf.strings.join([DAMAGED, path])])
     with tf.control_dependencies([check]):
         return tf.io.parse_tensor(body, dtype)

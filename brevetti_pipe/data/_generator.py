@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 
