@@ -1,7 +1,8 @@
 """The files of ``data.cache=<dir>``: one serialized tensor per sample and key, with a checksum trailer.
 
-An entry is ``serialize_tensor(value)`` followed by ``serialize_tensor(fingerprint64(those bytes))``. A
-fill stats every entry and writes again the ones whose size is not the size their spec gives (a file cut
+An entry is ``serialize_tensor(value)`` followed by ``serialize_tensor(fingerprint64(those bytes, the
+entry's file name))``. The name names the sample (its path, version and the columns the prefix reads) and
+the key, so an entry copied over another of the same shape fails its check too. A fill stats every entry and writes again the ones whose size is not the size their spec gives (a file cut
 short by a crash before its data reached the disk); each is written under a temporary name and renamed
 into place when done (a failed write is one line naming the folder); a read checks the trailer, so a damaged
 entry fails its job naming the file instead of feeding wrong numbers to training or failing with
@@ -23,19 +24,21 @@ from brevetti_pipe.errors import StorageError
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["FORMAT", "DAMAGED", "decode_entry", "encode_entry", "entry_size", "unusable_entries", "write_entries"]
+__all__ = ["FORMAT", "DAMAGED", "decode_entry", "encode_entry", "entry_name", "entry_size", "unusable_entries",
+           "write_entries"]
 
 #: part of every cache folder's name: entries written in another format are never read
-FORMAT = "entry-v2"
+FORMAT = "entry-v3"
 
 #: the message of a read that finds a damaged entry (``brevetti_pipe.errors.describe`` makes it the job's one line)
 DAMAGED = "brevetti_pipe.errors.DatasetError: a data.cache entry is damaged (its checksum does not match); delete it, or its folder, and run again: "
 
 
-def _trailer(body: tf.Tensor) -> tf.Tensor:
+def _trailer(body: tf.Tensor, name: tf.Tensor) -> tf.Tensor:
     import tensorflow as tf
 
-    return tf.io.serialize_tensor(tf.fingerprint(body[tf.newaxis])[0])
+    # one row of two strings: the body and the name are fingerprinted apart and combined (no copy, no framing)
+    return tf.io.serialize_tensor(tf.fingerprint(tf.stack([body, name])[tf.newaxis])[0])
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,15 +46,22 @@ def _trailer_length() -> int:
     import tensorflow as tf
 
     with tf.init_scope():  # eager, also when first asked inside a dataset function
-        return len(_trailer(tf.constant(b"")).numpy())
+        return len(_trailer(tf.constant(b""), tf.constant(b"")).numpy())
 
 
-def encode_entry(value: tf.Tensor) -> tf.Tensor:
-    """The bytes of the entry holding ``value``."""
+def entry_name(path: tf.Tensor) -> tf.Tensor:
+    """The file name of the entry at ``path`` (what its checksum is bound to)."""
+    import tensorflow as tf
+
+    return tf.strings.regex_replace(path, r"^.*[/\\]", "")
+
+
+def encode_entry(value: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
+    """The bytes of the entry holding ``value``, to be written to ``path``."""
     import tensorflow as tf
 
     body = tf.io.serialize_tensor(value)
-    return tf.strings.join([body, _trailer(body)])
+    return tf.strings.join([body, _trailer(body, entry_name(path))])
 
 
 def decode_entry(raw: tf.Tensor, path: tf.Tensor, dtype: Any) -> tf.Tensor:
@@ -61,7 +71,8 @@ def decode_entry(raw: tf.Tensor, path: tf.Tensor, dtype: Any) -> tf.Tensor:
     n = tf.strings.length(raw) - _trailer_length()  # the body's length; negative when the file is shorter than a trailer
     split = tf.maximum(n, 0)
     body = tf.strings.substr(raw, 0, split)
-    intact = tf.logical_and(n >= 0, tf.equal(tf.strings.substr(raw, split, _trailer_length()), _trailer(body)))
+    trailer = _trailer(body, entry_name(path))
+    intact = tf.logical_and(n >= 0, tf.equal(tf.strings.substr(raw, split, _trailer_length()), trailer))
     check = tf.debugging.Assert(intact, [tf.strings.join([DAMAGED, path])])
     with tf.control_dependencies([check]):
         return tf.io.parse_tensor(body, dtype)
@@ -75,7 +86,7 @@ def entry_size(spec: tf.TensorSpec) -> int | None:
     if not spec.shape.is_fully_defined() or spec.dtype == tf.string:
         return None
     with tf.init_scope():
-        return len(encode_entry(tf.zeros(spec.shape, spec.dtype)).numpy())
+        return len(encode_entry(tf.zeros(spec.shape, spec.dtype), tf.constant("")).numpy())
 
 
 def unusable_entries(paths: Sequence[str], size: int | None) -> tuple[list[bool], int]:

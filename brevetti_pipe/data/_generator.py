@@ -454,14 +454,15 @@ class DataGenerator:
         missing = [i for i, again in enumerate(todo) if again]
         if missing:
             subset = {k: tf.gather(v, missing) for k, v in inputs.items()}
+            targets = {k: tf.constant(paths[k][missing]) for k in keys}
 
-            def encode(x: dict[str, tf.Tensor], row: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+            def encode(x: dict[str, tf.Tensor], row: tf.Tensor, target: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
                 out = run_prefix(x)
-                return {k: encode_entry(out[k]) for k in keys}, row
+                return {k: encode_entry(out[k], target[k]) for k in keys}, row
 
             # the prefix runs in the parallel map; each entry is written as it comes and published at once (a
             # stopped fill keeps what it wrote), by threads this fill waits for: no write outlives a failure
-            fill = tf.data.Dataset.from_tensor_slices((subset, tf.range(len(missing)))).map(
+            fill = tf.data.Dataset.from_tensor_slices((subset, tf.range(len(missing)), targets)).map(
                 tf.autograph.experimental.do_not_convert(encode), num_parallel_calls=self._parallel(), deterministic=False)
             write_entries(((paths[k][missing[int(row)]].decode(), entries[k].numpy()) for entries, row in fill for k in keys))
         cached = dict(columns)

@@ -385,3 +385,21 @@ def test_a_damaged_disk_cache_entry_fails_naming_the_file(tmp_path, tiny_vials):
         _hashes(_gen(samples, str(disk)), epochs=1)
     assert describe(raised.value) == ("a data.cache entry is damaged (its checksum does not match); delete it, or its "
                                       f"folder, and run again: {victim}")
+
+
+def test_a_disk_cache_entry_copied_over_another_fails_naming_the_file(tmp_path, tiny_vials):
+    # a whole, valid entry of the same shape under another sample's name (a copy by hand, a restore from
+    # the wrong backup, a file system's misplaced block): its own checksum holds, but it is not this sample's
+    from brevetti_pipe.errors import describe
+
+    samples = get_image_samples(str(tiny_vials))
+    disk = tmp_path / "cache"
+    _hashes(_gen(samples, str(disk)), epochs=1)
+    entries = sorted(disk.rglob("*.tensor"))
+    donor, victim = entries[0], entries[3]
+    assert donor.read_bytes() != victim.read_bytes() and donor.stat().st_size == victim.stat().st_size
+    shutil.copyfile(donor, victim)
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        _hashes(_gen(samples, str(disk)), epochs=1)
+    assert describe(raised.value) == ("a data.cache entry is damaged (its checksum does not match); delete it, or its "
+                                      f"folder, and run again: {victim}")
