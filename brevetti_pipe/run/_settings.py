@@ -74,10 +74,15 @@ def drop_foreign_defaults(settings: dict[str, Any], model: type[JobSettings]) ->
     return {k: v for k, v in settings.items() if k in known or k not in foreign or foreign[k] != v}
 
 
+#: keys that once needed Hydra's ``+`` (the config did not hold them) and are in the config now
+_ONCE_ADDED = ("+settings", "+export.parity_samples=", "+export.tolerance=")
+
+
 def upgrade_settings_overrides(overrides: Sequence[str]) -> list[str]:
-    """``+settings.x=V`` as ``++settings.x=V``: the ``+`` once needed to add a setting keeps working now
-    that the defaults put the key there (Hydra refuses ``+`` on an existing key)."""
-    return [f"+{o}" if o.startswith("+settings") and not o.startswith("++") else o for o in overrides]
+    """``+settings.x=V`` as ``++settings.x=V`` (and ``+export.parity_samples``, ``+export.tolerance``):
+    the ``+`` once needed to add such a key keeps working now that the config holds it (Hydra refuses
+    ``+`` on an existing key)."""
+    return [f"+{o}" if o.startswith(_ONCE_ADDED) and not o.startswith("++") else o for o in overrides]
 
 
 def _may_set_run(override: str) -> bool:

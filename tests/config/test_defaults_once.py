@@ -66,6 +66,17 @@ def test_the_composed_config_holds_every_key_so_plain_overrides_work():
     assert (cfg.export.parity_samples, cfg.export.tolerance) == (8, 0.001)
 
 
+def test_the_plus_once_needed_for_the_export_parity_keys_still_works(tmp_path):
+    # `+export.parity_samples=0` was the only spelling before the config held the key; Hydra refuses `+`
+    # on an existing key, so the old command lines and Job.init overrides are upgraded to `++`
+    from tests.conftest import run_cli
+
+    proc = run_cli("+export.parity_samples=0", "+export.tolerance=0.01", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    export = yaml.safe_load(proc.stdout)["export"]
+    assert (export["parity_samples"], export["tolerance"]) == (0, 0.01)
+
+
 def test_the_main_config_states_the_export_defaults_of_its_model():
     from brevetti_pipe.config import ExportConfig
 
