@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--only-remote", action="store_true", help="run only the S3 section (printed, RESULTS.md untouched)")
     parser.add_argument("--skip-jobs", action="store_true", help="skip the time-to-a-trained-model, rerun and train-step sections")
     parser.add_argument("--job-rounds", type=int, default=5, help="interleaved rounds of the time-to-a-trained-model section")
+    parser.add_argument("--long-rounds", type=int, default=3,
+                        help="interleaved rounds of that section's longer trainings (0: none)")
+    parser.add_argument("--long-epochs", type=int, default=24, help="epochs of the longer trainings")
     parser.add_argument("--train-step", action="store_true",
                         help="run only the train-step check: steps/s of a fixed model fed by our pipeline vs in-memory "
                              "tensors (printed, RESULTS.md untouched)")
@@ -124,7 +127,8 @@ def main() -> None:
     if not args.skip_jobs:
         from benchmarks.trained import rerun_section, ttm_section
 
-        steps += [("time to a trained model", lambda: ttm_section(rounds=args.job_rounds)),
+        steps += [("time to a trained model", lambda: ttm_section(rounds=args.job_rounds, long_rounds=args.long_rounds,
+                                                                 long_epochs=args.long_epochs)),
                   ("reruns", lambda: rerun_section(rounds=args.rerun_rounds))]
     if not args.skip_scale:
         from benchmarks.scale import scale_section
