@@ -1,12 +1,12 @@
 """The files of ``data.cache=<dir>``: one serialized tensor per sample and key, with a checksum trailer.
 
-An entry is ``serialize_tensor(value)`` followed by ``serialize_tensor(fingerprint64(those bytes, the
-entry's file name))``. The name names the sample (its path, version and the columns the prefix reads) and
-the key, so an entry copied over another of the same shape fails its check too. A fill stats every entry and writes again the ones whose size is not the size their spec gives (a file cut
-short by a crash before its data reached the disk); each is written under a temporary name and renamed
-into place when done (a failed write is one line naming the folder); a read checks the trailer, so a damaged
-entry fails its job naming the file instead of feeding wrong numbers to training or failing with
-TensorFlow's "Could not parse 'serialized' as TensorProto".
+An entry is ``serialize_tensor(value)`` followed by ``serialize_tensor(fingerprint64(those bytes, the entry's
+file name))``. The name names the sample (its path, version and the columns the prefix reads) and the key, so
+an entry copied over another of the same shape fails its check too. A fill stats every entry and writes again
+the ones whose size is not the size their spec gives (a file cut short by a crash before its data reached the
+disk); each is written under a temporary name and renamed into place when done (a failed write is one line
+naming the folder); a read checks the trailer, so a damaged entry fails its job naming the file instead of
+feeding wrong numbers to training or failing with TensorFlow's "Could not parse 'serialized' as TensorProto".
 """
 
 from __future__ import annotations

@@ -456,15 +456,15 @@ class DataGenerator:
             subset = {k: tf.gather(v, missing) for k, v in inputs.items()}
             targets = {k: tf.constant(paths[k][missing]) for k in keys}
 
-            def encode(x: dict[str, tf.Tensor], row: tf.Tensor, target: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+            def encode(x: dict[str, tf.Tensor], target: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
                 out = run_prefix(x)
-                return {k: encode_entry(out[k], target[k]) for k in keys}, row
+                return {k: encode_entry(out[k], target[k]) for k in keys}, target
 
             # the prefix runs in the parallel map; each entry is written as it comes and published at once (a
             # stopped fill keeps what it wrote), by threads this fill waits for: no write outlives a failure
-            fill = tf.data.Dataset.from_tensor_slices((subset, tf.range(len(missing)), targets)).map(
+            fill = tf.data.Dataset.from_tensor_slices((subset, targets)).map(
                 tf.autograph.experimental.do_not_convert(encode), num_parallel_calls=self._parallel(), deterministic=False)
-            write_entries(((paths[k][missing[int(row)]].decode(), entries[k].numpy()) for entries, row in fill for k in keys))
+            write_entries((target[k].numpy().decode(), entries[k].numpy()) for entries, target in fill for k in keys)
         cached = dict(columns)
         cached.update({f"_cache_{k}": paths[k] for k in keys})
         return cached, {k: spec[k] for k in keys}
