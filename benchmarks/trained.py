@@ -118,6 +118,8 @@ def _long_lines(short: dict[str, float], long: dict[str, list[dict]], epochs: in
         gap = fixed[k] - target * fixed["script"]
         if gap <= 0 and slope >= 0:
             return "at every length"
+        if gap <= 0:  # ahead at the start, losing ground every epoch
+            return f"up to about {int(gap // slope)} epochs (slower per epoch)"
         if slope <= 0:
             return "at no length (not faster per epoch)"
         return f"from about {max(1, int(-(-gap // slope)))} epochs on"
