@@ -3,8 +3,8 @@
 An entry is ``serialize_tensor(value)`` followed by ``serialize_tensor(fingerprint64(those bytes, the entry's
 file name))``. The name names the sample (its path, version and the columns the prefix reads) and the key, so
 an entry copied over another of the same shape fails its check too. A fill stats every entry and writes again
-the ones whose size is not the size their spec gives (a file cut short by a crash before its data reached the
-disk); each is written under a temporary name and renamed into place when done (a failed write is one line
+the ones whose size their spec rules out (a file cut short by a crash before its data reached the disk: not the
+size a fixed shape gives, or below the smallest entry a variable shape allows, such as an empty file); each is written under a temporary name and renamed into place when done (a failed write is one line
 naming the folder); a read checks the trailer, so a damaged entry fails its job naming the file instead of
 feeding wrong numbers to training or failing with TensorFlow's "Could not parse 'serialized' as TensorProto".
 """
@@ -78,20 +78,25 @@ def decode_entry(raw: tf.Tensor, path: tf.Tensor, dtype: Any) -> tf.Tensor:
         return tf.io.parse_tensor(body, dtype)
 
 
-def entry_size(spec: tf.TensorSpec) -> int | None:
-    """Bytes of an entry holding a tensor of ``spec``; None when the spec does not fix it (a string, an
-    unknown dimension)."""
+def entry_size(spec: tf.TensorSpec) -> tuple[int, int | None]:
+    """Bytes of an entry holding a tensor of ``spec``: ``(fewest, exact)``. ``exact`` is None when the spec
+    does not fix the size (a string, an unknown dimension); ``fewest`` is then the size of its smallest
+    entry (every unknown dimension 0, every string empty), which a valid entry never goes below."""
     import tensorflow as tf
 
-    if not spec.shape.is_fully_defined() or spec.dtype == tf.string:
-        return None
+    if spec.shape.rank is None:
+        return _trailer_length(), None
     with tf.init_scope():
-        return len(encode_entry(tf.zeros(spec.shape, spec.dtype), tf.constant("")).numpy())
+        smallest = tf.zeros([0 if d is None else d for d in spec.shape.as_list()], spec.dtype)
+        smallest = len(encode_entry(smallest, tf.constant("")).numpy())
+    exact = spec.shape.is_fully_defined() and spec.dtype != tf.string
+    return smallest, smallest if exact else None
 
 
-def unusable_entries(paths: Sequence[str], size: int | None) -> tuple[list[bool], int]:
-    """Per entry, whether it must be written (missing, or not ``size`` bytes long); and how many of
-    those exist (damaged)."""
+def unusable_entries(paths: Sequence[str], size: tuple[int, int | None]) -> tuple[list[bool], int]:
+    """Per entry, whether it must be written: missing, or a size ``size`` (:func:`entry_size`) rules out
+    (not the exact size; below the fewest bytes); and how many of those exist (damaged)."""
+    fewest, exact = size
     out, damaged = [], 0
     for path in paths:
         try:
@@ -99,7 +104,7 @@ def unusable_entries(paths: Sequence[str], size: int | None) -> tuple[list[bool]
         except FileNotFoundError:
             out.append(True)
             continue
-        bad = size is not None and found != size
+        bad = found != exact if exact is not None else found < fewest
         damaged += bad
         out.append(bad)
     return out, damaged

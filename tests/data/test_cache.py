@@ -340,6 +340,27 @@ def test_a_disk_cache_entry_cut_short_is_written_again(tmp_path, tiny_vials, cap
     assert short.stat().st_size == empty.stat().st_size == longer.stat().st_size == sorted(disk.rglob("*.tensor"))[3].stat().st_size
 
 
+def test_a_variable_shape_disk_cache_entry_left_empty_is_written_again(tmp_path, tiny_vials, caplog):
+    # no size is fixed for [None, None, 3] images, but none is smaller than an empty image's entry: an empty
+    # file (a crash before the data reached the disk) or a stub of a few bytes is written again, not read
+    samples = get_image_samples(str(tiny_vials))
+
+    def gen(cache):
+        return DataGenerator(samples, batch_size=4, output_structure="img", cache=cache).map(ImagePipeline())
+
+    plain = [b.numpy().tobytes() for b in gen(False).get_dataset().take(len(gen(False)))]
+    disk = tmp_path / "cache"
+    assert [b.numpy().tobytes() for b in gen(str(disk)).get_dataset().take(len(plain))] == plain
+    empty, stub = sorted(disk.rglob("*.tensor"))[:2]
+    whole = empty.stat().st_size
+    empty.write_bytes(b"")
+    stub.write_bytes(stub.read_bytes()[:12])
+    with caplog.at_level("WARNING", logger="brevetti_pipe.data._generator"):
+        assert [b.numpy().tobytes() for b in gen(str(disk)).get_dataset().take(len(plain))] == plain
+    assert "data.cache: 2 entries of 'img' in" in caplog.text
+    assert empty.stat().st_size == whole and stub.stat().st_size > 12
+
+
 _FILL_UNDER_A_FILE_SIZE_LIMIT = """
 import os, resource, signal, sys
 from brevetti_pipe.data import DataGenerator, get_image_samples
