@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -93,7 +93,7 @@ def _local_folder(value: str | None, example: str, default: str) -> str | None:
     if sep and scheme in ("file", "local"):
         if not rest.strip("/"):
             raise ConfigError(f"a {scheme}:// URL needs a folder after it, e.g. {scheme}://{example}")
-        value = rest if rest.startswith("/") else "/" + rest
+        value = rest  # file://tmp/x is ./tmp/x, as fsspec and storage.local_path read it
     elif sep:
         raise ConfigError(f"must be a local directory, not a {scheme}:// URL, e.g. {example}")
     if not value.strip():
@@ -232,6 +232,8 @@ class DataConfig(StrictModel):
     def _check_cache(cls, value: bool | str) -> bool | str:
         if isinstance(value, str) and not value.strip():
             raise ConfigError("allowed: auto, true, false or a local directory")
+        if isinstance(value, str) and value != "auto":  # a folder, as platform.cache_dir takes one
+            return cast(str, _local_folder(value, "/var/cache/brevetti-pipe/prefix", "auto"))  # a str in, a str out
         return value
 
     @field_validator("num_parallel_calls", "prefetch")

@@ -28,7 +28,7 @@ from brevetti_pipe._util import secrets as _secrets
 from brevetti_pipe.config._schema import StrictModel
 from brevetti_pipe.errors import ConfigError
 from brevetti_pipe.reporting._callback import JobCallback
-from brevetti_pipe.storage import is_local
+from brevetti_pipe.storage import is_local, local_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -253,7 +253,7 @@ class MlflowTracking(JobCallback, name="mlflow"):
                         "(set callbacks.mlflow.tracking_uri to choose)")
             root = "."
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 wants the opt-in for a file store
-        return "file://" + os.path.abspath(os.path.join(os.path.expanduser(root.removeprefix("file://")), "mlruns"))
+        return "file://" + os.path.join(local_path(root), "mlruns")
 
     def on_job_start(self, *, job: JobView, **kwargs: Any) -> None:
         from mlflow.entities import Param

@@ -111,6 +111,19 @@ def test_local_folder_keys_must_be_local_folders(tmp_path, key, value, why):
         Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"{key}={value}"])
 
 
+def test_a_data_cache_folder_is_read_as_the_other_local_folder_keys(tmp_path):
+    # it was used as written: file://... made a folder named "file:", ~ one named "~", s3://... one named "s3:"
+    def cache(value):
+        job = Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"data.cache={value}"])
+        return job.config.data.cache
+
+    assert cache(f"file://{tmp_path}/c") == cache(f"local://{tmp_path}/c") == f"{tmp_path}/c"
+    assert cache("'~/prefix-cache'") == os.path.expanduser("~/prefix-cache")
+    assert cache("auto") == "auto" and cache("true") is True and cache("false") is False
+    with pytest.raises(ConfigError, match=r"Invalid value for 'data\.cache'.*must be a local directory, not a s3:// URL"):
+        cache("s3://bucket/cache")
+
+
 @pytest.mark.parametrize("key", ["platform.cache_dir", "job.temp_dir"])
 def test_local_folder_keys_take_a_file_url_and_a_home_folder(tmp_path, key):
     # the folder the job writes is the folder the config names (the temp dir was made as ./~ or ./file:)
@@ -120,6 +133,10 @@ def test_local_folder_keys_take_a_file_url_and_a_home_folder(tmp_path, key):
 
     assert folder(f"file://{tmp_path}/c") == f"{tmp_path}/c"
     assert folder(f"local://{tmp_path}/c") == f"{tmp_path}/c"
+    # file://name/c is relative, as the dataset and platform URLs read it (fsspec, storage.local_path)
+    from brevetti_pipe.storage import local_path
+
+    assert os.path.abspath(folder("file://rel/c")) == local_path("file://rel/c") == os.path.abspath("rel/c")
     assert folder("'~/brevetti-cache'") == os.path.expanduser("~/brevetti-cache")  # not a folder named "~"
 
 

@@ -72,6 +72,18 @@ def test_tensorboard_confusion_matrix_and_sample_images(tracked):
     assert len(pngs) == 2 and Image.open(io.BytesIO(pngs[0])).size == (16, 16)
 
 
+def test_mlflow_tracks_under_the_platform_root_a_local_url_names(tmp_path, monkeypatch):
+    # local://<folder> was taken as the folder "<cwd>/local:/<folder>"
+    from brevetti_pipe.reporting.tracking import MlflowTracking
+    from brevetti_pipe.storage import local_path
+
+    monkeypatch.chdir(tmp_path)
+    tracking = MlflowTracking()
+    for root in (f"local://{tmp_path}/p", f"file://{tmp_path}/p", f"{tmp_path}/p"):
+        assert tracking._tracking_uri(root) == f"file://{tmp_path}/p/mlruns", root
+    assert tracking._tracking_uri("file://p") == f"file://{local_path('p')}/mlruns" == f"file://{tmp_path}/p/mlruns"
+
+
 def test_mlflow_run_has_config_params_metrics_and_artifacts(tracked, monkeypatch):
     import mlflow
     from mlflow.tracking import MlflowClient
