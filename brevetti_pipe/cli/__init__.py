@@ -321,7 +321,7 @@ def _main(argv: Sequence[str] | None) -> None:
     quiet_tensorflow(verbose)  # TensorFlow's start-up lines stay off the console unless --verbose
     try:
         translated = guard_overrides(translated)  # secrets masked first: a flag error may quote an override
-        translated = _upgrade_settings_overrides(translated)
+        translated = _upgrade_added_key_overrides(translated)
         _check_hydra_flags(translated)
         _check_config_folders(translated)
         _prepare_settings(translated)
@@ -345,10 +345,10 @@ def _main(argv: Sequence[str] | None) -> None:
 _NO_COMPOSE_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc")
 
 
-def _upgrade_settings_overrides(argv: list[str]) -> list[str]:
-    from brevetti_pipe.run._settings import upgrade_settings_overrides
+def _upgrade_added_key_overrides(argv: list[str]) -> list[str]:
+    from brevetti_pipe.run._settings import upgrade_added_key_overrides
 
-    return upgrade_settings_overrides(argv)
+    return upgrade_added_key_overrides(argv)
 
 
 def _prepare_settings(argv: list[str]) -> None:

@@ -19,7 +19,7 @@ from brevetti_pipe.config._compose import RUN_SETTINGS_GROUP, set_settings_defau
 from brevetti_pipe.config._overrides import hydra_literal
 from brevetti_pipe.run.recipe import Recipe, resolve_run
 
-__all__ = ["compose_job_config", "drop_foreign_defaults", "hinted_settings", "job_class_for", "prepare_settings", "settings_defaults", "settings_model", "upgrade_settings_overrides"]
+__all__ = ["compose_job_config", "drop_foreign_defaults", "hinted_settings", "job_class_for", "prepare_settings", "settings_defaults", "settings_model", "upgrade_added_key_overrides"]
 
 #: OmegaConf's marker of a value that must be set (a settings field without a default).
 MISSING = "???"
@@ -78,7 +78,7 @@ def drop_foreign_defaults(settings: dict[str, Any], model: type[JobSettings]) ->
 _ONCE_ADDED = ("+settings", "+export.parity_samples=", "+export.tolerance=")
 
 
-def upgrade_settings_overrides(overrides: Sequence[str]) -> list[str]:
+def upgrade_added_key_overrides(overrides: Sequence[str]) -> list[str]:
     """``+settings.x=V`` as ``++settings.x=V`` (and ``+export.parity_samples``, ``+export.tolerance``):
     the ``+`` once needed to add such a key keeps working now that the config holds it (Hydra refuses
     ``+`` on an existing key)."""
@@ -175,7 +175,7 @@ def compose_job_config(job_class: Any, job_id: str | None, api_key: str | None, 
     job_id, api_key, overrides = init_arguments(argv, job_class._settings_model(), job_id, api_key, overrides)
     if api_key:
         _secrets.set_api_key(api_key)
-    overrides = [*upgrade_settings_overrides(overrides), *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
+    overrides = [*upgrade_added_key_overrides(overrides), *([f"job.id={hydra_literal(str(job_id))}"] if job_id else [])]
     prepare_settings(overrides, config_dir=config_dir, config_name=config_name, job_class=job_class)
     cfg, task_overrides, groups = compose(overrides, config_dir=config_dir, config_name=config_name)
     return resolve_config(cfg, task_overrides, groups), task_overrides, dict(cfg.hydra.runtime.choices)
