@@ -4,9 +4,10 @@ An entry is ``serialize_tensor(value)`` followed by ``serialize_tensor(fingerpri
 file name))``. The name names the sample (its path, version and the columns the prefix reads) and the key, so
 an entry copied over another of the same shape fails its check too. A fill stats every entry and writes again
 the ones whose size their spec rules out (a file cut short by a crash before its data reached the disk: not the
-size a fixed shape gives, or below the smallest entry a variable shape allows, such as an empty file); each is written under a temporary name and renamed into place when done (a failed write is one line
-naming the folder); a read checks the trailer, so a damaged entry fails its job naming the file instead of
-feeding wrong numbers to training or failing with TensorFlow's "Could not parse 'serialized' as TensorProto".
+size a fixed shape gives, or below the smallest entry a variable shape allows, such as an empty file); each is
+written under a temporary name and renamed into place when done (a failed write is one line naming the
+folder); a read checks the trailer, so a damaged entry fails its job naming the file instead of feeding wrong
+numbers to training or failing with TensorFlow's "Could not parse 'serialized' as TensorProto".
 """
 
 from __future__ import annotations
