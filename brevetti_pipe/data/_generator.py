@@ -23,7 +23,7 @@ from brevetti_pipe.data._disk_cache import FORMAT, decode_entry, encode_entry, e
 from brevetti_pipe.data._memory_cache import DEFAULT_MAX_BYTES, MemoryCache, auto_cache_fits, estimate_bytes
 from brevetti_pipe.errors import ConfigError, StageError
 from brevetti_pipe.stages._base import stage_seed_id
-from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local
+from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local, local_path
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -278,9 +278,9 @@ class DataGenerator:
         self.io = io or IoTools()
         self.stages: list[Stage] = list(stages)
         self.shard = shard
-        if not isinstance(cache, (bool, str)) or cache == "":
+        if not isinstance(cache, (bool, str)) or cache == "" or (isinstance(cache, str) and not is_local(cache)):
             raise ConfigError(f"cache is 'auto', true (memory), false or a local directory; got {cache!r}")
-        self.cache = cache
+        self.cache = local_path(cache) if isinstance(cache, str) and cache != "auto" else cache
         self.cache_max_bytes = DEFAULT_MAX_BYTES if cache_max_bytes is None else int(cache_max_bytes)
         #: (prefix stage ids, its in-memory cache or None when ``cache="auto"`` streams it)
         self._memory_cache: tuple[tuple[int, ...], MemoryCache | None] | None = None

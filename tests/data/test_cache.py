@@ -340,6 +340,21 @@ def test_a_disk_cache_entry_cut_short_is_written_again(tmp_path, tiny_vials, cap
     assert short.stat().st_size == empty.stat().st_size == longer.stat().st_size == sorted(disk.rglob("*.tensor"))[3].stat().st_size
 
 
+def test_a_disk_cache_folder_may_be_a_file_url_or_under_home_but_not_remote(tmp_path, tiny_vials, monkeypatch):
+    # it was used as written: a folder named "file:" or "~" in the working directory, or "s3:" for a bucket
+    from brevetti_pipe.errors import ConfigError
+
+    samples = get_image_samples(str(tiny_vials))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert DataGenerator(samples, cache=f"file://{tmp_path}/c").cache == str(tmp_path / "c")
+    gen = DataGenerator(samples, batch_size=4, output_structure="img", cache="~/c").map(ImagePipeline(target_size=(16, 16)))
+    next(iter(gen.get_dataset()))
+    assert list((tmp_path / "home" / "c").rglob("*.tensor")) and not (tmp_path / "~").exists()
+    with pytest.raises(ConfigError, match="cache is 'auto', true \\(memory\\), false or a local directory; got 's3://b/c'"):
+        DataGenerator(samples, cache="s3://b/c")
+
+
 def test_a_variable_shape_disk_cache_entry_left_empty_is_written_again(tmp_path, tiny_vials, caplog):
     # no size is fixed for [None, None, 3] images, but none is smaller than an empty image's entry: an empty
     # file (a crash before the data reached the disk) or a stub of a few bytes is written again, not read
