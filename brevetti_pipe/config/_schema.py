@@ -71,6 +71,7 @@ class PlatformConfig(StrictModel):
     @field_validator("root")
     @classmethod
     def _check_root(cls, value: str) -> str:
+        value = _one_slash_url(value)
         scheme, sep, rest = value.partition("://")
         if not value.strip():
             raise ConfigError("must not be empty; allowed: a folder or URL, e.g. /data/platform or s3://bucket/platform")
@@ -84,11 +85,49 @@ class PlatformConfig(StrictModel):
         return _local_folder(value, "/var/cache/brevetti-pipe", "a cache under the job's temp dir")
 
 
+_ONE_SLASH = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
+
+
+def _one_slash_url(value: str) -> str:
+    """``file:/x`` (one slash) as ``/x``, as fsspec reads it; ``s3:/b/x`` and the like refused: a URL
+    missing a slash, which every reader would take for a relative folder named ``s3:``."""
+    m = _ONE_SLASH.match(value)
+    if m is None:
+        return value
+    if m["scheme"].lower() in ("file", "local"):
+        return value[m.end() - 1:]
+    raise ConfigError(f"{value!r} is a URL missing a slash: write {m['scheme']}://{value[m.end():]}")
+
+
+#: words that read as a setting, not as a folder's name (a quoted "false" from JSON, ``data.cache=off``)
+_CACHE_WORDS = ("auto", "true", "false", "yes", "no", "on", "off", "none", "null", "memory", "disk")
+
+
+def data_cache_value(value: Any) -> bool | str:
+    """``data.cache`` (and ``DataGenerator(cache=)``): True, False, ``"auto"`` or a local folder, which is
+    read as :func:`_local_folder` reads ``platform.cache_dir``.
+
+    Raises:
+        ConfigError: another type, a remote URL, or a word such as ``"false"`` or ``"off"`` (a string
+            that would otherwise become a folder of that name).
+    """
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, bool) or value == "auto":
+        return value
+    if not isinstance(value, str) or not value.strip() or value.strip().lower() in _CACHE_WORDS:
+        hint = (f" ({value!r} is a string: write it without quotes, or ./{value.strip()} for a folder of that name)"
+                if isinstance(value, str) and value.strip() else "")
+        raise ConfigError(f"allowed: auto, true, false or a local directory; got {value!r}{hint}")
+    return cast(str, _local_folder(value, "/var/cache/brevetti-pipe/prefix", "auto"))  # a str in, a str out
+
+
 def _local_folder(value: str | None, example: str, default: str) -> str | None:
     """A local folder: ``~`` expanded, ``file://`` (or ``local://``) dropped; another URL is refused (the
     folder is written with plain file calls, so ``s3://...`` would make a folder named ``s3:``)."""
     if value is None:
         return None
+    value = _one_slash_url(value)
     scheme, sep, rest = value.partition("://")
     if sep and scheme in ("file", "local"):
         if not rest.strip("/"):
@@ -230,11 +269,7 @@ class DataConfig(StrictModel):
     @field_validator("cache")
     @classmethod
     def _check_cache(cls, value: bool | str) -> bool | str:
-        if isinstance(value, str) and not value.strip():
-            raise ConfigError("allowed: auto, true, false or a local directory")
-        if isinstance(value, str) and value != "auto":  # a folder, as platform.cache_dir takes one
-            return cast(str, _local_folder(value, "/var/cache/brevetti-pipe/prefix", "auto"))  # a str in, a str out
-        return value
+        return data_cache_value(value)
 
     @field_validator("num_parallel_calls", "prefetch")
     @classmethod

@@ -21,7 +21,8 @@ import pandas as pd
 from brevetti_pipe._util.category import category_label
 from brevetti_pipe.data._disk_cache import FORMAT, decode_entry, encode_entry, entry_size, unusable_entries, write_entries
 from brevetti_pipe.data._memory_cache import DEFAULT_MAX_BYTES, MemoryCache, auto_cache_fits, estimate_bytes
-from brevetti_pipe.errors import ConfigError, StageError
+from brevetti_pipe.config._schema import data_cache_value
+from brevetti_pipe.errors import ConfigError, StageError, StorageError
 from brevetti_pipe.stages._base import stage_seed_id
 from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local, local_path
 
@@ -278,8 +279,10 @@ class DataGenerator:
         self.io = io or IoTools()
         self.stages: list[Stage] = list(stages)
         self.shard = shard
-        if not isinstance(cache, (bool, str)) or cache == "" or (isinstance(cache, str) and not is_local(cache)):
-            raise ConfigError(f"cache is 'auto', true (memory), false or a local directory; got {cache!r}")
+        try:
+            cache = data_cache_value(cache)
+        except ConfigError as exc:
+            raise ConfigError(f"cache: {exc}") from None
         self.cache = local_path(cache) if isinstance(cache, str) and cache != "auto" else cache
         self.cache_max_bytes = DEFAULT_MAX_BYTES if cache_max_bytes is None else int(cache_max_bytes)
         #: (prefix stage ids, its in-memory cache or None when ``cache="auto"`` streams it)
@@ -423,7 +426,11 @@ class DataGenerator:
         import tensorflow as tf
 
         folder = self._cache_dir(prefix)
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, a read-only file system
+            raise StorageError(f"data.cache: cannot create the cache folder {folder} ({exc.strerror or exc}); set "
+                               "data.cache to a folder that can be written") from None
         # an entry is one file version *and* every other column the prefix reads (a category map, a
         # mask rasterised from a changed annotation): what changes the output changes the entry
         reads: set[str] = set()

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import pathlib
 import re
 import shutil
 import tempfile
@@ -253,7 +254,7 @@ class MlflowTracking(JobCallback, name="mlflow"):
                         "(set callbacks.mlflow.tracking_uri to choose)")
             root = "."
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 wants the opt-in for a file store
-        return "file://" + os.path.join(local_path(root), "mlruns")
+        return pathlib.Path(local_path(root), "mlruns").as_uri()  # '#', '%', '?' in a folder name escaped
 
     def on_job_start(self, *, job: JobView, **kwargs: Any) -> None:
         from mlflow.entities import Param

@@ -342,7 +342,7 @@ def test_a_disk_cache_entry_cut_short_is_written_again(tmp_path, tiny_vials, cap
 
 def test_a_disk_cache_folder_may_be_a_file_url_or_under_home_but_not_remote(tmp_path, tiny_vials, monkeypatch):
     # it was used as written: a folder named "file:" or "~" in the working directory, or "s3:" for a bucket
-    from brevetti_pipe.errors import ConfigError
+    from brevetti_pipe.errors import ConfigError, StorageError
 
     samples = get_image_samples(str(tiny_vials))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -351,8 +351,14 @@ def test_a_disk_cache_folder_may_be_a_file_url_or_under_home_but_not_remote(tmp_
     gen = DataGenerator(samples, batch_size=4, output_structure="img", cache="~/c").map(ImagePipeline(target_size=(16, 16)))
     next(iter(gen.get_dataset()))
     assert list((tmp_path / "home" / "c").rglob("*.tensor")) and not (tmp_path / "~").exists()
-    with pytest.raises(ConfigError, match="cache is 'auto', true \\(memory\\), false or a local directory; got 's3://b/c'"):
+    with pytest.raises(ConfigError, match="^cache: must be a local directory, not a s3:// URL"):
         DataGenerator(samples, cache="s3://b/c")
+    for value in ("file://", "file:///", " ", "false", "Off"):
+        with pytest.raises(ConfigError, match="^cache: "):
+            DataGenerator(samples, cache=value)
+    (tmp_path / "a_file").write_text("")  # a file where the folder should be: one line naming it, before any work
+    with pytest.raises(StorageError, match=f"^data.cache: cannot create the cache folder {tmp_path}/a_file/.* \\(Not a directory\\)"):
+        DataGenerator(samples, cache=str(tmp_path / "a_file")).map(ImagePipeline(target_size=(16, 16))).get_dataset()
 
 
 def test_a_variable_shape_disk_cache_entry_left_empty_is_written_again(tmp_path, tiny_vials, caplog):

@@ -122,6 +122,25 @@ def test_a_data_cache_folder_is_read_as_the_other_local_folder_keys(tmp_path):
     assert cache("auto") == "auto" and cache("true") is True and cache("false") is False
     with pytest.raises(ConfigError, match=r"Invalid value for 'data\.cache'.*must be a local directory, not a s3:// URL"):
         cache("s3://bucket/cache")
+    # a word is a setting, not a folder's name: data.cache=off and a quoted "false" made folders ./off and ./false
+    for word in ("off", "'false'", "'True'", "no"):
+        with pytest.raises(ConfigError, match=r"Invalid value for 'data\.cache'.*allowed: auto, true, false or a local directory"):
+            cache(word)
+
+
+def test_a_local_url_with_one_slash_is_read_as_fsspec_reads_it(tmp_path):
+    # file:/x is /x for fsspec (the rerun cache under platform.cache_dir went there) but was ./file:/x for the
+    # root and the cache folders: one setting split over two folders; s3:/b/x became a folder named "s3:"
+    job = Job.init(overrides=["recipe=vials_classification", f"platform.root=file:{tmp_path}/p",
+                              f"platform.cache_dir=file:{tmp_path}/c", f"job.temp_dir=local:{tmp_path}/t",
+                              f"data.cache=file:{tmp_path}/d"])
+    config = job.config
+    assert (config.platform.root, config.platform.cache_dir, config.job.temp_dir, config.data.cache) == (
+        f"{tmp_path}/p", f"{tmp_path}/c", f"{tmp_path}/t", f"{tmp_path}/d")
+    for key in ("platform.root", "platform.cache_dir", "data.cache"):
+        with pytest.raises(ConfigError, match=rf"Invalid value for '{re.escape(key)}'.*'s3:/b/x' is a URL missing a "
+                                              r"slash: write s3://b/x"):
+            Job.init(overrides=["recipe=vials_classification", f"platform.root={tmp_path}", f"{key}=s3:/b/x"])
 
 
 @pytest.mark.parametrize("key", ["platform.cache_dir", "job.temp_dir"])

@@ -82,6 +82,11 @@ def test_mlflow_tracks_under_the_platform_root_a_local_url_names(tmp_path, monke
     for root in (f"local://{tmp_path}/p", f"file://{tmp_path}/p", f"{tmp_path}/p"):
         assert tracking._tracking_uri(root) == f"file://{tmp_path}/p/mlruns", root
     assert tracking._tracking_uri("file://p") == f"file://{local_path('p')}/mlruns" == f"file://{tmp_path}/p/mlruns"
+    # a folder name with '#', '%' or a space: MLflow reads back the folder the job writes (it cut at '#')
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    odd = f"{tmp_path}/ml root#1 %41x"
+    assert local_file_uri_to_path(tracking._tracking_uri(f"local://{odd}")) == f"{odd}/mlruns"
 
 
 def test_mlflow_run_has_config_params_metrics_and_artifacts(tracked, monkeypatch):
