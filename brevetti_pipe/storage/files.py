@@ -74,6 +74,8 @@ def local_path(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if sep and scheme in LOCAL_PROTOCOLS:
         url = rest
+    elif url.startswith(("file:/", "local:/")):  # one slash: file:/x is /x, as fsspec reads it
+        url = url.partition(":")[2]
     return os.path.abspath(os.path.expanduser(url))
 
 

@@ -137,6 +137,9 @@ def test_a_local_url_with_one_slash_is_read_as_fsspec_reads_it(tmp_path):
     config = job.config
     assert (config.platform.root, config.platform.cache_dir, config.job.temp_dir, config.data.cache) == (
         f"{tmp_path}/p", f"{tmp_path}/c", f"{tmp_path}/t", f"{tmp_path}/d")
+    from brevetti_pipe.storage import local_path
+
+    assert local_path(f"file:{tmp_path}/p") == local_path(f"local:{tmp_path}/p") == f"{tmp_path}/p"
     for key in ("platform.root", "platform.cache_dir", "data.cache"):
         with pytest.raises(ConfigError, match=rf"Invalid value for '{re.escape(key)}'.*'s3:/b/x' is a URL missing a "
                                               r"slash: write s3://b/x"):
