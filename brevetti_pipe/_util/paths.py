@@ -1,4 +1,5 @@
-"""Path rules shared by the job and its callbacks: artifact and scratch paths stay inside their folder."""
+"""Path rules shared by the job and its callbacks: artifact and scratch paths stay inside their folder, and
+one reading of a local URL for the config, the storage layer and fsspec."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import PurePosixPath
 
 from brevetti_pipe.errors import ConfigError
 
-__all__ = ["check_relative"]
+__all__ = ["LOCAL_PROTOCOLS", "check_relative", "strip_local_scheme"]
+
+#: the URL schemes of local files (fsspec's LocalFileSystem)
+LOCAL_PROTOCOLS = ("file", "local")
 
 
 def check_relative(parts: Sequence[str], where: str) -> str:
@@ -20,3 +24,14 @@ def check_relative(parts: Sequence[str], where: str) -> str:
     if rel.is_absolute() or any(p == ".." for p in rel.parts) or (parts and str(parts[0]).startswith("~")):
         raise ConfigError(f"{where} takes a path relative to its folder; got {'/'.join(map(str, parts))!r}")
     return rel.as_posix()
+
+
+def strip_local_scheme(url: str) -> str:
+    """The path a local URL names, as fsspec reads it: ``file://x`` and ``local://x`` are ``x`` (relative
+    unless ``x`` starts with ``/``), ``file:/x`` (one slash) is ``/x``; any other string is returned as it is."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in LOCAL_PROTOCOLS:
+        return rest
+    if url.startswith(tuple(f"{p}:/" for p in LOCAL_PROTOCOLS)):
+        return url.partition(":")[2]
+    return url

@@ -8,6 +8,7 @@ from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from brevetti_pipe._util.paths import LOCAL_PROTOCOLS, strip_local_scheme
 from brevetti_pipe.errors import ConfigError
 
 __all__ = [
@@ -89,13 +90,14 @@ _ONE_SLASH = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
 
 
 def _one_slash_url(value: str) -> str:
-    """``file:/x`` (one slash) as ``/x``, as fsspec reads it; ``s3:/b/x`` and the like refused: a URL
-    missing a slash, which every reader would take for a relative folder named ``s3:``."""
+    """``file:/x`` (one slash) as ``/x`` (:func:`strip_local_scheme`, as fsspec reads it); ``s3:/b/x`` and
+    the like refused: a URL missing a slash, which every reader would take for a relative folder named ``s3:``."""
     m = _ONE_SLASH.match(value)
     if m is None:
         return value
-    if m["scheme"].lower() in ("file", "local"):
-        return value[m.end() - 1:]
+    scheme = m["scheme"].lower()
+    if scheme in LOCAL_PROTOCOLS:  # FILE:/x too: the config hands every reader /x
+        return strip_local_scheme(scheme + value[len(scheme):])
     raise ConfigError(f"{value!r} is a URL missing a slash: write {m['scheme']}://{value[m.end():]}")
 
 
@@ -129,12 +131,11 @@ def _local_folder(value: str | None, example: str, default: str) -> str | None:
         return None
     value = _one_slash_url(value)
     scheme, sep, rest = value.partition("://")
-    if sep and scheme in ("file", "local"):
-        if not rest.strip("/"):
-            raise ConfigError(f"a {scheme}:// URL needs a folder after it, e.g. {scheme}://{example}")
-        value = rest  # file://tmp/x is ./tmp/x, as fsspec and storage.local_path read it
-    elif sep:
+    if sep and scheme not in LOCAL_PROTOCOLS:
         raise ConfigError(f"must be a local directory, not a {scheme}:// URL, e.g. {example}")
+    if sep and not rest.strip("/"):
+        raise ConfigError(f"a {scheme}:// URL needs a folder after it, e.g. {scheme}://{example}")
+    value = strip_local_scheme(value)  # file://tmp/x is ./tmp/x, as fsspec and storage.local_path read it
     if not value.strip():
         raise ConfigError(f"must not be empty; leave it null for {default}")
     return os.path.expanduser(value)

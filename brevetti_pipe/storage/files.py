@@ -27,6 +27,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from brevetti_pipe.storage import _s3fetch
+from brevetti_pipe._util.paths import LOCAL_PROTOCOLS, strip_local_scheme
 from brevetti_pipe._util.progress import ProgressBar
 from brevetti_pipe._util.retry import RetryPolicy, is_transient, retry_call, unresolvable_host
 from brevetti_pipe._util.secrets import redact
@@ -37,7 +38,6 @@ __all__ = ["ChecksumError", "FileVersion", "IoTools", "Prefetch", "is_local", "j
 
 log = logging.getLogger(__name__)
 
-LOCAL_PROTOCOLS = ("file", "local")
 
 _BACKEND_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 
@@ -71,12 +71,7 @@ def is_local(url: str) -> bool:
 
 def local_path(url: str) -> str:
     """The absolute file-system path of a local URL (``file://`` or ``local://`` dropped, ``~`` expanded)."""
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme in LOCAL_PROTOCOLS:
-        url = rest
-    elif url.startswith(("file:/", "local:/")):  # one slash: file:/x is /x, as fsspec reads it
-        url = url.partition(":")[2]
-    return os.path.abspath(os.path.expanduser(url))
+    return os.path.abspath(os.path.expanduser(strip_local_scheme(url)))
 
 
 def join_url(base: str, *parts: str) -> str:
