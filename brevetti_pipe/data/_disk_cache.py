@@ -88,8 +88,8 @@ def entry_size(spec: tf.TensorSpec) -> tuple[int, int | None]:
     if spec.shape.rank is None:
         return _trailer_length(), None
     with tf.init_scope():
-        smallest = tf.zeros([0 if d is None else d for d in spec.shape.as_list()], spec.dtype)
-        smallest = len(encode_entry(smallest, tf.constant("")).numpy())
+        zeros = tf.zeros([0 if d is None else d for d in spec.shape.as_list()], spec.dtype)
+        smallest = len(encode_entry(zeros, tf.constant("")).numpy())
     exact = spec.shape.is_fully_defined() and spec.dtype != tf.string
     return smallest, smallest if exact else None
 

@@ -24,7 +24,7 @@ from brevetti_pipe.data._memory_cache import DEFAULT_MAX_BYTES, MemoryCache, aut
 from brevetti_pipe.config._schema import data_cache_value
 from brevetti_pipe.errors import ConfigError, StageError, StorageError
 from brevetti_pipe.stages._base import stage_seed_id
-from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local, local_path
+from brevetti_pipe.storage import FileVersion, IoTools, Prefetch, is_local
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -283,7 +283,7 @@ class DataGenerator:
             cache = data_cache_value(cache)
         except ConfigError as exc:
             raise ConfigError(f"cache: {exc}") from None
-        self.cache = local_path(cache) if isinstance(cache, str) and cache != "auto" else cache
+        self.cache = os.path.abspath(cache) if isinstance(cache, str) and cache != "auto" else cache  # read as a folder already
         self.cache_max_bytes = DEFAULT_MAX_BYTES if cache_max_bytes is None else int(cache_max_bytes)
         #: (prefix stage ids, its in-memory cache or None when ``cache="auto"`` streams it)
         self._memory_cache: tuple[tuple[int, ...], MemoryCache | None] | None = None
