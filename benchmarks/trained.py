@@ -20,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
@@ -80,19 +82,26 @@ def _script(data: Path, cached: bool, scratch: Path, epochs: int = 8) -> dict:
     return {"wall": wall, "cpu": cpu, "to_completed": result.get("to_saved"), "accuracy": result["devel_accuracy"]}
 
 
+def _interleaved(plan: dict[Any, Callable[[Path], dict]], rounds: int, label: Callable[[Any, int], str]) -> dict[Any, list[dict]]:
+    """Each run of ``plan`` once per round, in reverse order every other round (a drifting machine
+    favours no run), in one scratch folder; each result printed after ``label(key, round)``."""
+    results: dict[Any, list[dict]] = {k: [] for k in plan}
+    DATA.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
+        for r in range(rounds):
+            for key in (list(plan) if r % 2 == 0 else list(reversed(plan))):
+                res = plan[key](Path(tmp))
+                results[key].append(res)
+                print(f"{label(key, r + 1)} {res['wall']:6.1f} s", flush=True)
+    return results
+
+
 def _long_runs(data: Path, rounds: int, epochs: int) -> dict[str, list[dict]]:
     """``rounds`` interleaved rounds of our job (cache on and off) and the script (uncached) at ``epochs``."""
     plan = {"ours_on": lambda s: _ours(data, True, s, (f"settings.epochs={epochs}",)),
             "ours_off": lambda s: _ours(data, False, s, (f"settings.epochs={epochs}",)),
             "script": lambda s: _script(data, False, s, epochs)}
-    results: dict[str, list[dict]] = {k: [] for k in plan}
-    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
-        for r in range(rounds):
-            for name in (list(plan) if r % 2 == 0 else list(reversed(plan))):
-                res = plan[name](Path(tmp))
-                results[name].append(res)
-                print(f"time to model, {epochs} epochs, round {r + 1}: {name:8s} {res['wall']:6.1f} s", flush=True)
-    return results
+    return _interleaved(plan, rounds, lambda name, r: f"time to model, {epochs} epochs, round {r}: {name:8s}")
 
 
 def _long_lines(short: dict[str, float], long: dict[str, list[dict]], epochs: int, rounds: int) -> list[str]:
@@ -137,18 +146,11 @@ def _long_lines(short: dict[str, float], long: dict[str, list[dict]], epochs: in
 def ttm_section(rounds: int = 5, long_rounds: int = 3, long_epochs: int = 24) -> list[str]:
     data = _demo_data()
     # "like": our job with the script's resize (bilinear without antialias; the demo antialiases)
-    plan = [("ours", False), ("script", False), ("ours", True), ("script", True), ("like", False)]
     run = {"ours": _ours, "script": _script,
            "like": lambda d, c, s: _ours(d, c, s, ("pipeline.image.antialias=false",))}
-    results: dict[tuple[str, bool], list[dict]] = {k: [] for k in plan}
-    DATA.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=DATA) as tmp:
-        scratch = Path(tmp)
-        for r in range(rounds):
-            for name, cached in (plan if r % 2 == 0 else list(reversed(plan))):
-                res = run[name](data, cached, scratch)
-                results[(name, cached)].append(res)
-                print(f"time to model, round {r + 1}: {name:6s} cache={cached!s:5s} {res['wall']:6.1f} s", flush=True)
+    plan = {(name, cached): (lambda s, n=name, c=cached: run[n](data, c, s))
+            for name, cached in [("ours", False), ("script", False), ("ours", True), ("script", True), ("like", False)]}
+    results = _interleaved(plan, rounds, lambda key, r: f"time to model, round {r}: {key[0]:6s} cache={key[1]!s:5s}")
 
     def med(name: str, cached: bool, key: str = "wall") -> float:
         return statistics.median(x[key] for x in results[(name, cached)])
