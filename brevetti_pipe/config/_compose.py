@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from brevetti_pipe._util.paths import strip_local_scheme
 from brevetti_pipe._util.resources import config_dir as bundled_config_dir
 from brevetti_pipe.errors import ConfigError, did_you_mean
 
@@ -194,7 +195,7 @@ def check_config_folder(folder: str | os.PathLike[str]) -> None:
     """
     import yaml
 
-    root = Path(str(folder).removeprefix("file://")).expanduser()
+    root = Path(strip_local_scheme(str(folder))).expanduser()
     for path in sorted(root.rglob("*.y*ml")) if root.is_dir() else []:
         try:
             node = yaml.compose(path.read_text(encoding="utf-8", errors="replace"), Loader=yaml.SafeLoader)

@@ -14,7 +14,7 @@ import numpy as np
 
 from brevetti_pipe.data._samples import GENERATORS
 from brevetti_pipe.errors import ConfigError
-from brevetti_pipe.storage import IoTools, is_local
+from brevetti_pipe.storage import IoTools, is_local, local_path
 
 __all__ = ["VIAL_CLASSES", "render_vial", "generate_vials"]
 
@@ -121,7 +121,7 @@ def generate_vials(
                     with open(name + ".json", "w", encoding="utf-8") as fh:
                         json.dump(doc, fh)
         if is_local(url):
-            target = os.path.abspath(url.removeprefix("file://"))
+            target = local_path(url)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
             shutil.copytree(staging, tmp)

@@ -22,6 +22,7 @@ import time
 import uuid
 from typing import Any
 
+from brevetti_pipe._util.paths import strip_local_scheme
 from brevetti_pipe._util.secrets import redact
 from brevetti_pipe.errors import JobLockedError, StorageError
 from brevetti_pipe.storage import IoTools, is_local
@@ -65,7 +66,7 @@ class JobLease:
     def __init__(self, io: IoTools, url: str, job_id: str, seconds: float = LEASE_SECONDS) -> None:
         self.io, self.url, self.job_id, self.seconds = io, url, job_id, seconds
         self.local = is_local(url)
-        self.path = url.removeprefix("file://") if self.local else url
+        self.path = strip_local_scheme(url) if self.local else url
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._lost = threading.Event()

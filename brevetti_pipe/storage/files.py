@@ -446,7 +446,7 @@ class IoTools:
         """
         for pending in list(self._prefetches):
             pending.join(raise_error=False)  # files a background fetch is writing are not fetched twice
-        out = [u[len("file://"):] if u.startswith("file://") else u for u in urls]
+        out = [strip_local_scheme(u) for u in urls]
         if all(is_local(u) for u in urls):
             return out, []
         if not self.cache_root:
